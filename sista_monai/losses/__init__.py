@@ -1,0 +1,23 @@
+"""SISTA losses: semantics-aware instance alignment (SIA), sparse token alignment (STA), their sum, and the
+report–report similarity and cross-rank gathering they rely on (METHOD.md §1–§3)."""
+
+from __future__ import annotations
+
+from sista_monai.losses.distributed import gather_no_grad, gather_with_grad, world_info
+from sista_monai.losses.sia import SIA_MODES, SemanticInstanceAlignmentLoss
+from sista_monai.losses.similarity import REPORT_SIMILARITY_SOURCES, ReportSimilarity, finding_label_agreement
+from sista_monai.losses.sista import SISTALoss
+from sista_monai.losses.sta import SparseTokenAlignmentLoss
+
+__all__ = [
+    "REPORT_SIMILARITY_SOURCES",
+    "SIA_MODES",
+    "ReportSimilarity",
+    "SISTALoss",
+    "SemanticInstanceAlignmentLoss",
+    "SparseTokenAlignmentLoss",
+    "finding_label_agreement",
+    "gather_no_grad",
+    "gather_with_grad",
+    "world_info",
+]

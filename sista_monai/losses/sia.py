@@ -1,0 +1,235 @@
+"""SIA: semantics-aware instance alignment, an image–report InfoNCE without false negatives (METHOD.md §1)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sista_monai.losses.distributed import gather_with_grad, world_info
+
+__all__ = ["SemanticInstanceAlignmentLoss", "SIA_MODES"]
+
+SIA_MODES = ("eliminate", "positive", "soft")
+
+
+class SemanticInstanceAlignmentLoss(nn.Module):
+    """Symmetric image–report InfoNCE in which unpaired reports similar to the anchor's are not negatives.
+
+    With L2-normalised image embeddings ``v`` and report embeddings ``t`` the logits are
+    ``s_ij = <v_i, t_j> / tau``. A pair ``(i, j)``, ``j != i``, is a *false negative* (flagged) when the
+    report–report similarity ``R_ij >= threshold``. The image→report term uses the rows of ``s``, the
+    report→image term its columns, and the loss is their mean. Modes:
+
+    - ``"eliminate"`` (default): flagged pairs are dropped from both softmax denominators,
+      ``L_i = -log(exp(s_ii) / sum_{j not flagged} exp(s_ij))``.
+    - ``"positive"``: flagged pairs are extra positives; multi-positive InfoNCE (the denominator covers the whole
+      row) averaged over the positives ``{i} ∪ {j flagged}``.
+    - ``"soft"``: cross-entropy against soft targets ``q_ij ∝ exp(R_ij / soft_temperature)`` over the candidates
+      ``{i} ∪ {j flagged}`` (zero elsewhere). ``threshold`` therefore still selects which pairs may share target
+      mass; set it to ``-inf`` (or any value <= -1) for targets ``softmax(R_i / soft_temperature)`` over the
+      whole row.
+
+    With ``threshold`` above every off-diagonal ``R_ij`` nothing is flagged and every mode equals the standard
+    symmetric CLIP loss exactly.
+
+    ``report_sim`` is read as a symmetric relation ("report i resembles report j"): the report→image term of
+    report ``j`` uses row ``j`` of ``report_sim`` (not column ``j``), which is what makes the distributed form
+    possible, where each rank only holds its own rows. Cosine similarities (:class:`ReportSimilarity`) are
+    symmetric.
+
+    Distributed: when ``torch.distributed`` is initialised with ``world > 1`` (and ``gather_distributed``), the
+    loss gathers ``v`` and ``t`` from all ranks with gradient; each rank computes its ``B`` rows against the
+    ``B * world`` global columns in both directions, the positive of local sample ``i`` sitting at column
+    ``rank * B + i``. Each rank's loss is normalised by its local batch size, so the mean over ranks (what DDP's
+    gradient averaging optimises) equals the single-process loss over the concatenated batch.
+
+    References:
+        Radford, Alec, et al. "Learning Transferable Visual Models From Natural Language Supervision." ICML 2021
+        (https://arxiv.org/abs/2103.00020): symmetric image–text InfoNCE, learnable log-scale temperature.
+
+        van den Oord, Aaron, et al. "Representation Learning with Contrastive Predictive Coding." 2018
+        (https://arxiv.org/abs/1807.03748): InfoNCE.
+
+        Wang, Fuying, et al. "Multi-Granularity Cross-modal Alignment for Generalized Medical Visual
+        Representation Learning." NeurIPS 2022 (https://arxiv.org/abs/2210.06044): instance-level image–report
+        alignment.
+
+        Wang, Zifeng, et al. "MedCLIP: Contrastive Learning from Unpaired Medical Images and Text." EMNLP 2022
+        (https://arxiv.org/abs/2210.10163): semantic matching to avoid false negatives, soft targets.
+
+        Khosla, Prannay, et al. "Supervised Contrastive Learning." NeurIPS 2020
+        (https://arxiv.org/abs/2004.11362): multi-positive InfoNCE averaged over positives.
+    """
+
+    def __init__(
+        self,
+        threshold: float,
+        mode: str = "eliminate",
+        temperature: float = 0.07,
+        learnable_temperature: bool = False,
+        temperature_bounds: tuple[float, float] = (0.01, 1.0),
+        soft_temperature: float = 0.1,
+        gather_distributed: bool = True,
+    ) -> None:
+        """
+        Args:
+            threshold: ``theta``; an off-diagonal pair is a false negative when ``report_sim >= threshold``.
+            mode: ``"eliminate"``, ``"positive"`` or ``"soft"`` (see the class docstring).
+            temperature: ``tau`` of the image–report logits (initial value when learnable).
+            learnable_temperature: learn ``log(tau)`` as a parameter (CLIP); ``tau`` is clamped to
+                ``temperature_bounds`` in every forward.
+            temperature_bounds: ``(min, max)`` of a learnable ``tau``; CLIP's logit-scale clamp at 100 is a
+                minimum of 0.01.
+            soft_temperature: ``tau_R`` of the soft targets (``mode="soft"`` only).
+            gather_distributed: use the global batch as negatives when running distributed.
+
+        Raises:
+            ValueError: when ``mode`` is unknown, a temperature is not positive, or the bounds are not
+                ``0 < min <= max`` containing ``temperature`` when it is learnable.
+        """
+        super().__init__()
+        if mode not in SIA_MODES:
+            raise ValueError(f"mode must be one of {SIA_MODES}, got {mode!r}.")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}.")
+        if not soft_temperature > 0:
+            raise ValueError(f"soft_temperature must be positive, got {soft_temperature}.")
+        low, high = (float(b) for b in temperature_bounds)
+        if not 0 < low <= high:
+            raise ValueError(f"temperature_bounds must satisfy 0 < min <= max, got {tuple(temperature_bounds)}.")
+        if learnable_temperature and not low <= temperature <= high:
+            raise ValueError(f"temperature {temperature} is outside temperature_bounds {(low, high)}.")
+        self.threshold = float(threshold)
+        self.mode = mode
+        self.learnable_temperature = learnable_temperature
+        self.temperature_bounds = (low, high)
+        self.soft_temperature = float(soft_temperature)
+        self.gather_distributed = gather_distributed
+        self.initial_temperature = float(temperature)
+        if learnable_temperature:
+            self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
+
+    def temperature(self) -> torch.Tensor | float:
+        """The current ``tau``: a float when fixed, a tensor with gradient clamped to the bounds when learnable."""
+        if not self.learnable_temperature:
+            return self.initial_temperature
+        low, high = self.temperature_bounds
+        return self.log_temperature.clamp(math.log(low), math.log(high)).exp()
+
+    def forward(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        report_sim: torch.Tensor,
+        label_agreement: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """
+        Args:
+            image_emb: ``(B, D)`` image embeddings ``v``, L2-normalised.
+            text_emb: ``(B, D)`` report embeddings ``t``, L2-normalised.
+            report_sim: ``(B, B)`` report–report similarity ``R`` (``(B, B * world)`` against the gathered
+                columns when distributed), e.g. from :class:`ReportSimilarity`. No gradient flows into it.
+            label_agreement: optional ``(B, B)`` (``(B, B * world)``) boolean, ``True`` where two reports'
+                findings agree (:func:`finding_label_agreement`); enables ``flag_precision``/``flag_recall``.
+
+        Returns:
+            A dict with ``"loss"`` (scalar, with gradient) and detached diagnostics: ``"false_negative_rate"``
+            (fraction of this rank's off-diagonal pairs flagged), ``"temperature"``, and with
+            ``label_agreement`` ``"flag_precision"`` (fraction of flagged pairs whose labels agree) and
+            ``"flag_recall"`` (fraction of label-agreeing off-diagonal pairs flagged), NaN when undefined.
+
+        Raises:
+            ValueError: when the shapes are inconsistent.
+        """
+        if image_emb.ndim != 2 or text_emb.ndim != 2:
+            raise ValueError(
+                f"image_emb and text_emb must have shape (B, D), got {tuple(image_emb.shape)} "
+                f"and {tuple(text_emb.shape)}."
+            )
+        if image_emb.shape != text_emb.shape:
+            raise ValueError(
+                f"image_emb {tuple(image_emb.shape)} and text_emb {tuple(text_emb.shape)} must have the same shape."
+            )
+        batch = image_emb.shape[0]
+        if batch == 0:
+            raise ValueError("image_emb and text_emb must hold at least one sample, got B = 0.")
+        rank, world = world_info() if self.gather_distributed else (0, 1)
+        num_columns = batch * world
+        if report_sim.shape != (batch, num_columns):
+            raise ValueError(
+                f"report_sim must have shape (B, B * world) = ({batch}, {num_columns}) "
+                f"(world = {world}), got {tuple(report_sim.shape)}."
+            )
+        if label_agreement is not None and label_agreement.shape != (batch, num_columns):
+            raise ValueError(
+                f"label_agreement must have shape (B, B * world) = ({batch}, {num_columns}), "
+                f"got {tuple(label_agreement.shape)}."
+            )
+
+        tau = self.temperature()
+        targets = torch.arange(batch, device=image_emb.device) + rank * batch
+        if world > 1:
+            all_images = gather_with_grad(image_emb)
+            all_texts = gather_with_grad(text_emb)
+            logits_image_to_text = image_emb @ all_texts.T / tau
+            logits_text_to_image = text_emb @ all_images.T / tau
+        else:
+            logits_image_to_text = image_emb @ text_emb.T / tau
+            logits_text_to_image = logits_image_to_text.T
+
+        report_sim = report_sim.detach().to(logits_image_to_text.dtype)
+        positive_mask = F.one_hot(targets, num_columns).bool()
+        flagged = (report_sim >= self.threshold) & ~positive_mask
+
+        loss = 0.5 * (
+            self._directional_loss(logits_image_to_text, targets, positive_mask, flagged, report_sim)
+            + self._directional_loss(logits_text_to_image, targets, positive_mask, flagged, report_sim)
+        )
+
+        output = {
+            "loss": loss,
+            "false_negative_rate": self._safe_ratio(flagged.sum(), batch * (num_columns - 1)),
+            "temperature": torch.as_tensor(tau, device=image_emb.device).detach(),
+        }
+        if label_agreement is not None:
+            agree = label_agreement.bool() & ~positive_mask
+            true_flags = (flagged & agree).sum()
+            output["flag_precision"] = self._safe_ratio(true_flags, flagged.sum())
+            output["flag_recall"] = self._safe_ratio(true_flags, agree.sum())
+        return output
+
+    def _directional_loss(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        positive_mask: torch.Tensor,
+        flagged: torch.Tensor,
+        report_sim: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mean over the ``B`` local anchors of one direction's loss; ``logits`` is ``(B, B * world)``."""
+        if self.mode == "eliminate":
+            return F.cross_entropy(logits.masked_fill(flagged, float("-inf")), targets)
+        log_prob = F.log_softmax(logits, dim=1)
+        candidates = positive_mask | flagged
+        if self.mode == "positive":
+            per_anchor = -(log_prob * candidates).sum(dim=1) / candidates.sum(dim=1)
+            return per_anchor.mean()
+        soft_targets = torch.softmax(
+            (report_sim / self.soft_temperature).masked_fill(~candidates, float("-inf")), dim=1
+        )
+        return -(soft_targets * log_prob).sum(dim=1).mean()
+
+    @staticmethod
+    def _safe_ratio(numerator: torch.Tensor, denominator: torch.Tensor | int) -> torch.Tensor:
+        """``numerator / denominator`` as a detached float; 0 / 0 gives NaN without a host synchronisation."""
+        numerator = numerator.detach().float()
+        return numerator / torch.as_tensor(denominator, dtype=numerator.dtype, device=numerator.device)
+
+    def extra_repr(self) -> str:
+        return (
+            f"threshold={self.threshold}, mode={self.mode!r}, learnable_temperature={self.learnable_temperature}, "
+            f"temperature_bounds={self.temperature_bounds}, soft_temperature={self.soft_temperature}"
+        )

@@ -1,0 +1,129 @@
+"""The SISTA objective: weighted sum of the instance (SIA) and token (STA) alignment losses (METHOD.md §3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sista_monai.losses.sia import SemanticInstanceAlignmentLoss
+from sista_monai.losses.sta import SparseTokenAlignmentLoss
+
+__all__ = ["SISTALoss"]
+
+
+class SISTALoss(nn.Module):
+    """``L = lambda_instance * L_SIA + lambda_token * L_STA``, each term reported separately.
+
+    The two terms are given as modules, so a bundle config builds them with ``_target_`` and hands them over::
+
+        "loss": {
+            "_target_": "sista_monai.losses.SISTALoss",
+            "sia": {"_target_": "sista_monai.losses.SemanticInstanceAlignmentLoss", "threshold": 0.9},
+            "sta": {"_target_": "sista_monai.losses.SparseTokenAlignmentLoss"},
+            "lambda_instance": 1.0,
+            "lambda_token": 1.0
+        }
+
+    A term whose weight is 0 is skipped (not computed), its module may then be ``None`` and its inputs omitted.
+    A learnable SIA temperature is a parameter of this module (through ``sia``): give it to the optimiser.
+
+    References:
+        Bui et al. "Representation Learning with Semantic-aware Instance and Sparse Token Alignments" (SISTA),
+        2026; see :class:`SemanticInstanceAlignmentLoss` and :class:`SparseTokenAlignmentLoss` for the sources
+        of each term.
+    """
+
+    def __init__(
+        self,
+        sia: SemanticInstanceAlignmentLoss | None = None,
+        sta: SparseTokenAlignmentLoss | None = None,
+        lambda_instance: float = 1.0,
+        lambda_token: float = 1.0,
+    ) -> None:
+        """
+        Args:
+            sia: the instance-level loss; ``None`` only when ``lambda_instance`` is 0.
+            sta: the token-level loss; ``None`` builds a default :class:`SparseTokenAlignmentLoss` when
+                ``lambda_token`` is non-zero.
+            lambda_instance: ``lambda_inst``, weight of the SIA term.
+            lambda_token: ``lambda_tok``, weight of the STA term.
+
+        Raises:
+            ValueError: when a weight is negative, both are 0, or ``sia`` is missing while ``lambda_instance`` is
+                non-zero.
+        """
+        super().__init__()
+        if lambda_instance < 0 or lambda_token < 0:
+            raise ValueError(
+                f"lambda_instance and lambda_token must be non-negative, got {lambda_instance} and {lambda_token}."
+            )
+        if lambda_instance == 0 and lambda_token == 0:
+            raise ValueError("at least one of lambda_instance and lambda_token must be positive.")
+        if lambda_instance > 0 and sia is None:
+            raise ValueError("sia (a SemanticInstanceAlignmentLoss) is required when lambda_instance > 0.")
+        if lambda_token > 0 and sta is None:
+            sta = SparseTokenAlignmentLoss()
+        self.sia = sia
+        self.sta = sta
+        self.lambda_instance = float(lambda_instance)
+        self.lambda_token = float(lambda_token)
+
+    def forward(
+        self,
+        image_emb: torch.Tensor | None = None,
+        text_emb: torch.Tensor | None = None,
+        report_sim: torch.Tensor | None = None,
+        patch_emb: torch.Tensor | None = None,
+        token_emb: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None,
+        label_agreement: torch.Tensor | None = None,
+        return_weights: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """
+        Args:
+            image_emb: ``(B, D)`` global image embeddings (SIA).
+            text_emb: ``(B, D)`` global report embeddings (SIA).
+            report_sim: ``(B, B)`` (``(B, B * world)`` distributed) report–report similarity (SIA), see
+                :class:`ReportSimilarity`.
+            patch_emb: ``(B, P, D)`` patch embeddings (STA).
+            token_emb: ``(B, T, D)`` token embeddings (STA).
+            token_mask: ``(B, T)`` boolean validity of the tokens (STA).
+            label_agreement: optional ``(B, B)`` (``(B, B * world)``) boolean label agreement for the SIA flag
+                precision/recall diagnostics.
+            return_weights: also return the STA alignment weights under ``"weights"``.
+
+        Returns:
+            ``"loss"`` (with gradient), ``"loss_sia"`` and ``"loss_sta"`` (detached; 0 for a skipped term) and the
+            detached diagnostics of the computed terms: ``"false_negative_rate"``, ``"temperature"``,
+            ``"flag_precision"``, ``"flag_recall"`` (SIA) and ``"sparsity"`` (STA).
+
+        Raises:
+            ValueError: when an input of a computed term is missing.
+        """
+        output: dict[str, torch.Tensor] = {}
+        terms: list[torch.Tensor] = []
+        if self.lambda_instance > 0:
+            self._require(image_emb=image_emb, text_emb=text_emb, report_sim=report_sim)
+            sia = self.sia(image_emb, text_emb, report_sim, label_agreement=label_agreement)
+            terms.append(self.lambda_instance * sia["loss"])
+            output["loss_sia"] = sia.pop("loss").detach()
+            output.update(sia)
+        if self.lambda_token > 0:
+            self._require(patch_emb=patch_emb, token_emb=token_emb, token_mask=token_mask)
+            sta = self.sta(patch_emb, token_emb, token_mask, return_weights=return_weights)
+            terms.append(self.lambda_token * sta["loss"])
+            output["loss_sta"] = sta.pop("loss").detach()
+            output.update(sta)
+        loss = terms[0] if len(terms) == 1 else terms[0] + terms[1]
+        for name in ("loss_sia", "loss_sta"):
+            output.setdefault(name, torch.zeros((), dtype=loss.dtype, device=loss.device))
+        output["loss"] = loss
+        return output
+
+    def _require(self, **inputs: torch.Tensor | None) -> None:
+        missing = [name for name, value in inputs.items() if value is None]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} required by a term with a non-zero weight, got None.")
+
+    def extra_repr(self) -> str:
+        return f"lambda_instance={self.lambda_instance}, lambda_token={self.lambda_token}"
