@@ -1,0 +1,97 @@
+"""The SISTA model: an image encoder, a text encoder and four projection heads."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .heads import ProjectionHead
+from .outputs import SISTAOutput
+
+__all__ = ["SISTAModel"]
+
+
+class SISTAModel(nn.Module):
+    """Wires encoders and heads and returns one :class:`~sista_monai.networks.SISTAOutput` per batch.
+
+    Four heads map to the shared D-dimensional space: image global (``v``), image patches (``p``), report
+    global (``t``) and report tokens (``w``) — global and local heads are separate, as in MGCA.
+
+    Args:
+        image_encoder: a module returning :class:`~sista_monai.networks.ImageEncoderOutput` with an
+            ``out_channels`` attribute (:class:`ViTImageEncoder`, :class:`ResNetImageEncoder`).
+        text_encoder: a module returning :class:`~sista_monai.networks.TextEncoderOutput` with an
+            ``out_channels`` attribute (:class:`HuggingFaceTextEncoder`).
+        embed_dim: D.
+        head_hidden_dim: hidden width of the heads (``None``: the encoder width; 0: linear heads).
+        keep_frozen_text_copy: keep a frozen copy of the text encoder as it is now (before training), whose
+            pooled features feed the ``text_frozen`` report-similarity source (METHOD.md §1). The copy never
+            trains and always runs in eval mode.
+    """
+
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        text_encoder: nn.Module,
+        embed_dim: int = 128,
+        head_hidden_dim: int | None = None,
+        keep_frozen_text_copy: bool = False,
+    ) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        image_dim, text_dim = int(image_encoder.out_channels), int(text_encoder.out_channels)
+        self.image_global_head = ProjectionHead(image_dim, embed_dim, head_hidden_dim)
+        self.image_local_head = ProjectionHead(image_dim, embed_dim, head_hidden_dim)
+        self.text_global_head = ProjectionHead(text_dim, embed_dim, head_hidden_dim)
+        self.text_local_head = ProjectionHead(text_dim, embed_dim, head_hidden_dim)
+        self.embed_dim = embed_dim
+        self.frozen_text_encoder: nn.Module | None = None
+        if keep_frozen_text_copy:
+            self.frozen_text_encoder = copy.deepcopy(text_encoder).eval()
+            self.frozen_text_encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> SISTAModel:
+        """Set train/eval mode; the frozen text copy stays in eval mode."""
+        super().train(mode)
+        if self.frozen_text_encoder is not None:
+            self.frozen_text_encoder.eval()
+        return self
+
+    def encode_image(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """``(v, p, patch_grid)``: the image's global ``(B, D)`` and patch ``(B, P, D)`` embeddings."""
+        features = self.image_encoder(image)
+        return (
+            self.image_global_head(features.global_features),
+            self.image_local_head(features.patch_features),
+            features.patch_grid,
+        )
+
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(t, w, word_mask)``: the report's global ``(B, D)`` and token ``(B, T, D)`` embeddings."""
+        features = self.text_encoder(input_ids, attention_mask, word_mask)
+        return (
+            self.text_global_head(features.global_features),
+            self.text_local_head(features.token_features),
+            features.token_mask,
+        )
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        word_mask: torch.Tensor | None = None,
+    ) -> SISTAOutput:
+        """Encode a batch of image–report pairs."""
+        image_emb, patch_emb, grid = self.encode_image(image)
+        text_emb, token_emb, token_mask = self.encode_text(input_ids, attention_mask, word_mask)
+        frozen = None
+        if self.frozen_text_encoder is not None:
+            with torch.no_grad():
+                frozen = self.frozen_text_encoder(input_ids, attention_mask, word_mask).global_features.detach()
+        return SISTAOutput(image_emb, patch_emb, text_emb, token_emb, token_mask, grid, frozen)
