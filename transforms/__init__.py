@@ -47,3 +47,4 @@ from .report import (
     parse_mimic_report,
     report_item_id,
 )
+from .grounding import ZONE_WORDS, FindingZoneMaskd, ZoneWordMaskd

@@ -668,7 +668,7 @@ class ReportTokenizer:
         tokenizer: str | os.PathLike | Any,
         max_length: int = 112,
         exclude_punctuation: bool = True,
-        local_files_only: bool = False,
+        local_files_only: bool = True,
         revision: str | None = None,
     ) -> None:
         if isinstance(tokenizer, (str, os.PathLike)):
@@ -777,7 +777,7 @@ class TokenizeReport(Transform):
         tokenizer: ReportTokenizer | str | os.PathLike | Any,
         max_length: int = 112,
         exclude_punctuation: bool = True,
-        local_files_only: bool = False,
+        local_files_only: bool = True,
         revision: str | None = None,
     ) -> None:
         if isinstance(tokenizer, ReportTokenizer):
@@ -917,7 +917,7 @@ class TokenizeReportd(MapTransform):
         tokenizer: ReportTokenizer | str | os.PathLike | Any,
         max_length: int = 112,
         exclude_punctuation: bool = True,
-        local_files_only: bool = False,
+        local_files_only: bool = True,
         revision: str | None = None,
         input_ids_key: str = "input_ids",
         attention_mask_key: str = "attention_mask",

@@ -1,0 +1,212 @@
+"""The SISTA trainer and the batch preparation shared by training, validation and inference.
+
+:class:`SISTATrainer` is MONAI's :class:`~monai.engines.SupervisedTrainer` with its ``_iteration`` replaced
+(the pattern of the model-zoo detection bundle's trainer): one iteration encodes the image–report pairs,
+computes the report–report similarity, evaluates :class:`~sista_monai.losses.SISTALoss` and steps the
+optimiser. Everything else — the Ignite engine, events, handlers, gradient accumulation bookkeeping,
+``amp``/``amp_kwargs`` and ``optim_set_to_none`` — is SupervisedTrainer's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents, PrepareBatch
+from monai.utils import CommonKeys as Keys
+
+from sista_monai.losses import ReportSimilarity, finding_label_agreement
+
+__all__ = ["NonFiniteLossError", "SISTAPrepareBatch", "SISTATrainer", "BATCH_KEYS"]
+
+logger = logging.getLogger(__name__)
+
+BATCH_KEYS = ("image", "input_ids", "attention_mask", "word_mask", "labels", "zone_mask", "pointing_mask")
+"""Keys a SISTA batch may carry; ``image``, ``input_ids`` and ``attention_mask`` are required."""
+
+TARGET_KEYS = ("labels", "zone_mask", "pointing_mask")
+"""Ground truth handed to evaluation metrics as the evaluator's ``label``."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the iteration and the value of every term."""
+
+
+class SISTAPrepareBatch(PrepareBatch):
+    """Move a SISTA batch to the device.
+
+    Called by :class:`SISTATrainer` it returns a dict of tensors. Called by MONAI's
+    :class:`~monai.engines.SupervisedEvaluator` (``as_supervised=True``) it returns
+    ``(image, labels, (input_ids, attention_mask, word_mask), {})`` so that the evaluator runs
+    ``network(image, input_ids, attention_mask, word_mask)``.
+
+    Args:
+        as_supervised: return the evaluator's tuple instead of a dict.
+    """
+
+    def __init__(self, as_supervised: bool = False) -> None:
+        self.as_supervised = as_supervised
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        missing = [k for k in ("image", "input_ids", "attention_mask") if k not in batchdata]
+        if missing:
+            raise KeyError(f"SISTA batch is missing {missing}; it has {sorted(batchdata)}")
+        batch = {
+            key: torch.as_tensor(batchdata[key]).to(device=device, non_blocking=non_blocking, **kwargs)
+            for key in BATCH_KEYS
+            if key in batchdata and batchdata[key] is not None
+        }
+        for key in ("word_mask", "pointing_mask"):
+            if key in batch:
+                batch[key] = batch[key].bool()
+        if not self.as_supervised:
+            return batch
+        text = (batch["input_ids"], batch["attention_mask"], batch.get("word_mask"))
+        targets = {key: batch[key] for key in TARGET_KEYS if key in batch}
+        return batch["image"], targets, text, {}
+
+
+class SISTATrainer(SupervisedTrainer):
+    """SupervisedTrainer whose iteration is one SISTA step.
+
+    The constructor takes SupervisedTrainer's arguments (``loss_function`` is a
+    :class:`~sista_monai.losses.SISTALoss`, ``network`` a :class:`~sista_monai.networks.SISTAModel` or its
+    DDP wrapper), plus:
+
+    Args:
+        report_similarity: computes ``report_sim`` for SIA from the source it was built with:
+            ``text_frozen`` (the model's frozen text copy), ``text_online`` (the current report embeddings) or
+            ``labels`` (the batch's ``labels``).
+        scheduler: a learning-rate scheduler stepped after every optimiser step (so warm-up and cosine
+            schedules count optimiser steps, also under gradient accumulation).
+        grad_clip_norm: clip the global gradient norm to this value before each step (``None``: no clipping).
+        nonfinite_loss: ``"raise"`` (default) stops with :class:`NonFiniteLossError` naming the iteration and
+            every term before anything is stepped or saved; ``"skip"`` logs the same message, drops the
+            batch's gradients and continues.
+        kwargs: :class:`~monai.engines.SupervisedTrainer` arguments. ``amp=True`` with
+            ``amp_kwargs={"dtype": torch.bfloat16}`` (default when no dtype is given) or ``torch.float16``
+            runs the forward pass under ``torch.autocast`` on the engine's device type (CPU included); the
+            loss is computed in float32; float16 on CUDA uses MONAI's gradient scaler.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        report_similarity: ReportSimilarity | None = None,
+        scheduler: Any = None,
+        grad_clip_norm: float | None = None,
+        nonfinite_loss: str = "raise",
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("prepare_batch", SISTAPrepareBatch())
+        kwargs.setdefault("decollate", False)
+        super().__init__(*args, **kwargs)
+        if nonfinite_loss not in ("raise", "skip"):
+            raise ValueError(f"nonfinite_loss must be 'raise' or 'skip', got {nonfinite_loss!r}")
+        self.report_similarity = report_similarity or ReportSimilarity("text_online")
+        self.scheduler = scheduler
+        self.grad_clip_norm = grad_clip_norm
+        self.nonfinite_loss = nonfinite_loss
+        self.amp_kwargs.setdefault("dtype", torch.bfloat16)
+        self.state.skipped_iterations = 0
+
+    def _accumulation(self, engine: SISTATrainer) -> tuple[bool, bool]:
+        """(zero the gradients now, step the optimiser now), as SupervisedTrainer decides them."""
+        acc = engine.accumulation_steps
+        if acc == 1:
+            return True, True
+        epoch_length = engine.state.epoch_length
+        local = (engine.state.iteration - 1) % epoch_length if epoch_length else engine.state.iteration - 1
+        last = epoch_length is not None and local + 1 == epoch_length
+        return local % acc == 0, (local + 1) % acc == 0 or last
+
+    def _report_features(self, output: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        source = self.report_similarity.source
+        if source == "text_frozen":
+            if output.frozen_text_features is None:
+                raise ValueError("report similarity source 'text_frozen' needs SISTAModel(keep_frozen_text_copy=True)")
+            return output.frozen_text_features
+        if source == "labels":
+            if "labels" not in batch:
+                raise ValueError("report similarity source 'labels' needs a 'labels' entry in every batch item")
+            return batch["labels"]
+        return output.text_emb
+
+    def _iteration(self, engine: SISTATrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
+        """One SISTA step; ``engine.state.output`` holds every loss term and diagnostic (detached)."""
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        zero_grad, step = self._accumulation(engine)
+        engine.network.train()
+        if zero_grad:
+            engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+
+        device_type = torch.device(engine.state.device).type if engine.state.device is not None else "cpu"
+        autocast = torch.autocast(device_type, **engine.amp_kwargs) if engine.amp else contextlib.nullcontext()
+        with autocast:
+            pred = engine.network(batch["image"], batch["input_ids"], batch["attention_mask"], batch.get("word_mask"))
+        engine.state.output = {Keys.IMAGE: batch["image"], Keys.PRED: pred}
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+
+        report_sim = engine.report_similarity(self._report_features(pred, batch).float())
+        agreement = finding_label_agreement(batch["labels"]) if "labels" in batch else None
+        terms = engine.loss_function(
+            image_emb=pred.image_emb.float(),
+            text_emb=pred.text_emb.float(),
+            report_sim=report_sim,
+            patch_emb=pred.patch_emb.float(),
+            token_emb=pred.token_emb.float(),
+            token_mask=pred.token_mask,
+            label_agreement=agreement,
+        )
+        loss = terms["loss"]
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+
+        if not torch.isfinite(loss.detach()):
+            message = (
+                f"non-finite SISTA loss at iteration {engine.state.iteration} (epoch {engine.state.epoch}): "
+                + ", ".join(f"{k}={float(v):.6g}" for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1)
+            )
+            if engine.nonfinite_loss == "raise":
+                raise NonFiniteLossError(message)
+            logger.warning("%s; batch skipped", message)
+            engine.optimizer.zero_grad(set_to_none=True)
+            engine.state.skipped_iterations += 1
+        else:
+            scaler = engine.scaler if engine.amp and engine.amp_kwargs.get("dtype") == torch.float16 and device_type == "cuda" else None
+            scaled = loss / engine.accumulation_steps
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            if step:
+                if engine.grad_clip_norm is not None:
+                    if scaler is not None:
+                        scaler.unscale_(engine.optimizer)
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for g in engine.optimizer.param_groups for p in g["params"]], engine.grad_clip_norm
+                    )
+                if scaler is not None:
+                    scaler.step(engine.optimizer)
+                    scaler.update()
+                else:
+                    engine.optimizer.step()
+                if engine.scheduler is not None:
+                    engine.scheduler.step()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+
+        output: dict[str, Any] = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in terms.items()}
+        output[Keys.LOSS] = loss.detach()
+        output["lr"] = float(engine.optimizer.param_groups[0]["lr"])
+        output[Keys.PRED] = pred
+        engine.state.output = output
+        return output

@@ -1,0 +1,31 @@
+"""Handlers reacting to SISTA engine events: logging, seeding, checkpoints, export, heat maps."""
+
+from __future__ import annotations
+
+from .export import SIDECAR_FORMAT, ImageEncoderExporter, atomic_write_bytes, export_image_encoder
+from .heatmaps import AlignmentHeatmaps, overlay_heatmap
+from .training import (
+    LOSS_TERM_KEYS,
+    AtomicCheckpointSaver,
+    BestModelSaver,
+    EpochSeeder,
+    RandomStates,
+    load_checkpoint,
+    loss_terms,
+)
+
+__all__ = [
+    "SIDECAR_FORMAT",
+    "LOSS_TERM_KEYS",
+    "AlignmentHeatmaps",
+    "AtomicCheckpointSaver",
+    "BestModelSaver",
+    "EpochSeeder",
+    "ImageEncoderExporter",
+    "RandomStates",
+    "atomic_write_bytes",
+    "export_image_encoder",
+    "load_checkpoint",
+    "loss_terms",
+    "overlay_heatmap",
+]

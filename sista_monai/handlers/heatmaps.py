@@ -1,0 +1,141 @@
+"""Word → patch alignment heat maps of a few evaluation pairs, written as PNG.
+
+For each pair, the zone-word tokens of its report (``right``, ``lower``, ``apical``..., the tokens the
+pointing game tests) are drawn as the STA alignment weights ``a_jk`` over the image, upsampled from the patch
+grid. Only zone words are ever rendered or used in file names, and files are numbered, not named after the
+study: no report text and no identifier reaches the output folder. PNGs carry no text chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from sista_monai.engines.trainer import SISTAPrepareBatch
+from sista_monai.losses import SparseTokenAlignmentLoss
+from sista_monai.transforms.grounding import ZONE_WORDS
+
+__all__ = ["AlignmentHeatmaps", "overlay_heatmap"]
+
+logger = logging.getLogger(__name__)
+
+
+def overlay_heatmap(image: np.ndarray, weights: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """Blend a ``[0, 1]`` grayscale ``(rows, cols)`` image with a red–yellow map of ``weights`` (same shape).
+
+    Returns:
+        ``(rows, cols, 3)`` uint8 RGB.
+    """
+    gray = np.clip(image, 0.0, 1.0)
+    heat = weights / weights.max() if weights.max() > 0 else weights
+    colour = np.stack([np.ones_like(heat), heat, np.zeros_like(heat)], axis=-1)
+    base = np.repeat(gray[..., None], 3, axis=-1)
+    mix = (1 - alpha * heat[..., None]) * base + alpha * heat[..., None] * colour
+    return (np.clip(mix, 0, 1) * 255).astype(np.uint8)
+
+
+class AlignmentHeatmaps:
+    """Render the STA alignment of zone words for the first ``n_pairs`` pairs that have any.
+
+    Args:
+        network: the SISTA model (or DDP wrapper).
+        data_loader: an evaluation loader (items carry ``pointing_mask``).
+        output_dir: folder for the PNGs.
+        tokenizer: the tokenizer (folder, hub id or object) that produced the ids, to name the words.
+        sparsity_threshold: σ of the STA loss (``None``: 1/P).
+        intensity_mean: mean subtracted from the images (to display them again).
+        intensity_std: divisor applied to the images.
+        n_pairs: how many pairs.
+        max_words: zone words drawn per pair.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        data_loader: Any,
+        output_dir: str | os.PathLike,
+        tokenizer: Any = None,
+        sparsity_threshold: float | None = None,
+        intensity_mean: float = 0.5,
+        intensity_std: float = 0.25,
+        n_pairs: int = 4,
+        max_words: int = 3,
+    ) -> None:
+        self.network = network
+        self.data_loader = data_loader
+        self.output_dir = Path(output_dir)
+        self.tokenizer = tokenizer
+        self.sta = SparseTokenAlignmentLoss(sparsity_threshold=sparsity_threshold)
+        self.mean, self.std = float(intensity_mean), float(intensity_std)
+        self.n_pairs, self.max_words = int(n_pairs), int(max_words)
+
+    def _token_names(self) -> Any:
+        if self.tokenizer is None:
+            return None
+        if isinstance(self.tokenizer, (str, os.PathLike)):
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(os.fspath(self.tokenizer), local_files_only=True)
+        return self.tokenizer
+
+    def __call__(self, engine: Any = None) -> list[Path]:
+        """Write the PNGs; returns their paths (rank 0 only writes)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return []
+        tokenizer = self._token_names()
+        network = getattr(self.network, "module", self.network)
+        device = next(network.parameters()).device
+        prepare = SISTAPrepareBatch()
+        written: list[Path] = []
+        pairs = 0
+        network.eval()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with torch.no_grad():
+            for batchdata in self.data_loader:
+                batch = prepare(batchdata, device)
+                if "pointing_mask" not in batch or not batch["pointing_mask"].any():
+                    continue
+                out = network(batch["image"], batch["input_ids"], batch["attention_mask"], batch.get("word_mask"))
+                weights = self.sta(out.patch_emb, out.token_emb, out.token_mask, return_weights=True)["weights"]
+                for index in range(len(batch["image"])):
+                    tokens = torch.nonzero(batch["pointing_mask"][index]).flatten()[: self.max_words].tolist()
+                    if not tokens or pairs >= self.n_pairs:
+                        continue
+                    written += self._render(batch, weights[index], out.patch_grid, index, tokens, tokenizer, pairs)
+                    pairs += 1
+                if pairs >= self.n_pairs:
+                    break
+        logger.info("wrote %d alignment heat maps of %d pairs to %s", len(written), pairs, self.output_dir)
+        return written
+
+    def _render(
+        self,
+        batch: dict[str, torch.Tensor],
+        weights: torch.Tensor,
+        grid: tuple[int, int],
+        index: int,
+        tokens: list[int],
+        tokenizer: Any,
+        pair: int,
+    ) -> list[Path]:
+        image = (batch["image"][index, 0].float().cpu() * self.std + self.mean).numpy()
+        paths = []
+        for token in tokens:
+            word = "word"
+            if tokenizer is not None:
+                name = tokenizer.convert_ids_to_tokens(int(batch["input_ids"][index, token]))
+                word = name if name in ZONE_WORDS else "word"
+            grid_weights = weights[token].float().reshape(1, 1, *grid)
+            upsampled = F.interpolate(grid_weights, size=image.shape, mode="nearest")[0, 0].cpu().numpy()
+            rgb = overlay_heatmap(image.T, upsampled.T)  # (W, H) layout -> (rows, cols) for display
+            path = self.output_dir / f"pair{pair:02d}_token{token:03d}_{word}.png"
+            Image.fromarray(rgb).save(path)
+            paths.append(path)
+        return paths

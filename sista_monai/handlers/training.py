@@ -1,0 +1,287 @@
+"""Handlers of the SISTA training loop: loss-term logging, per-epoch seeding, RNG state, atomic checkpoints.
+
+The console, TensorBoard and MLflow logging of the loss terms use MONAI's own ``StatsHandler``,
+``TensorBoardStatsHandler`` and ``MLFlowHandler`` with :func:`loss_terms` as their ``output_transform``:
+they already log every entry of a dict, so no new logging handler is written.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from monai.data.utils import set_rnd
+from monai.utils import IgniteInfo, min_version, optional_import
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine, Events
+    from ignite.handlers import Checkpoint, DiskSaver
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+    Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+    Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
+    DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver")
+
+__all__ = [
+    "LOSS_TERM_KEYS",
+    "loss_terms",
+    "EpochSeeder",
+    "RandomStates",
+    "AtomicCheckpointSaver",
+    "load_checkpoint",
+    "BestModelSaver",
+]
+
+logger = logging.getLogger(__name__)
+
+LOSS_TERM_KEYS = (
+    "loss",
+    "loss_sia",
+    "loss_sta",
+    "temperature",
+    "false_negative_rate",
+    "flag_precision",
+    "flag_recall",
+    "sparsity",
+    "lr",
+)
+"""Scalars of the trainer output that are logged each iteration (those present)."""
+
+
+def loss_terms(output: Mapping[str, Any] | None) -> dict[str, float]:
+    """The scalar loss terms and diagnostics of a :class:`~sista_monai.engines.SISTATrainer` output.
+
+    Use as ``output_transform`` of MONAI's ``StatsHandler``, ``TensorBoardStatsHandler`` and ``MLFlowHandler``.
+    Only numbers leave the engine this way: never report text or patient fields.
+    """
+    if not output:
+        return {}
+    terms: dict[str, float] = {}
+    for key in LOSS_TERM_KEYS:
+        value = output.get(key)
+        if value is None:
+            continue
+        if torch.is_tensor(value):
+            if value.numel() != 1:
+                continue
+            value = value.item()
+        terms[key] = float(value)
+    return terms
+
+
+class EpochSeeder:
+    """Seed every source of randomness of an epoch from ``(seed, epoch)`` at its start.
+
+    The data order (the loader's sampler generator, or ``DistributedSampler.set_epoch``), the random
+    transforms (MONAI's ``set_rnd`` on the dataset; workers derive their seeds from the loader's generator)
+    and the global torch/NumPy/Python generators (dropout) are reset from ``seed + epoch``. An epoch therefore
+    draws the same numbers whether the run went straight through or resumed from a checkpoint — the
+    property the resume test checks — and with any number of loader workers.
+
+    Args:
+        seed: the run's seed.
+        data_loader: the training loader (its sampler and dataset are seeded).
+    """
+
+    def __init__(self, seed: int, data_loader: Any) -> None:
+        self.seed = int(seed)
+        self.data_loader = data_loader
+
+    def attach(self, engine: Engine) -> None:
+        """Run at every ``EPOCH_STARTED``."""
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        epoch_seed = self.seed + int(engine.state.epoch)
+        torch.manual_seed(epoch_seed)
+        np.random.seed(epoch_seed % 2**32)
+        random.seed(epoch_seed)
+        loader = self.data_loader
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(int(engine.state.epoch))
+        generator = getattr(loader, "generator", None) or getattr(sampler, "generator", None)
+        if generator is not None:
+            generator.manual_seed(epoch_seed)
+        if getattr(loader, "num_workers", 0) == 0 and getattr(loader, "dataset", None) is not None:
+            set_rnd(loader.dataset, epoch_seed)
+
+
+class RandomStates:
+    """The global Python, NumPy and torch random states as a checkpointable object.
+
+    ``state_dict`` holds only tensors and plain Python values, so checkpoints load with
+    ``torch.load(weights_only=True)``.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        """Capture the current states."""
+        np_state = np.random.get_state()
+        return {
+            "python": torch.tensor(list(random.getstate()[1]), dtype=torch.int64),
+            "python_pos": random.getstate()[2],
+            "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": int(np_state[2]),
+            "numpy_gauss": [int(np_state[3]), float(np_state[4])],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore states captured by :meth:`state_dict`."""
+        random.setstate((3, tuple(int(v) for v in state["python"].tolist()), state["python_pos"]))
+        has_gauss, gauss = state["numpy_gauss"]
+        np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), int(state["numpy_pos"]), int(has_gauss), float(gauss)))
+        torch.set_rng_state(state["torch"])
+        if state.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _AtomicDiskSaver(DiskSaver):
+    """Ignite's DiskSaver in atomic mode (temporary file + rename), with the usual file permissions.
+
+    MONAI's ``CheckpointSaver`` turns atomic writing off (Ignite's temporary files are created 0600); a
+    process killed mid-write must never leave a truncated checkpoint over a good one, so this saver keeps it
+    on and restores group/other read permission after the rename.
+    """
+
+    def __init__(self, dirname: str | os.PathLike) -> None:
+        super().__init__(dirname=os.fspath(dirname), require_empty=False, atomic=True, create_dir=True)
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, filename, metadata)
+        path = Path(self.dirname) / filename
+        if path.exists():
+            path.chmod(0o644)
+
+
+class AtomicCheckpointSaver:
+    """Save a checkpoint atomically every ``save_interval`` epochs (and at the end), keeping ``n_saved``.
+
+    The checkpoint holds the ``save_dict`` entries' ``state_dict()`` (model, optimiser, scheduler, trainer,
+    :class:`RandomStates`): everything ``resume_from`` restores. Files are ``<prefix>_checkpoint_<epoch>.pt``
+    plus ``<prefix>_checkpoint_final.pt`` at completion, written only by rank 0.
+
+    Args:
+        save_dir: target folder.
+        save_dict: ``{name: object with state_dict()}``.
+        save_interval: epochs between checkpoints (0: only the final one).
+        n_saved: how many periodic checkpoints to keep.
+        file_prefix: file name prefix.
+        save_final: also write the final checkpoint when training completes.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        save_dict: dict[str, Any],
+        save_interval: int = 1,
+        n_saved: int = 2,
+        file_prefix: str = "",
+        save_final: bool = True,
+    ) -> None:
+        self.save_dir = Path(save_dir)
+        self.save_dict = save_dict
+        self.save_interval = int(save_interval)
+        self.n_saved = n_saved
+        self.file_prefix = file_prefix
+        self.save_final = save_final
+
+    def attach(self, engine: Engine) -> None:
+        """Register on rank 0 only."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return
+        saver = _AtomicDiskSaver(self.save_dir)
+        if self.save_interval > 0:
+            periodic = Checkpoint(
+                self.save_dict,
+                saver,
+                filename_prefix=self.file_prefix,
+                n_saved=self.n_saved,
+                global_step_transform=lambda e, _: e.state.epoch,
+                filename_pattern="{filename_prefix}checkpoint_{global_step}.{ext}",
+            )
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), periodic)
+        if self.save_final:
+            final = Checkpoint(
+                self.save_dict,
+                saver,
+                filename_prefix=self.file_prefix,
+                n_saved=1,
+                filename_pattern="{filename_prefix}checkpoint_final.{ext}",
+            )
+            engine.add_event_handler(Events.COMPLETED, final)
+
+
+def load_checkpoint(path: str | os.PathLike, load_dict: Mapping[str, Any], map_location: Any = "cpu") -> None:
+    """Restore every object of ``load_dict`` from a checkpoint written by :class:`AtomicCheckpointSaver`.
+
+    Loaded with ``torch.load(weights_only=True)``: a checkpoint carrying arbitrary pickled objects is refused.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a loadable weights-only checkpoint, or lacks an entry of ``load_dict``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"resume_from: no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - pickle refusals and corrupt archives both mean "not loadable"
+        raise ValueError(f"{path}: not a loadable weights-only checkpoint ({type(err).__name__}: {str(err)[:300]})") from err
+    missing = [k for k in load_dict if k not in checkpoint]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {missing} (has {sorted(checkpoint)})")
+    Checkpoint.load_objects(to_load=dict(load_dict), checkpoint=checkpoint)
+    logger.info("resumed from %s", path)
+
+
+class BestModelSaver:
+    """Save the network's state dict atomically whenever the evaluator's key metric improves (rank 0 only).
+
+    MONAI's ``CheckpointSaver(save_key_metric=True)`` does the same but writes non-atomically; a model file that
+    downstream bundles load must never be left truncated.
+
+    Args:
+        network: the model (a DDP wrapper is unwrapped).
+        save_path: the file, e.g. ``models/model_best.pt``.
+        metric_name: the metric to follow (default: the evaluator's key metric).
+        mode: ``"max"`` or ``"min"``.
+    """
+
+    def __init__(self, network: torch.nn.Module, save_path: str | os.PathLike, metric_name: str | None = None, mode: str = "max") -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.network = network
+        self.save_path = Path(save_path)
+        self.metric_name = metric_name
+        self.mode = mode
+        self.best: float | None = None
+
+    def attach(self, engine: Engine) -> None:
+        """Register on rank 0 only, after each evaluation epoch."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        from sista_monai.handlers.export import atomic_write_bytes
+
+        name = self.metric_name or engine.state.key_metric_name
+        value = float(engine.state.metrics[name])
+        improved = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if not improved or value != value:  # NaN never counts as an improvement
+            return
+        self.best = value
+        network = getattr(self.network, "module", self.network)
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in network.state_dict().items()}, buffer)
+        atomic_write_bytes(self.save_path, buffer.getvalue())
+        engine.logger.info("best %s = %.4f: saved %s", name, value, self.save_path)
