@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .inference import image_files, run_pretrain_inference
 from .evaluation import TARGETS, summarise_test_metrics, write_test_report
 from .trainer import BATCH_KEYS, TARGET_KEYS, NonFiniteLossError, SISTAPrepareBatch, SISTATrainer
 
@@ -14,4 +15,6 @@ __all__ = [
     "SISTATrainer",
     "summarise_test_metrics",
     "write_test_report",
+    "image_files",
+    "run_pretrain_inference",
 ]

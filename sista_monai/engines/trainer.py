@@ -142,6 +142,25 @@ class SISTATrainer(SupervisedTrainer):
             return batch["labels"]
         return output.text_emb
 
+    @staticmethod
+    def _average_gradients_outside_ddp(engine: SISTATrainer) -> None:
+        """Average across ranks the gradients of optimised parameters that DDP does not own.
+
+        A learnable SIA temperature lives in the loss, outside the DDP-wrapped network, so DDP would leave its
+        gradient rank-local; without this, ranks would drift apart.
+        """
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        world = torch.distributed.get_world_size()
+        if world == 1:
+            return
+        owned = {id(p) for p in engine.network.parameters()} if hasattr(engine.network, "module") else set()
+        for group in engine.optimizer.param_groups:
+            for parameter in group["params"]:
+                if id(parameter) not in owned and parameter.grad is not None:
+                    torch.distributed.all_reduce(parameter.grad)
+                    parameter.grad /= world
+
     def _iteration(self, engine: SISTATrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
         """One SISTA step; ``engine.state.output`` holds every loss term and diagnostic (detached)."""
         if batchdata is None:
@@ -189,6 +208,7 @@ class SISTATrainer(SupervisedTrainer):
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             if step:
+                self._average_gradients_outside_ddp(engine)
                 if engine.grad_clip_norm is not None:
                     if scaler is not None:
                         scaler.unscale_(engine.optimizer)

@@ -11,6 +11,7 @@ from .training import (
     EpochSeeder,
     RandomStates,
     load_checkpoint,
+    load_network_weights,
     loss_terms,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "atomic_write_bytes",
     "export_image_encoder",
     "load_checkpoint",
+    "load_network_weights",
     "loss_terms",
     "overlay_heatmap",
 ]

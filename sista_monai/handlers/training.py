@@ -37,6 +37,7 @@ __all__ = [
     "AtomicCheckpointSaver",
     "load_checkpoint",
     "BestModelSaver",
+    "load_network_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -285,3 +286,32 @@ class BestModelSaver:
         torch.save({k: v.detach().cpu() for k, v in network.state_dict().items()}, buffer)
         atomic_write_bytes(self.save_path, buffer.getvalue())
         engine.logger.info("best %s = %.4f: saved %s", name, value, self.save_path)
+
+
+def load_network_weights(path: str | os.PathLike, network: torch.nn.Module, map_location: Any = "cpu") -> torch.nn.Module:
+    """Load model weights from a full training checkpoint (its ``"network"`` entry) or a plain state dict.
+
+    Loaded with ``torch.load(weights_only=True)``; a DDP wrapper is unwrapped.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a weights-only file, or the weights do not fit the network (the message lists the
+            first mismatching keys).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model weights at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - pickle refusals and corrupt archives both mean "not loadable"
+        raise ValueError(f"{path}: not a loadable weights-only file ({type(err).__name__}: {str(err)[:300]})") from err
+    if isinstance(state, Mapping) and "network" in state and isinstance(state["network"], Mapping):
+        state = state["network"]
+    target = getattr(network, "module", network)
+    result = target.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{path}: weights do not fit the configured network; missing {list(result.missing_keys)[:5]}, "
+            f"unexpected {list(result.unexpected_keys)[:5]}"
+        )
+    return network

@@ -1,0 +1,178 @@
+"""The pretraining bundle end to end: the README command, --bundle_root, torchrun on CPU, resume, privacy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import run as bundle_run
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from sista_monai.handlers import load_network_weights
+from sista_monai.networks import build_image_encoder
+
+from .conftest import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
+
+CONFIGS = REPO_ROOT / "bundles" / "pretrain" / "configs"
+SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
+
+pytestmark = pytest.mark.slow
+
+
+def _outputs(bundle_root: Path) -> dict[str, Path]:
+    return {
+        "encoder": bundle_root / "models" / "image_encoder.pt",
+        "sidecar": bundle_root / "models" / "image_encoder.json",
+        "final": bundle_root / "models" / "checkpoint_final.pt",
+        "best": bundle_root / "models" / "model_best.pt",
+        "metrics": bundle_root / "eval" / "metrics.json",
+    }
+
+
+def _planted_phi(dataset: Path) -> list[str]:
+    manifest = json.loads((dataset / "phi_manifest.json").read_text())
+    strings = [s for s in manifest["strings"] + manifest.get("name_parts", []) if len(s) >= 5]
+    assert strings, "the demo planted no PHI strings"
+    return strings
+
+
+def _assert_no_phi(folder: Path, text: str, strings: list[str]) -> int:
+    scanned = 0
+    for path in [p for p in folder.rglob("*") if p.is_file()]:
+        data = path.read_bytes()
+        scanned += 1
+        for value in strings:
+            assert value.encode() not in data, f"planted PHI {value!r} found in {path}"
+            assert value.encode("utf-16-le") not in data, f"planted PHI {value!r} (UTF-16) found in {path}"
+    for value in strings:
+        assert value not in text, f"planted PHI {value!r} found in the console output"
+    return scanned
+
+
+def test_readme_command_end_to_end_without_phi(tiny_demo: Path, tmp_path: Path) -> None:
+    """The README's command from the repository root (tiny overrides), then evaluate and inference configs."""
+    bundle_root = tmp_path / "pretrain"
+    args = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/pretrain/configs/train.json"]
+    result = run_cli(args + as_cli({"bundle_root": str(bundle_root), **tiny_pretrain_overrides(tiny_demo)}))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    for name, path in _outputs(bundle_root).items():
+        assert path.is_file(), f"{name} missing: {path}"
+
+    metrics = json.loads(_outputs(bundle_root)["metrics"].read_text())
+    assert metrics["n_pairs"] == len(json.loads((tiny_demo / "datalist_pretrain.json").read_text())["test"])
+    assert metrics["retrieval"]["chance"]["R@5"] == pytest.approx(min(1.0, 5 / metrics["n_pairs"]))
+    assert 0.0 <= metrics["retrieval"]["image_to_report"]["R@5"] <= 1.0
+    assert metrics["sia"]["flag_precision"] == pytest.approx(1.0)  # labels source: flags are label agreements
+    assert set(metrics["targets_met"]) == {"recall_at_5_over_chance", "sia_flag_precision", "sta_pointing_over_chance"}
+    assert "image->report R@1/5/10" in console and "loss_sia" in console and "loss_sta" in console
+    assert list((bundle_root / "eval" / "heatmaps").glob("pair00_*.png"))
+
+    sidecar = json.loads(_outputs(bundle_root)["sidecar"].read_text())
+    encoder = build_image_encoder(sidecar["architecture"])
+    encoder.load_state_dict(torch.load(_outputs(bundle_root)["encoder"], weights_only=True))
+    assert sidecar["input_size"] == [48, 48] and sidecar["normalization"] == {"mean": 0.5, "std": 0.25}
+
+    scalars = set()
+    for events in (bundle_root / "logs").glob("events.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        scalars |= set(accumulator.Tags()["scalars"])
+    assert {"train_loss", "train_loss_sia", "train_loss_sta", "train_false_negative_rate", "train_sparsity"} <= scalars
+
+    layered = "['bundles/pretrain/configs/train.json','bundles/pretrain/configs/evaluate.json']"
+    evaluation = run_cli(["python", "-m", "monai.bundle", "run", "--config_file", layered]
+                         + as_cli({"bundle_root": str(bundle_root), **tiny_pretrain_overrides(tiny_demo)}))
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    assert json.loads(_outputs(bundle_root)["metrics"].read_text()) == metrics  # same weights, same numbers
+
+    images = tmp_path / "inference_in"
+    images.mkdir()
+    item = json.loads((tiny_demo / "datalist_pretrain.json").read_text())["test"][0]
+    shutil.copy(tiny_demo / item["image"], images / "study.dcm")
+    (images / "study.txt").write_text(item["report"])
+    inference = "['bundles/pretrain/configs/train.json','bundles/pretrain/configs/inference.json']"
+    out = tmp_path / "inference_out"
+    inferred = run_cli(["python", "-m", "monai.bundle", "run", "--config_file", inference]
+                       + as_cli({"bundle_root": str(bundle_root), **tiny_pretrain_overrides(images),
+                                 "output_dir": str(out), "tokenizer": str(tiny_demo / "tokenizer")}))
+    assert inferred.returncode == 0, inferred.stderr[-3000:]
+    embedding = json.loads((out / "study.json").read_text())["embedding"]
+    assert len(embedding) == 16 and sum(v * v for v in embedding) == pytest.approx(1.0, abs=1e-4)
+    alignment = json.loads((out / "study_alignment.json").read_text())
+    assert alignment["patch_grid"] == [3, 3] and alignment["tokens"]
+    for token in alignment["tokens"]:
+        assert sum(sum(row) for row in token["weights"]) == pytest.approx(1.0, abs=1e-4)
+
+    scanned = _assert_no_phi(bundle_root, console + evaluation.stdout + evaluation.stderr, _planted_phi(tiny_demo))
+    assert scanned >= 8
+
+
+def test_bundle_copied_elsewhere_runs_with_bundle_root(tiny_demo: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "somewhere" / "pretrain"
+    shutil.copytree(REPO_ROOT / "bundles" / "pretrain", copy, ignore=shutil.ignore_patterns("models", "logs", "eval"))
+    overrides = {**tiny_pretrain_overrides(tiny_demo), "epochs": 1}
+    bundle_run(config_file=str(copy / "configs" / "train.json"), bundle_root=str(copy), **overrides)
+    assert (copy / "models" / "image_encoder.pt").is_file() and (copy / "eval" / "metrics.json").is_file()
+
+
+def test_metadata_verifies() -> None:
+    if not SCHEMA.is_file():
+        pytest.skip(f"the bundle metadata schema copy is not present at {SCHEMA}")
+    result = run_cli(["python", "-m", "monai.bundle", "verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"),
+                      "--filepath", str(SCHEMA)])
+    assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr
+
+
+def test_resume_equals_an_uninterrupted_run(tiny_demo: Path, tmp_path: Path) -> None:
+    """2 epochs straight == 1 epoch, a stop, then ``resume_from`` the epoch-1 checkpoint for the second."""
+    overrides = {**tiny_pretrain_overrides(tiny_demo), "val_interval": 5}
+    straight = tmp_path / "straight"
+    bundle_run(config_file=str(CONFIGS / "train.json"), bundle_root=str(straight), **overrides)
+
+    interrupted = tmp_path / "interrupted"
+    stop_after_one = [
+        "$monai.utils.set_determinism(seed=@seed)",
+        "$@checkpointer.attach(@train#trainer)",
+        "$@train#trainer.add_event_handler(ignite.engine.Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())",
+    ]
+    bundle_run(config_file=str(CONFIGS / "train.json"), bundle_root=str(interrupted), initialize=stop_after_one,
+               finalize=[], **overrides)
+    checkpoint = interrupted / "models" / "checkpoint_1.pt"
+    assert checkpoint.is_file()
+    bundle_run(config_file=str(CONFIGS / "train.json"), bundle_root=str(interrupted), resume_from=str(checkpoint), **overrides)
+
+    a = torch.load(straight / "models" / "checkpoint_final.pt", weights_only=True)
+    b = torch.load(interrupted / "models" / "checkpoint_final.pt", weights_only=True)
+    assert a["trainer"]["epoch"] == b["trainer"]["epoch"] == 2
+    for key, value in a["network"].items():
+        torch.testing.assert_close(b["network"][key], value, rtol=0, atol=0, msg=lambda m, k=key: f"{k}: {m}")
+    for group_a, group_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        torch.testing.assert_close(group_b["exp_avg"], group_a["exp_avg"], rtol=0, atol=0)
+
+
+def test_torchrun_two_processes_on_cpu(tiny_demo: Path, tmp_path: Path) -> None:
+    bundle_root = tmp_path / "ddp"
+    layered = "['bundles/pretrain/configs/train.json','bundles/pretrain/configs/multi_gpu_train.json']"
+    overrides = {"bundle_root": str(bundle_root), **tiny_pretrain_overrides(tiny_demo), "batch_size": 4}
+    result = run_cli(["python", "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                      "-m", "monai.bundle", "run", "--config_file", layered] + as_cli(overrides), timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics = json.loads((bundle_root / "eval" / "metrics.json").read_text())
+    assert metrics["n_pairs"] >= 1
+    # rank 0 alone writes: one TensorBoard run, one exported encoder
+    assert len(list((bundle_root / "logs").glob("events.*"))) == 1
+    state = torch.load(bundle_root / "models" / "checkpoint_final.pt", weights_only=True)
+    assert all(k.startswith("module.") for k in state["network"])
+    network = build_image_encoder(json.loads((bundle_root / "models" / "image_encoder.json").read_text())["architecture"])
+    network.load_state_dict(torch.load(bundle_root / "models" / "image_encoder.pt", weights_only=True))
+
+
+def test_load_network_weights_refuses_mismatch(tmp_path: Path) -> None:
+    path = tmp_path / "w.pt"
+    torch.save({"network": {"nope": torch.zeros(1)}}, path)
+    with pytest.raises(ValueError, match="do not fit"):
+        load_network_weights(path, torch.nn.Linear(2, 2))
