@@ -112,7 +112,7 @@ class SemanticInstanceAlignmentLoss(nn.Module):
         if learnable_temperature:
             self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
 
-    def temperature(self) -> torch.Tensor | float:
+    def current_temperature(self) -> torch.Tensor | float:
         """The current ``tau``: a float when fixed, a tensor with gradient clamped to the bounds when learnable."""
         if not self.learnable_temperature:
             return self.initial_temperature
@@ -169,7 +169,7 @@ class SemanticInstanceAlignmentLoss(nn.Module):
                 f"got {tuple(label_agreement.shape)}."
             )
 
-        tau = self.temperature()
+        tau = self.current_temperature()
         targets = torch.arange(batch, device=image_emb.device) + rank * batch
         if world > 1:
             all_images = gather_with_grad(image_emb)
@@ -180,7 +180,7 @@ class SemanticInstanceAlignmentLoss(nn.Module):
             logits_image_to_text = image_emb @ text_emb.T / tau
             logits_text_to_image = logits_image_to_text.T
 
-        report_sim = report_sim.detach().to(logits_image_to_text.dtype)
+        report_sim = report_sim.detach()
         positive_mask = F.one_hot(targets, num_columns).bool()
         flagged = (report_sim >= self.threshold) & ~positive_mask
 
