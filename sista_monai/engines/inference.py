@@ -22,7 +22,7 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from sista_monai.handlers.export import atomic_write_bytes
-from sista_monai.handlers.heatmaps import overlay_heatmap
+from sista_monai.visualize import overlay_heatmap
 from sista_monai.losses import SparseTokenAlignmentLoss
 from sista_monai.transforms import CleanReport, ExtractReportSections, ReportTokenizer
 from sista_monai.transforms.io import DICOM_SUFFIXES, RASTER_SUFFIXES
@@ -90,7 +90,7 @@ def run_pretrain_inference(
             _, token_emb, word_mask = network.encode_text(
                 tokens["input_ids"][None].to(device), tokens["attention_mask"][None].to(device), tokens["word_mask"][None].to(device)
             )
-            weights = sta(patch_emb, token_emb, word_mask, return_weights=True)["weights"][0]
+            weights = sta.alignment_weights(patch_emb, token_emb)[0]
             words = tokenizer.convert_ids_to_tokens(tokens["input_ids"].tolist())
             display = (image[0, 0].float().cpu() * intensity_std + intensity_mean).numpy()
             alignment = []

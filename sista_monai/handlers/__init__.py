@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from .export import SIDECAR_FORMAT, ImageEncoderExporter, atomic_write_bytes, export_image_encoder
-from .heatmaps import AlignmentHeatmaps, overlay_heatmap
+from .heatmaps import AlignmentHeatmaps
 from .training import (
     LOSS_TERM_KEYS,
     AtomicCheckpointSaver,
+    MainRankTensorBoardStatsHandler,
     BestModelSaver,
     EpochSeeder,
     RandomStates,
@@ -23,11 +24,11 @@ __all__ = [
     "BestModelSaver",
     "EpochSeeder",
     "ImageEncoderExporter",
+    "MainRankTensorBoardStatsHandler",
     "RandomStates",
     "atomic_write_bytes",
     "export_image_encoder",
     "load_checkpoint",
     "load_network_weights",
     "loss_terms",
-    "overlay_heatmap",
 ]

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -21,24 +20,11 @@ from PIL import Image
 from sista_monai.engines.trainer import SISTAPrepareBatch
 from sista_monai.losses import SparseTokenAlignmentLoss
 from sista_monai.transforms.grounding import ZONE_WORDS
+from sista_monai.visualize import overlay_heatmap
 
-__all__ = ["AlignmentHeatmaps", "overlay_heatmap"]
+__all__ = ["AlignmentHeatmaps"]
 
 logger = logging.getLogger(__name__)
-
-
-def overlay_heatmap(image: np.ndarray, weights: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """Blend a ``[0, 1]`` grayscale ``(rows, cols)`` image with a red–yellow map of ``weights`` (same shape).
-
-    Returns:
-        ``(rows, cols, 3)`` uint8 RGB.
-    """
-    gray = np.clip(image, 0.0, 1.0)
-    heat = weights / weights.max() if weights.max() > 0 else weights
-    colour = np.stack([np.ones_like(heat), heat, np.zeros_like(heat)], axis=-1)
-    base = np.repeat(gray[..., None], 3, axis=-1)
-    mix = (1 - alpha * heat[..., None]) * base + alpha * heat[..., None] * colour
-    return (np.clip(mix, 0, 1) * 255).astype(np.uint8)
 
 
 class AlignmentHeatmaps:
@@ -103,7 +89,7 @@ class AlignmentHeatmaps:
                 if "pointing_mask" not in batch or not batch["pointing_mask"].any():
                     continue
                 out = network(batch["image"], batch["input_ids"], batch["attention_mask"], batch.get("word_mask"))
-                weights = self.sta(out.patch_emb, out.token_emb, out.token_mask, return_weights=True)["weights"]
+                weights = self.sta.alignment_weights(out.patch_emb, out.token_emb)  # local: no collective
                 for index in range(len(batch["image"])):
                     tokens = torch.nonzero(batch["pointing_mask"][index]).flatten()[: self.max_words].tolist()
                     if not tokens or pairs >= self.n_pairs:

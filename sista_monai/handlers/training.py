@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from monai.data.utils import set_rnd
+from monai.handlers import TensorBoardStatsHandler
 from monai.utils import IgniteInfo, min_version, optional_import
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ __all__ = [
     "load_checkpoint",
     "BestModelSaver",
     "load_network_weights",
+    "MainRankTensorBoardStatsHandler",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,7 +86,8 @@ class EpochSeeder:
     transforms (MONAI's ``set_rnd`` on the dataset; workers derive their seeds from the loader's generator)
     and the global torch/NumPy/Python generators (dropout) are reset from ``seed + epoch``. An epoch therefore
     draws the same numbers whether the run went straight through or resumed from a checkpoint — the
-    property the resume test checks — and with any number of loader workers.
+    property the resume test checks — and with any number of loader workers. The epoch's data iterator is
+    created afresh after seeding (``engine.set_data``), because Ignite may have created it earlier.
 
     Args:
         seed: the run's seed.
@@ -113,6 +116,11 @@ class EpochSeeder:
             generator.manual_seed(epoch_seed)
         if getattr(loader, "num_workers", 0) == 0 and getattr(loader, "dataset", None) is not None:
             set_rnd(loader.dataset, epoch_seed)
+        # Ignite creates the epoch's data iterator whenever the previous one runs out, which on a fresh run or a
+        # resumed one can be before this handler; a new iterator drawn now makes the epoch's order and worker
+        # seeds depend on (seed, epoch) alone.
+        if engine.state.dataloader is loader:
+            engine.set_data(loader)
 
 
 class RandomStates:
@@ -168,7 +176,7 @@ class AtomicCheckpointSaver:
 
     The checkpoint holds the ``save_dict`` entries' ``state_dict()`` (model, optimiser, scheduler, trainer,
     :class:`RandomStates`): everything ``resume_from`` restores. Files are ``<prefix>_checkpoint_<epoch>.pt``
-    plus ``<prefix>_checkpoint_final.pt`` at completion, written only by rank 0.
+    plus ``<prefix>checkpoint_final.pt`` at completion, written only by rank 0.
 
     Args:
         save_dir: target folder.
@@ -196,9 +204,10 @@ class AtomicCheckpointSaver:
         self.save_final = save_final
 
     def attach(self, engine: Engine) -> None:
-        """Register on rank 0 only."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-            return
+        """Register on every rank; Ignite's ``DiskSaver`` writes on rank 0 only.
+
+        Every rank must construct the saver: its first call into ``ignite.distributed`` is a collective.
+        """
         saver = _AtomicDiskSaver(self.save_dir)
         if self.save_interval > 0:
             periodic = Checkpoint(
@@ -315,3 +324,36 @@ def load_network_weights(path: str | os.PathLike, network: torch.nn.Module, map_
             f"unexpected {list(result.unexpected_keys)[:5]}"
         )
     return network
+
+
+class _NullSummaryWriter:
+    """A SummaryWriter stand-in that writes nothing (non-zero ranks)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def _process_rank() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
+class MainRankTensorBoardStatsHandler(TensorBoardStatsHandler):
+    """MONAI's ``TensorBoardStatsHandler`` that opens an event file on rank 0 only.
+
+    The stock handler creates its ``SummaryWriter`` when it is constructed, so under ``torchrun`` every rank
+    would leave an (empty) event file in the log folder even when only rank 0 attaches it. Arguments are
+    ``TensorBoardStatsHandler``'s.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.main_rank = _process_rank() == 0
+        if not self.main_rank:
+            kwargs["summary_writer"] = _NullSummaryWriter()
+        super().__init__(*args, **kwargs)
+
+    def attach(self, engine: Engine) -> None:
+        """Attach on rank 0 only."""
+        if self.main_rank:
+            super().attach(engine)

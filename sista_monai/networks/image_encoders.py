@@ -119,6 +119,12 @@ class ViTImageEncoder(nn.Module):
         # The [CLS] token is kept; MONAI's classification head is not part of an encoder.
         del self.vit.classification_head
         nn.init.trunc_normal_(self.vit.cls_token, std=0.02)
+        # MONAI's TransformerBlock always builds a cross-attention LayerNorm, unused without cross-attention;
+        # freezing it keeps MONAI's state-dict layout while DDP (which rejects unused trainable parameters)
+        # and the optimiser ignore it.
+        for block in self.vit.blocks:
+            if not block.with_cross_attention:
+                block.norm_cross_attn.requires_grad_(False)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this architecture (written to the exported encoder's sidecar)."""

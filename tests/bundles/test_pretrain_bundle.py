@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from sista_monai.handlers import load_network_weights
 from sista_monai.networks import build_image_encoder
 
-from .conftest import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
+from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
 
 CONFIGS = REPO_ROOT / "bundles" / "pretrain" / "configs"
 SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
@@ -81,7 +81,7 @@ def test_readme_command_end_to_end_without_phi(tiny_demo: Path, tmp_path: Path) 
         accumulator = EventAccumulator(str(events))
         accumulator.Reload()
         scalars |= set(accumulator.Tags()["scalars"])
-    assert {"train_loss", "train_loss_sia", "train_loss_sta", "train_false_negative_rate", "train_sparsity"} <= scalars
+    assert {"loss", "loss_sia", "loss_sta", "false_negative_rate", "sparsity", "temperature", "lr"} <= scalars
 
     layered = "['bundles/pretrain/configs/train.json','bundles/pretrain/configs/evaluate.json']"
     evaluation = run_cli(["python", "-m", "monai.bundle", "run", "--config_file", layered]
@@ -147,7 +147,7 @@ def test_resume_equals_an_uninterrupted_run(tiny_demo: Path, tmp_path: Path) -> 
 
     a = torch.load(straight / "models" / "checkpoint_final.pt", weights_only=True)
     b = torch.load(interrupted / "models" / "checkpoint_final.pt", weights_only=True)
-    assert a["trainer"]["epoch"] == b["trainer"]["epoch"] == 2
+    assert a["trainer"]["iteration"] == b["trainer"]["iteration"] > 0
     for key, value in a["network"].items():
         torch.testing.assert_close(b["network"][key], value, rtol=0, atol=0, msg=lambda m, k=key: f"{k}: {m}")
     for group_a, group_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
@@ -163,10 +163,11 @@ def test_torchrun_two_processes_on_cpu(tiny_demo: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((bundle_root / "eval" / "metrics.json").read_text())
     assert metrics["n_pairs"] >= 1
-    # rank 0 alone writes: one TensorBoard run, one exported encoder
-    assert len(list((bundle_root / "logs").glob("events.*"))) == 1
+    # rank 0 alone writes TensorBoard events (file names end with <pid>.<n>)
+    writers = {p.name.split(".")[-2] for p in (bundle_root / "logs").glob("events.*")}
+    assert len(writers) == 1, writers
     state = torch.load(bundle_root / "models" / "checkpoint_final.pt", weights_only=True)
-    assert all(k.startswith("module.") for k in state["network"])
+    assert not any(k.startswith("module.") for k in state["network"])  # Ignite saves the unwrapped model
     network = build_image_encoder(json.loads((bundle_root / "models" / "image_encoder.json").read_text())["architecture"])
     network.load_state_dict(torch.load(bundle_root / "models" / "image_encoder.pt", weights_only=True))
 

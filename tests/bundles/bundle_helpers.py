@@ -1,0 +1,59 @@
+"""Helpers of the bundle tests: the overrides that make a bundle run in seconds, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_pretrain_overrides(dataset_dir: Path) -> dict[str, Any]:
+    """Overrides of bundles/pretrain/configs/train.json for a seconds-long CPU run on ``tiny_demo``."""
+    return {
+        "dataset_dir": str(dataset_dir),
+        "demo_n": 40,
+        "demo_size": 64,
+        "demo_plant_phi": True,
+        "resize_size": 64,
+        "image_size": 48,
+        "batch_size": 8,
+        "val_batch_size": 8,
+        "epochs": 2,
+        "val_interval": 1,
+        "save_interval": 1,
+        "max_length": 64,
+        "image_encoder#hidden_size": 32,
+        "image_encoder#mlp_dim": 64,
+        "image_encoder#num_layers": 1,
+        "image_encoder#num_heads": 2,
+        "text_encoder#config#hidden_size": 32,
+        "text_encoder#config#num_hidden_layers": 1,
+        "text_encoder#config#num_attention_heads": 2,
+        "text_encoder#config#intermediate_size": 64,
+        "embed_dim": 16,
+    }
+
+
+def as_cli(overrides: dict[str, Any]) -> list[str]:
+    """``--key value`` arguments for ``python -m monai.bundle run``."""
+    args: list[str] = []
+    for key, value in overrides.items():
+        args += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return args
+
+
+def run_cli(args: list[str], timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a command from the repository root with the network-free environment of the tests."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        args if args[0] != "python" else [sys.executable, *args[1:]],
+        cwd=REPO_ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
