@@ -1,0 +1,26 @@
+"""The step and loss benchmarks run end to end on tiny sizes and report self-consistent figures."""
+
+from __future__ import annotations
+
+import json
+
+from sista_monai.bench import loss as loss_bench
+from sista_monai.bench import step as step_bench
+
+
+def test_step_benchmark_json(capsys) -> None:
+    assert step_bench.main(["--json", "--batch-size", "4", "--iterations", "2", "--rounds", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["iterations"] == 2 and result["batch_size"] == 4
+    assert result["overhead"] == result["sista_trainer_s_per_iteration"] / result["manual_loop_s_per_iteration"] - 1.0
+
+
+def test_loss_benchmark_json(capsys) -> None:
+    argv = ["--json", "--batch-sizes", "8,16", "--repeats", "2", "--encoders", "tiny", "--tokens", "20", "--patches", "16", "--dim", "8"]
+    assert loss_bench.main(argv) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{"):])
+    assert [row["batch"] for row in result["rows"]] == [8, 16]
+    for row in result["rows"]:
+        assert row["max_abs_diff_vs_references"] < 1e-4  # the batched loss equals the loop references
+        assert row["batched_s"] > 0 and row["sample_loop_s"] > 0
