@@ -13,6 +13,7 @@ from .training import (
     RandomStates,
     load_checkpoint,
     load_network_weights,
+    load_weights_only,
     loss_terms,
 )
 
@@ -30,5 +31,6 @@ __all__ = [
     "export_image_encoder",
     "load_checkpoint",
     "load_network_weights",
+    "load_weights_only",
     "loss_terms",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "RandomStates",
     "AtomicCheckpointSaver",
     "load_checkpoint",
+    "load_weights_only",
     "BestModelSaver",
     "load_network_weights",
     "MainRankTensorBoardStatsHandler",
@@ -230,6 +231,24 @@ class AtomicCheckpointSaver:
             engine.add_event_handler(Events.COMPLETED, final)
 
 
+def load_weights_only(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` with errors that name the file and the reason.
+
+    A file carrying arbitrary pickled objects (code that would run on load) is refused, as is a damaged one.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not loadable as weights only.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - pickle refusals and corrupt archives both mean "not loadable"
+        raise ValueError(f"{path}: not a loadable weights-only {what} ({type(err).__name__}: {str(err)[:300]})") from err
+
+
 def load_checkpoint(path: str | os.PathLike, load_dict: Mapping[str, Any], map_location: Any = "cpu") -> None:
     """Restore every object of ``load_dict`` from a checkpoint written by :class:`AtomicCheckpointSaver`.
 
@@ -240,12 +259,7 @@ def load_checkpoint(path: str | os.PathLike, load_dict: Mapping[str, Any], map_l
         ValueError: the file is not a loadable weights-only checkpoint, or lacks an entry of ``load_dict``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"resume_from: no checkpoint at {path}")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - pickle refusals and corrupt archives both mean "not loadable"
-        raise ValueError(f"{path}: not a loadable weights-only checkpoint ({type(err).__name__}: {str(err)[:300]})") from err
+    checkpoint = load_weights_only(path, map_location, what="checkpoint")
     missing = [k for k in load_dict if k not in checkpoint]
     if missing:
         raise ValueError(f"{path}: checkpoint lacks {missing} (has {sorted(checkpoint)})")
@@ -308,12 +322,7 @@ def load_network_weights(path: str | os.PathLike, network: torch.nn.Module, map_
             first mismatching keys).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model weights at {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - pickle refusals and corrupt archives both mean "not loadable"
-        raise ValueError(f"{path}: not a loadable weights-only file ({type(err).__name__}: {str(err)[:300]})") from err
+    state = load_weights_only(path, map_location, what="model weights")
     if isinstance(state, Mapping) and "network" in state and isinstance(state["network"], Mapping):
         state = state["network"]
     target = getattr(network, "module", network)
