@@ -1,0 +1,63 @@
+"""Shared machinery of the downstream bundles (classification, segmentation, detection).
+
+* :mod:`.encoder`: the pretrained encoder through one config key (``pretrained_encoder``), refused with a
+  message when it does not fit; label fractions; parameter groups for linear probing or fine-tuning;
+* :mod:`.networks`: :class:`ChestXrayClassifier`, an image-only, TorchScript-exportable network;
+* :mod:`.transforms`: :class:`EnsureChestXrayd`, MONAI Deploy's ``(W, H, 1)`` array → the network's image;
+* :mod:`.metrics`: AUROC, accuracy, F1, sensitivity, specificity, the ROC plot and ``eval/metrics.json``;
+* :mod:`.inference`: one JSON per input image;
+* :mod:`.training`: the final-weights fallback of the best-model saver;
+* :mod:`.config`: boolean config values as typed on the command line (``false`` is not truthy);
+* :mod:`.compare`: ``python -m sista_monai.downstream.compare`` (pretrained vs random initialisation).
+"""
+
+from __future__ import annotations
+
+from .config import as_flag
+from .encoder import (
+    LABEL_FRACTION_KEYS,
+    EncoderMismatchError,
+    encoder_differences,
+    encoder_parameter_groups,
+    encoder_source,
+    label_fraction_key,
+    load_pretrained_encoder,
+    positive_class_weight,
+    read_encoder_sidecar,
+    sidecar_path,
+)
+from .inference import ClassificationJSONWriter, inference_datalist, source_file
+from .metrics import THRESHOLD_METRICS, ClassificationReport, binary_classification_metrics, plot_roc_curve, roc_curve
+from .networks import OUTPUT_KINDS, ChestXrayClassifier, GlobalImageFeatures
+from .training import FinalModelFallback
+from .transforms import EnsureChestXray, EnsureChestXrayd, EnsureChestXrayD, EnsureChestXrayDict
+
+__all__ = [
+    "LABEL_FRACTION_KEYS",
+    "OUTPUT_KINDS",
+    "THRESHOLD_METRICS",
+    "ChestXrayClassifier",
+    "ClassificationJSONWriter",
+    "ClassificationReport",
+    "EncoderMismatchError",
+    "EnsureChestXray",
+    "EnsureChestXrayd",
+    "EnsureChestXrayD",
+    "EnsureChestXrayDict",
+    "FinalModelFallback",
+    "GlobalImageFeatures",
+    "as_flag",
+    "binary_classification_metrics",
+    "encoder_differences",
+    "encoder_parameter_groups",
+    "encoder_source",
+    "inference_datalist",
+    "label_fraction_key",
+    "load_pretrained_encoder",
+    "plot_roc_curve",
+    "positive_class_weight",
+    "read_encoder_sidecar",
+    "roc_curve",
+    "sidecar_path",
+    "source_file",
+]

@@ -1,0 +1,269 @@
+"""The RSNA pneumonia classification bundle end to end on the tiny demo, and its deployment contract.
+
+One tiny training run (a tiny exported "pretrained" encoder, 2 epochs) is shared by the tests of the module:
+outputs, evaluation, the inference interface, ``ckpt_export`` / ``verify_net_in_out``, TorchScript equality,
+and what MONAI Deploy's bundle operator does with ``models/model.ts`` and ``inference.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.bundle import run as bundle_run
+from monai.data import MetaTensor
+from monai.transforms import Compose
+
+from sista_monai.handlers import export_image_encoder
+from sista_monai.networks import ViTImageEncoder
+
+from bundle_helpers import REPO_ROOT, as_cli, run_cli
+
+BUNDLE = REPO_ROOT / "bundles" / "rsna_pneumonia_classification"
+CONFIGS = BUNDLE / "configs"
+SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
+README_COMMAND = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/rsna_pneumonia_classification/configs/train.json"]
+INFERENCE_COMMAND = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/rsna_pneumonia_classification/configs/inference.json"]
+DEPLOY_REMOVED = ("LoadImage", "SaveImage")  # monai-deploy-app-sdk's DISALLOW_LOAD_SAVE name filter
+
+TINY_ENCODER = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
+ENCODER_OVERRIDES = {f"image_encoder#{key}": value for key, value in TINY_ENCODER.items()}
+
+pytestmark = pytest.mark.slow
+
+
+def _run_in(folder: Path, args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _tiny_pretrained_encoder(folder: Path) -> Path:
+    """An exported ViT with the bundle's default preprocessing, as the pretraining bundle writes it."""
+    configured = {k: v for k, v in _config("train.json")["image_encoder"].items() if k != "_target_"}
+    torch.manual_seed(0)
+    encoder = ViTImageEncoder(**{**configured, "img_size": 128, **TINY_ENCODER})
+    weights, _ = export_image_encoder(
+        encoder, folder, normalization={"mean": 0.5, "std": 0.25},
+        extra={"preprocessing": {"resize_longest": 144, "pad_square": 144, "crop": 128}},
+    )
+    return weights
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The README's training command from the repository root (tiny overrides) into a copy of the bundle."""
+    root = tmp_path_factory.mktemp("rsna_cls")
+    bundle_root = root / "rsna_pneumonia_classification"
+    shutil.copytree(BUNDLE, bundle_root, ignore=shutil.ignore_patterns("models", "logs", "eval"))
+    encoder = _tiny_pretrained_encoder(root / "pretrain_models")
+    overrides = {
+        # the tiny demo's own generator parameters, so that ensure_demo_data finds the shared folder current
+        "bundle_root": str(bundle_root), "dataset_dir": str(tiny_demo), "demo_n": 40, "demo_size": 64, "demo_plant_phi": True,
+        "pretrained_encoder": str(encoder), "epochs": 2, "batch_size": 8, "val_batch_size": 8, **ENCODER_OVERRIDES,
+    }
+    result = run_cli(README_COMMAND + as_cli(overrides))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {"bundle_root": bundle_root, "encoder": encoder, "overrides": overrides, "console": result.stdout + result.stderr}
+
+
+@pytest.fixture(scope="module")
+def exported(trained: dict[str, Any]) -> Path:
+    """``ckpt_export`` exactly as the docs give it, run in the bundle folder."""
+    bundle_root = trained["bundle_root"]
+    result = _run_in(bundle_root, [
+        "-m", "monai.bundle", "ckpt_export", "--net_id", "network_def", "--filepath", "models/model.ts",
+        "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
+    ] + as_cli(ENCODER_OVERRIDES))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return bundle_root / "models" / "model.ts"
+
+
+def _eager_network(bundle_root: Path) -> torch.nn.Module:
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({"bundle_root": str(bundle_root), "device": "$torch.device('cpu')", **ENCODER_OVERRIDES})
+    network = parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(bundle_root / "models" / "model.pt", weights_only=True))
+    return network.eval()
+
+
+def test_training_outputs(trained: dict[str, Any], tiny_demo: Path) -> None:
+    bundle_root = trained["bundle_root"]
+    state = torch.load(bundle_root / "models" / "model.pt", weights_only=True)
+    assert set(state) >= {"head.weight", "head.bias"} and all(torch.is_tensor(v) for v in state.values())
+    pretrained = torch.load(trained["encoder"], weights_only=True)
+    for key, value in pretrained.items():  # linear probe: the encoder is the pretrained one, unchanged
+        assert torch.equal(state[f"encoder.{key}"], value), key
+
+    report = json.loads((bundle_root / "eval" / "metrics.json").read_text())
+    test_items = json.loads((tiny_demo / "datalist_classification.json").read_text())["test"]
+    assert len(test_items) < 10  # the tiny demo itself was used (not regenerated at the default size)
+    assert report["n"] == len(test_items) and report["positives"] == sum(i["label"] for i in test_items)
+    assert set(report["metrics"]) == {"auroc", "accuracy", "f1", "sensitivity", "specificity"}
+    assert 0.0 <= report["metrics"]["auroc"] <= 1.0
+    assert sum(report["confusion"].values()) == report["n"]
+    assert report["encoder"]["sha256"] == json.loads(trained["encoder"].with_suffix(".json").read_text())["sha256"]
+    assert report["freeze_encoder"] is True and report["label_fraction"] == 100
+    assert (bundle_root / "eval" / "roc_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((bundle_root / "logs").glob("events.*"))
+    assert "val_auroc" in trained["console"] and "test split" in trained["console"]
+
+
+def test_outputs_and_console_hold_no_planted_phi(trained: dict[str, Any], tiny_demo: Path) -> None:
+    manifest = json.loads((tiny_demo / "phi_manifest.json").read_text())
+    planted = [s for s in manifest["strings"] + manifest.get("name_parts", []) if len(s) >= 5]
+    assert planted
+    files = [p for p in trained["bundle_root"].rglob("*") if p.is_file() and "configs" not in p.parts]
+    assert len(files) >= 4
+    for path in files:
+        data = path.read_bytes()
+        for value in planted:
+            assert value.encode() not in data and value.encode("utf-16-le") not in data, f"{value!r} in {path}"
+    for value in planted:
+        assert value not in trained["console"]
+
+
+def test_evaluate_config_reproduces_the_test_metrics(trained: dict[str, Any]) -> None:
+    bundle_root = trained["bundle_root"]
+    expected = json.loads((bundle_root / "eval" / "metrics.json").read_text())["metrics"]
+    overrides = {k: v for k, v in trained["overrides"].items() if k != "pretrained_encoder"}
+    overrides["pretrained_encoder"] = str(bundle_root / "no_such_encoder.pt")  # evaluation needs only model.pt
+    bundle_run(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], **overrides)
+    assert json.loads((bundle_root / "eval" / "metrics.json").read_text())["metrics"] == pytest.approx(expected)
+
+
+def test_label_fraction_and_random_init(trained: dict[str, Any], tmp_path: Path) -> None:
+    # "null", not None: MONAI's bundle runner drops None overrides, as the command line's `--pretrained_encoder None`
+    overrides = {**trained["overrides"], "bundle_root": str(tmp_path), "pretrained_encoder": "null", "label_fraction": 1, "epochs": 1}
+    bundle_run(config_file=str(CONFIGS / "train.json"), **overrides)
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["encoder"] == {"pretrained_encoder": None, "initialisation": "random"}
+    assert report["training_images"] == 8 and report["label_fraction"] == 1
+
+
+def test_inference_interface_on_demo_images(trained: dict[str, Any], tiny_demo: Path, tmp_path: Path) -> None:
+    images = tmp_path / "in"
+    images.mkdir()
+    for item in json.loads((tiny_demo / "datalist_classification.json").read_text())["test"][:3]:
+        shutil.copy(tiny_demo / item["image"], images / Path(item["image"]).name)
+    out = tmp_path / "out"
+    args = {"bundle_root": str(trained["bundle_root"]), "dataset_dir": str(images), "output_dir": str(out), **ENCODER_OVERRIDES}
+    result = run_cli(INFERENCE_COMMAND + as_cli(args))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{p.stem}.json" for p in images.iterdir())
+    for path in out.iterdir():
+        record = json.loads(path.read_text())
+        assert 0.0 <= record["probability"] <= 1.0 and record["image"] == f"{path.stem}.dcm"
+
+
+def test_torchscript_export_equals_eager(trained: dict[str, Any], exported: Path) -> None:
+    scripted = torch.jit.load(str(exported)).eval()
+    eager = _eager_network(trained["bundle_root"])
+    image = torch.randn(4, 1, 128, 128)
+    with torch.no_grad():
+        expected, actual = eager(image), scripted(image)
+    assert expected.shape == (4, 1)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
+
+
+def test_verify_net_in_out_and_metadata(trained: dict[str, Any]) -> None:
+    result = _run_in(trained["bundle_root"], [
+        "-m", "monai.bundle", "verify_net_in_out", "--net_id", "network_def", "--meta_file", "configs/metadata.json",
+        "--config_file", "configs/inference.json", "--device", "cpu",
+    ] + as_cli(ENCODER_OVERRIDES))
+    assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr, result.stderr[-3000:]
+    if not SCHEMA.is_file():
+        pytest.skip(f"the bundle metadata schema copy is not present at {SCHEMA}")
+    result = run_cli(["python", "-m", "monai.bundle", "verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"),
+                      "--filepath", str(SCHEMA)])
+    assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr
+
+
+def _deploy_like(parser: ConfigParser, name: str) -> Compose:
+    """``preprocessing``/``postprocessing`` as MONAI Deploy's bundle operator filters them."""
+    compose = parser.get_parsed_content(name)
+    return Compose([t for t in compose.transforms if not any(n in type(t).__name__ for n in DEPLOY_REMOVED)])
+
+
+@pytest.mark.realdata
+def test_real_rsna_dicoms_and_the_deployment_contract(trained: dict[str, Any], exported: Path, realdata: Path, tmp_path: Path) -> None:
+    """inference.json on the real RSNA DICOMs, then what MONAI Deploy does: model.ts alone + the filtered
+    pre/postprocessing on the (W, H, 1) array of each DICOM; the probabilities must agree."""
+    dicoms = realdata / "rsna" / "dicoms"
+    out = tmp_path / "out"
+    args = {"bundle_root": str(trained["bundle_root"]), "dataset_dir": str(dicoms), "output_dir": str(out), **ENCODER_OVERRIDES}
+    result = run_cli(INFERENCE_COMMAND + as_cli(args))
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = sorted(dicoms.glob("*.dcm"))
+    assert len(files) == 6 and sorted(p.name for p in out.iterdir()) == sorted(f"{p.stem}.json" for p in files)
+
+    model = torch.jit.load(str(exported)).eval()  # loaded alone, no sista_monai network code
+    parser = ConfigParser()
+    parser.read_config(str(trained["bundle_root"] / "configs" / "inference.json"))
+    parser["bundle_root"] = str(trained["bundle_root"])
+    preprocessing, postprocessing = _deploy_like(parser, "preprocessing"), _deploy_like(parser, "postprocessing")
+    assert "LoadImaged" not in [type(t).__name__ for t in preprocessing.transforms]
+    for path in files:
+        ds = pydicom.dcmread(path)
+        values = ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
+        image = MetaTensor(torch.from_numpy(np.ascontiguousarray(values.T[..., None])), meta={"original_channel_dim": "no_channel"})
+        assert image.shape == (ds.Columns, ds.Rows, 1)
+        inputs = preprocessing({"image": image})
+        with torch.no_grad():
+            prediction = model(inputs["image"][None].as_tensor())
+        outputs = postprocessing({"pred": prediction[0], **inputs})
+        expected = json.loads((out / f"{path.stem}.json").read_text())["probability"]
+        assert float(outputs["pred"][0]) == pytest.approx(expected, abs=1e-5), path.name
+
+
+def test_torchrun_two_processes_on_cpu(trained: dict[str, Any], tiny_demo: Path, tmp_path: Path) -> None:
+    layered = ("['bundles/rsna_pneumonia_classification/configs/train.json',"
+               "'bundles/rsna_pneumonia_classification/configs/multi_gpu_train.json']")
+    overrides = {**trained["overrides"], "bundle_root": str(tmp_path), "epochs": 1, "batch_size": 4}
+    result = run_cli(["python", "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+                      "-m", "monai.bundle", "run", "--config_file", layered] + as_cli(overrides), timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["n"] == len(json.loads((tiny_demo / "datalist_classification.json").read_text())["test"])  # both ranks
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)
+    assert len({p.name.split(".")[-2] for p in (tmp_path / "logs").glob("events.*")}) == 1  # rank 0 alone
+
+
+def _config(name: str) -> dict[str, Any]:
+    return json.loads((CONFIGS / name).read_text())
+
+
+def test_configs_agree_with_each_other_and_with_the_pretraining_defaults() -> None:
+    """The default encoder file fits (same architecture and preprocessing as bundles/pretrain), and
+    inference.json (standalone) repeats train.json's network and preprocessing."""
+    train, inference = _config("train.json"), _config("inference.json")
+    pretrain = json.loads((REPO_ROOT / "bundles" / "pretrain" / "configs" / "train.json").read_text())
+    for key in ("image_encoder", "resize_size", "image_size", "intensity_mean", "intensity_std"):
+        assert train[key] == inference[key] == pretrain[key], key
+    assert train["pretrained_encoder"] == "bundles/pretrain/models/image_encoder.pt"
+    loader, *rest = inference["preprocessing"]["transforms"]
+    assert loader["_target_"] == "LoadImaged"  # MONAI Deploy drops it by name and hands the array instead
+    assert [t["_target_"] for t in rest[:-1]] == [t["_target_"] for t in train["preprocessing"][1:]]
+    assert rest[-1]["_target_"] == "CenterSpatialCropd"
+    assert "_meta_" not in inference and "imports" in inference  # standalone, not layered on train.json
+    meta = _config("metadata.json")["network_data_format"]
+    assert meta["inputs"]["image"]["spatial_shape"] == [train["image_size"]] * 2
+    assert meta["outputs"]["pred"]["type"] == "probabilities"
+
+
+def test_paper_override_matches_the_pretraining_paper_recipe() -> None:
+    paper = _config("paper.json")
+    pretrain_paper = json.loads((REPO_ROOT / "bundles" / "pretrain" / "configs" / "paper.json").read_text())
+    for key in ("image_encoder", "image_size", "resize_size"):
+        assert paper[key] == pretrain_paper[key], key
