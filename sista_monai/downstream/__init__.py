@@ -6,6 +6,7 @@
 * :mod:`.transforms`: :class:`EnsureChestXrayd`, MONAI Deploy's ``(W, H, 1)`` array → the network's image;
 * :mod:`.metrics`: AUROC, accuracy, F1, sensitivity, specificity, the ROC plot and ``eval/metrics.json``;
 * :mod:`.inference`: one JSON per input image;
+* :mod:`.segmentation`: U-Net-style segmentation networks on the encoder, Dice/IoU and the segmentation report;
 * :mod:`.training`: the final-weights fallback of the best-model saver;
 * :mod:`.config`: boolean config values as typed on the command line (``false`` is not truthy);
 * :mod:`.compare`: ``python -m sista_monai.downstream.compare`` (pretrained vs random initialisation).
@@ -29,10 +30,32 @@ from .encoder import (
 from .inference import ClassificationJSONWriter, inference_datalist, source_file
 from .metrics import THRESHOLD_METRICS, ClassificationReport, binary_classification_metrics, plot_roc_curve, roc_curve
 from .networks import OUTPUT_KINDS, ChestXrayClassifier, GlobalImageFeatures
+from .segmentation import (
+    EMPTY_MASK_RULE,
+    ResNetSegmentationNet,
+    ResNetStages,
+    SegmentationReport,
+    ViTSegmentationNet,
+    dice_iou,
+    overlay_image,
+    segmentation_datalist,
+    segmentation_network,
+    segmentation_summary,
+)
 from .training import FinalModelFallback
 from .transforms import EnsureChestXray, EnsureChestXrayd, EnsureChestXrayD, EnsureChestXrayDict
 
 __all__ = [
+    "EMPTY_MASK_RULE",
+    "ResNetSegmentationNet",
+    "ResNetStages",
+    "SegmentationReport",
+    "ViTSegmentationNet",
+    "dice_iou",
+    "overlay_image",
+    "segmentation_datalist",
+    "segmentation_network",
+    "segmentation_summary",
     "LABEL_FRACTION_KEYS",
     "OUTPUT_KINDS",
     "THRESHOLD_METRICS",

@@ -51,6 +51,7 @@ class DownstreamTask:
 
 TASKS: dict[str, DownstreamTask] = {
     "classification": DownstreamTask("bundles/rsna_pneumonia_classification/configs/train.json", "auroc", "AUROC"),
+    "segmentation": DownstreamTask("bundles/siim_pneumothorax_segmentation/configs/train.json", "mean_dice", "mean Dice"),
 }
 """Tasks by name; the segmentation and detection bundles add theirs."""
 

@@ -1,0 +1,547 @@
+"""Segmentation on a pretrained image encoder: U-Net-style networks, Dice/IoU with a stated empty rule, report.
+
+Networks (image in, one mask channel out; both TorchScript-exportable, the encoder's modules shared and its
+the pretrained encoder's state-dict keys kept: ``vit.*`` as exported, or under ``unet.encoder.resnet.*``):
+
+* :class:`ViTSegmentationNet`: a UNETR-style decoder (MONAI's ``UnetrBasicBlock``, ``UnetrPrUpBlock``,
+  ``UnetrUpBlock`` and ``UnetOutBlock`` with ``spatial_dims=2``) fed by three intermediate blocks and the final
+  normed tokens of the pretrained ViT (``encoder.vit``), reshaped to the patch grid (MONAI's row-major order
+  over the ``(W, H)`` grid);
+* :class:`ResNetSegmentationNet`: MONAI's :class:`~monai.networks.nets.FlexibleUNet` decoder on the stages of
+  the pretrained MONAI ResNet. FlexibleUNet builds its own ``ResNetEncoder`` (``ResNetFeatures``), whose
+  ``conv1`` stride is fixed to 2 and whose downsampling convolutions have no bias for ResNet-50, so the
+  pretrained weights cannot be loaded into it key for key; the encoder module is therefore replaced by
+  :class:`ResNetStages`, which returns the same five feature maps from the pretrained ``encoder.resnet``.
+
+:func:`segmentation_network` picks the one that fits the encoder. ``freeze_encoder=True`` (the MGCA protocol)
+freezes the encoder and keeps it in evaluation mode.
+
+Metrics, per image on binary masks (:func:`dice_iou`), the SIIM-ACR (Kaggle) rule for empty masks: an image
+whose ground truth AND prediction are both empty scores Dice = IoU = 1; an empty ground truth with a
+non-empty prediction (or the reverse) scores 0. ``mean_dice`` averages over all images (the paper's metric),
+``positive_dice`` over the images whose ground truth is not empty. MONAI's ``DiceMetric`` and ``MeanIoU``
+with ``ignore_empty=False`` follow the same rule (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from monai.handlers import from_engine
+from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock, UnetrUpBlock
+from monai.networks.nets import FlexibleUNet
+from monai.utils import IgniteInfo, evenly_divisible_all_gather, min_version, optional_import
+from PIL import Image
+from torch import nn
+
+from sista_monai.handlers.export import atomic_write_bytes
+from sista_monai.networks import ResNetImageEncoder, ViTImageEncoder
+
+from .config import as_flag
+from .networks import OUTPUT_KINDS
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine, Events
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+    Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = [
+    "EMPTY_MASK_RULE",
+    "ViTSegmentationNet",
+    "ResNetStages",
+    "ResNetSegmentationNet",
+    "segmentation_network",
+    "segmentation_datalist",
+    "dice_iou",
+    "segmentation_summary",
+    "overlay_image",
+    "SegmentationReport",
+]
+
+logger = logging.getLogger(__name__)
+
+EMPTY_MASK_RULE = (
+    "per image; empty ground truth and empty prediction: Dice = IoU = 1; exactly one of them empty: 0 "
+    "(SIIM-ACR rule); mean_dice and mean_iou average over all images, positive_dice over images with a "
+    "non-empty ground truth"
+)
+"""How empty masks are scored (written to ``eval/metrics.json``)."""
+
+
+def _check_output(output: str) -> bool:
+    if output not in OUTPUT_KINDS:
+        raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
+    return output == "probabilities"
+
+
+def _set_prior(conv: nn.Module, prior_probability: float | None) -> None:
+    """Set the output convolution's bias to ``logit(prior_probability)`` (no-op for ``None``)."""
+    if prior_probability is None:
+        return
+    p = float(prior_probability)
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"prior_probability must lie in (0, 1), got {p}")
+    if getattr(conv, "bias", None) is None:
+        raise ValueError(f"{type(conv).__name__} has no bias to initialise")
+    with torch.no_grad():
+        conv.bias.fill_(float(np.log(p / (1.0 - p))))
+
+
+class ViTSegmentationNet(nn.Module):
+    """UNETR-style 2-D decoder on a pretrained :class:`~sista_monai.networks.ViTImageEncoder`.
+
+    The ViT's hidden states after blocks ``skip_blocks`` (three indices; by default evenly spaced, as UNETR's
+    3/6/9 of 12) and its final normed tokens are reshaped to the patch grid and decoded by MONAI's UNETR
+    blocks back to the input resolution. The patch size must be 16 (four 2x up-sampling steps).
+
+    Args:
+        encoder: the ViT encoder (weights loaded; its ``vit`` module is shared, not copied).
+        out_channels: mask channels (1: pneumothorax).
+        feature_size: UNETR feature size of the decoder.
+        freeze_encoder: frozen encoder (``True``, the MGCA protocol) or fine-tuning; ``"true"``/``"false"``
+            accepted.
+        output: ``"logits"`` (training with ``DiceFocalLoss(sigmoid=True)``) or ``"probabilities"``.
+        norm_name: normalisation of the decoder blocks.
+        res_block: residual decoder blocks.
+        skip_blocks: the three (0-based) ViT blocks whose outputs feed the skip connections.
+        prior_probability: initial foreground probability of every pixel (the output bias is set to its logit,
+            as RetinaNet does for rare foreground); ``None`` keeps MONAI's initialisation.
+
+    Raises:
+        TypeError: not a ViT encoder.
+        ValueError: a patch size other than 16, or invalid ``output``/``skip_blocks``.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        out_channels: int = 1,
+        feature_size: int = 16,
+        freeze_encoder: bool = True,
+        output: str = "logits",
+        norm_name: str = "instance",
+        res_block: bool = True,
+        skip_blocks: Sequence[int] | None = None,
+        prior_probability: float | None = 0.01,
+    ) -> None:
+        super().__init__()
+        if not isinstance(encoder, ViTImageEncoder):
+            raise TypeError(f"ViTSegmentationNet needs a ViTImageEncoder, got {type(encoder).__name__}")
+        if tuple(encoder.patch_size) != (16, 16):
+            raise ValueError(f"the UNETR-style decoder needs 16x16 patches, got {tuple(encoder.patch_size)}")
+        self.probabilities = _check_output(output)
+        num_layers = len(encoder.vit.blocks)
+        if skip_blocks is None:
+            skip_blocks = [max(0, (k + 1) * num_layers // 4 - 1) for k in range(3)]
+        skips = [int(i) for i in skip_blocks]
+        if len(skips) != 3 or not all(0 <= i < num_layers for i in skips):
+            raise ValueError(f"skip_blocks must be three block indices in [0, {num_layers}), got {list(skip_blocks)}")
+        self.skip1, self.skip2, self.skip3 = skips
+        self.vit = encoder.vit
+        self.img_size = tuple(int(s) for s in encoder.img_size)
+        self.grid = tuple(int(g) for g in encoder.patch_grid)
+        self.hidden_size = int(encoder.out_channels)
+        self._config = encoder.config()
+        hidden, fs, dims = self.hidden_size, int(feature_size), 2
+        self.encoder1 = UnetrBasicBlock(dims, int(encoder.config()["in_channels"]), fs, 3, 1, norm_name, res_block)
+        self.encoder2 = UnetrPrUpBlock(dims, hidden, fs * 2, 2, 3, 1, 2, norm_name, True, res_block)
+        self.encoder3 = UnetrPrUpBlock(dims, hidden, fs * 4, 1, 3, 1, 2, norm_name, True, res_block)
+        self.encoder4 = UnetrPrUpBlock(dims, hidden, fs * 8, 0, 3, 1, 2, norm_name, True, res_block)
+        self.decoder5 = UnetrUpBlock(dims, hidden, fs * 8, 3, 2, norm_name, res_block)
+        self.decoder4 = UnetrUpBlock(dims, fs * 8, fs * 4, 3, 2, norm_name, res_block)
+        self.decoder3 = UnetrUpBlock(dims, fs * 4, fs * 2, 3, 2, norm_name, res_block)
+        self.decoder2 = UnetrUpBlock(dims, fs * 2, fs, 3, 2, norm_name, res_block)
+        self.out = UnetOutBlock(dims, fs, out_channels)
+        _set_prior(self.out.conv.conv, prior_probability)
+        self.freeze_encoder = as_flag(freeze_encoder, "freeze_encoder")
+        if self.freeze_encoder:
+            self.vit.requires_grad_(False)
+
+    __jit_unused_properties__ = ["encoder"]
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The encoder's backbone (for :func:`~sista_monai.downstream.encoder_parameter_groups`)."""
+        return self.vit
+
+    def config(self) -> dict[str, Any]:
+        """The encoder's :meth:`config`."""
+        return dict(self._config)
+
+    def train(self, mode: bool = True) -> ViTSegmentationNet:
+        """Set training mode; a frozen encoder always stays in evaluation mode."""
+        super().train(mode)
+        if self.freeze_encoder:
+            self.vit.eval()
+        return self
+
+    def _grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, 1 + P, D)`` tokens → ``(B, D, gw, gh)`` (the ``[CLS]`` token dropped)."""
+        patches = tokens[:, 1:]
+        return patches.reshape(patches.shape[0], self.grid[0], self.grid[1], self.hidden_size).permute(0, 3, 1, 2).contiguous()
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, W, H)`` → ``(B, out_channels, W, H)`` logits or probabilities."""
+        tokens = self.vit.patch_embedding(image)
+        tokens = torch.cat((self.vit.cls_token.expand(tokens.shape[0], -1, -1), tokens), dim=1)
+        hidden: list[torch.Tensor] = []
+        for block in self.vit.blocks:
+            tokens = block(tokens)
+            hidden.append(tokens)
+        tokens = self.vit.norm(tokens)
+        enc1 = self.encoder1(image)
+        enc2 = self.encoder2(self._grid(hidden[self.skip1]))
+        enc3 = self.encoder3(self._grid(hidden[self.skip2]))
+        enc4 = self.encoder4(self._grid(hidden[self.skip3]))
+        dec3 = self.decoder5(self._grid(tokens), enc4)
+        dec2 = self.decoder4(dec3, enc3)
+        dec1 = self.decoder3(dec2, enc2)
+        logits = self.out(self.decoder2(dec1, enc1))
+        if self.probabilities:
+            return torch.sigmoid(logits)
+        return logits
+
+
+class ResNetStages(nn.Module):
+    """The five feature maps of a MONAI 2-D ResNet (as ``ResNetFeatures`` returns them), sharing its modules.
+
+    Args:
+        resnet: the pretrained ``encoder.resnet``.
+    """
+
+    def __init__(self, resnet: nn.Module) -> None:
+        super().__init__()
+        self.resnet = resnet
+        self.no_max_pool = bool(resnet.no_max_pool)
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """``(B, C, W, H)`` → stem, layer1..layer4 outputs."""
+        net = self.resnet
+        x = net.act(net.bn1(net.conv1(image)))
+        features: list[torch.Tensor] = [x]
+        if not self.no_max_pool:
+            x = net.maxpool(x)
+        x = net.layer1(x)
+        features.append(x)
+        x = net.layer2(x)
+        features.append(x)
+        x = net.layer3(x)
+        features.append(x)
+        x = net.layer4(x)
+        features.append(x)
+        return features
+
+
+class ResNetSegmentationNet(nn.Module):
+    """MONAI :class:`~monai.networks.nets.FlexibleUNet` decoder on a pretrained ResNet encoder.
+
+    Args:
+        encoder: a :class:`~sista_monai.networks.ResNetImageEncoder` with ``conv1_stride=2``.
+        out_channels: mask channels.
+        freeze_encoder: frozen encoder (the MGCA protocol) or fine-tuning.
+        output: ``"logits"`` or ``"probabilities"``.
+        decoder_channels: FlexibleUNet decoder channels (five values).
+        prior_probability: initial foreground probability of every pixel (see :class:`ViTSegmentationNet`).
+
+    Raises:
+        TypeError: not a ResNet encoder.
+        ValueError: ``conv1_stride`` other than 2 (FlexibleUNet's decoder assumes a stride-2 stem).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        out_channels: int = 1,
+        freeze_encoder: bool = True,
+        output: str = "logits",
+        decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
+        prior_probability: float | None = 0.01,
+    ) -> None:
+        super().__init__()
+        if not isinstance(encoder, ResNetImageEncoder):
+            raise TypeError(f"ResNetSegmentationNet needs a ResNetImageEncoder, got {type(encoder).__name__}")
+        config = encoder.config()
+        if int(config["conv1_stride"]) != 2:
+            raise ValueError(f"FlexibleUNet needs a ResNet with conv1_stride=2, got {config['conv1_stride']}")
+        self.probabilities = _check_output(output)
+        self._config = config
+        self.unet = FlexibleUNet(
+            in_channels=int(config["in_channels"]),
+            out_channels=out_channels,
+            backbone=f"resnet{int(config['depth'])}",
+            pretrained=False,
+            decoder_channels=tuple(int(c) for c in decoder_channels),
+            spatial_dims=2,
+        )
+        self.unet.encoder = ResNetStages(encoder.resnet)
+        _set_prior(self.unet.segmentation_head[0], prior_probability)
+        self.freeze_encoder = as_flag(freeze_encoder, "freeze_encoder")
+        if self.freeze_encoder:
+            self.unet.encoder.requires_grad_(False)
+
+    __jit_unused_properties__ = ["encoder"]
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The encoder's stages (for :func:`~sista_monai.downstream.encoder_parameter_groups`)."""
+        return self.unet.encoder
+
+    def config(self) -> dict[str, Any]:
+        """The encoder's :meth:`config`."""
+        return dict(self._config)
+
+    def train(self, mode: bool = True) -> ResNetSegmentationNet:
+        """Set training mode; a frozen encoder (and its batch-norm statistics) stays in evaluation mode."""
+        super().train(mode)
+        if self.freeze_encoder:
+            self.unet.encoder.eval()
+        return self
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, W, H)`` → ``(B, out_channels, W, H)``."""
+        logits = self.unet(image)
+        if self.probabilities:
+            return torch.sigmoid(logits)
+        return logits
+
+
+def segmentation_network(encoder: nn.Module, **kwargs: Any) -> nn.Module:
+    """:class:`ViTSegmentationNet` for a ViT encoder, :class:`ResNetSegmentationNet` for a ResNet one.
+
+    Args:
+        encoder: the (pretrained) image encoder.
+        kwargs: the network's arguments; ``feature_size``/``norm_name``/``res_block``/``skip_blocks`` apply to the
+            ViT network only, ``decoder_channels`` to the ResNet one (the others are dropped with a debug log).
+
+    Raises:
+        TypeError: another encoder type.
+    """
+    vit_only = {"feature_size", "norm_name", "res_block", "skip_blocks"}
+    if isinstance(encoder, ViTImageEncoder):
+        return ViTSegmentationNet(encoder, **{k: v for k, v in kwargs.items() if k != "decoder_channels"})
+    if isinstance(encoder, ResNetImageEncoder):
+        dropped = sorted(vit_only & set(kwargs))
+        if dropped:
+            logger.debug("ResNet segmentation network: ignoring ViT decoder arguments %s", dropped)
+        return ResNetSegmentationNet(encoder, **{k: v for k, v in kwargs.items() if k not in vit_only})
+    raise TypeError(f"unsupported image encoder {type(encoder).__name__}: expected ViTImageEncoder or ResNetImageEncoder")
+
+
+def segmentation_datalist(
+    datalist: str | os.PathLike, key: str, mask_key: str = "mask", label_key: str = "label"
+) -> list[dict[str, Any]]:
+    """``[{"image": path, "label": mask path, "id": ...}, ...]`` from a segmentation datalist's ``key`` split.
+
+    The demo and ``prepare siim`` datalists hold ``{"id", "image", "mask"}`` items with paths relative to the
+    datalist's folder (MONAI's ``load_decathlon_datalist`` resolves ``image`` and ``label`` only); the mask
+    becomes the ``label`` the supervised engines read.
+
+    Raises:
+        KeyError: the split is not in the datalist.
+        ValueError: an item lacks its image or mask.
+    """
+    path = Path(datalist)
+    content = json.loads(path.read_text())
+    if key not in content:
+        raise KeyError(f"{path.name} has no {key!r} split (has {sorted(k for k, v in content.items() if isinstance(v, list))})")
+    items = []
+    for item in content[key]:
+        if "image" not in item or mask_key not in item:
+            raise ValueError(f"{path.name}: every {key!r} item needs 'image' and {mask_key!r}")
+        entry = {k: v for k, v in item.items() if k not in ("image", mask_key)}
+        entry["image"] = str(path.parent / item["image"])
+        entry[label_key] = str(path.parent / item[mask_key])
+        items.append(entry)
+    return items
+
+
+def dice_iou(prediction: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image Dice and IoU of binary masks, with the empty-mask rule of :data:`EMPTY_MASK_RULE`.
+
+    Args:
+        prediction: ``(B, ...)`` binary (or boolean) masks; values > 0.5 are foreground.
+        target: ground truth of the same shape.
+
+    Returns:
+        ``(dice, iou)``, each a float tensor of shape ``(B,)``.
+
+    Raises:
+        ValueError: shapes differ.
+    """
+    pred = torch.as_tensor(prediction).float() > 0.5
+    true = torch.as_tensor(target).float() > 0.5
+    if pred.shape != true.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(true.shape)} differ in shape")
+    pred, true = pred.reshape(pred.shape[0], -1).float(), true.reshape(true.shape[0], -1).float()
+    intersection = (pred * true).sum(1)
+    sizes = pred.sum(1) + true.sum(1)
+    union = sizes - intersection
+    both_empty = sizes == 0
+    dice = torch.where(both_empty, torch.ones_like(sizes), 2 * intersection / sizes.clamp_min(1))
+    iou = torch.where(both_empty, torch.ones_like(sizes), intersection / union.clamp_min(1))
+    return dice, iou
+
+
+def segmentation_summary(dice: torch.Tensor, iou: torch.Tensor, positive: torch.Tensor) -> dict[str, Any]:
+    """``mean_dice``, ``mean_iou``, ``positive_dice`` (None without positive images), counts."""
+    positive = positive.bool()
+    n = int(dice.numel())
+    return {
+        "mean_dice": float(dice.mean()) if n else None,
+        "mean_iou": float(iou.mean()) if n else None,
+        "positive_dice": float(dice[positive].mean()) if bool(positive.any()) else None,
+        "positive_iou": float(iou[positive].mean()) if bool(positive.any()) else None,
+        "n": n,
+        "positives": int(positive.sum()),
+    }
+
+
+def overlay_image(
+    image: torch.Tensor | np.ndarray,
+    target: torch.Tensor | np.ndarray,
+    prediction: torch.Tensor | np.ndarray,
+    mean: float = 0.5,
+    std: float = 0.25,
+) -> Image.Image:
+    """Three panels side by side: the image, the ground truth (green) and the prediction (red) on it.
+
+    Args:
+        image: ``(1, W, H)`` or ``(W, H)`` normalised image (MONAI's column-first layout).
+        target: binary mask of the same spatial shape.
+        prediction: binary mask of the same spatial shape.
+        mean: intensity normalisation mean (undone for display).
+        std: intensity normalisation std.
+    """
+
+    def plane(value: torch.Tensor | np.ndarray) -> np.ndarray:
+        array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float32)
+        return np.squeeze(array).T  # (W, H) → (rows, cols)
+
+    grey = np.clip(plane(image) * std + mean, 0.0, 1.0)
+    rgb = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+    panels = [rgb.copy()]
+    for mask, colour in ((plane(target) > 0.5, (0, 255, 0)), (plane(prediction) > 0.5, (255, 0, 0))):
+        panel = rgb.copy().astype(np.float32)
+        panel[mask] = 0.5 * panel[mask] + 0.5 * np.asarray(colour, dtype=np.float32)
+        panels.append(panel.astype(np.uint8))
+    return Image.fromarray(np.concatenate(panels, axis=1))
+
+
+def _main_rank() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+
+
+class SegmentationReport:
+    """Write ``metrics.json`` and overlay PNGs when a segmentation evaluator completes.
+
+    Every iteration, the decollated post-processed output gives (binary prediction, ground truth, image);
+    per-image Dice and IoU (:func:`dice_iou`) are kept, gathered across ranks, and rank 0 writes
+    ``<output_dir>/metrics.json`` (``mean_dice``, ``mean_iou``, ``positive_dice``, ``positive_iou``, also under
+    ``metrics`` as in the classification report, counts,
+    the empty-mask rule, the evaluator's own metrics under ``engine_metrics`` and the ``extra`` entries) and
+    ``<output_dir>/overlays/<split>_<k>.png`` for the first ``num_overlays`` images of rank 0 (numbered: no
+    file or patient names leave the engine).
+
+    Args:
+        output_dir: the bundle's ``eval/`` folder.
+        extra: further entries of ``metrics.json``.
+        split: the split's name.
+        num_overlays: overlay PNGs to write.
+        output_transform: ``engine.state.output`` → ``(predictions, labels, images)`` lists.
+        intensity_mean: normalisation mean (undone in the overlays).
+        intensity_std: normalisation std.
+        metrics_file: file name of the report.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        extra: Mapping[str, Any] | None = None,
+        split: str = "test",
+        num_overlays: int = 4,
+        output_transform: Callable[[Any], Any] = from_engine(["pred_label", "label", "image"]),
+        intensity_mean: float = 0.5,
+        intensity_std: float = 0.25,
+        metrics_file: str = "metrics.json",
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.extra = dict(extra or {})
+        self.split = split
+        self.num_overlays = int(num_overlays)
+        self.output_transform = output_transform
+        self.intensity_mean = float(intensity_mean)
+        self.intensity_std = float(intensity_std)
+        self.metrics_file = metrics_file
+        self.summary: dict[str, Any] = {}
+        self.reset()
+
+    def attach(self, engine: Engine) -> None:
+        """Reset at every epoch start, collect each iteration, report at completion."""
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        """Forget the collected scores."""
+        self.dice: list[torch.Tensor] = []
+        self.iou: list[torch.Tensor] = []
+        self.positive: list[torch.Tensor] = []
+        self.overlays: list[Image.Image] = []
+
+    def collect(self, engine: Engine) -> None:
+        """Score the iteration's images and keep the first overlays."""
+        predictions, labels, images = self.output_transform(engine.state.output)
+        pred = torch.stack([torch.as_tensor(p).detach().cpu().float() for p in predictions])
+        true = torch.stack([torch.as_tensor(t).detach().cpu().float() for t in labels])
+        dice, iou = dice_iou(pred, true)
+        self.dice.append(dice)
+        self.iou.append(iou)
+        self.positive.append((true.reshape(true.shape[0], -1) > 0.5).any(1).float())
+        for p, t, image in zip(pred, true, images):
+            if len(self.overlays) >= self.num_overlays:
+                break
+            self.overlays.append(overlay_image(torch.as_tensor(image), t, p, self.intensity_mean, self.intensity_std))
+
+    def _gathered(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        values = [torch.cat(v) if v else torch.zeros(0) for v in (self.dice, self.iou, self.positive)]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            values = [evenly_divisible_all_gather(v, concat=True) for v in values]
+        return values[0], values[1], values[2]
+
+    def __call__(self, engine: Engine) -> None:
+        """Write the report and the overlays (rank 0)."""
+        dice, iou, positive = self._gathered()
+        if not _main_rank():
+            return
+        summary: dict[str, Any] = {"split": self.split, **segmentation_summary(dice, iou, positive)}
+        summary["metrics"] = {k: summary[k] for k in ("mean_dice", "mean_iou", "positive_dice", "positive_iou")}
+        summary["empty_mask_rule"] = EMPTY_MASK_RULE
+        summary["engine_metrics"] = {k: float(v) for k, v in engine.state.metrics.items() if isinstance(v, (int, float))}
+        overlay_dir = self.output_dir / "overlays"
+        overlay_dir.mkdir(parents=True, exist_ok=True)
+        names = []
+        for k, overlay in enumerate(self.overlays):
+            name = f"{self.split}_{k:02d}.png"
+            overlay.save(overlay_dir / name)
+            names.append(f"overlays/{name}")
+        summary["overlays"] = names
+        summary.update(self.extra)
+        atomic_write_bytes(self.output_dir / self.metrics_file, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+        self.summary = summary
+
+        def shown(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.4f}"
+
+        engine.logger.info(
+            "%s split (%d images, %d with pneumothorax): mean Dice %s, mean IoU %s, Dice on positive images %s",
+            self.split, summary["n"], summary["positives"], shown(summary["mean_dice"]), shown(summary["mean_iou"]),
+            shown(summary["positive_dice"]),
+        )

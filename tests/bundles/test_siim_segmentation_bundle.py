@@ -1,0 +1,248 @@
+"""The SIIM pneumothorax segmentation bundle end to end on the tiny demo, and its deployment contract.
+
+One tiny training run (a tiny exported "pretrained" encoder, 2 epochs) is shared by the tests of the module:
+outputs, evaluation, the inference interface (masks at the original size, named after the inputs), the
+geometry of the written masks (an oracle network on a synthetic non-square case), ``ckpt_export`` /
+``verify_net_in_out`` / ``verify_metadata``, TorchScript equality, and the real SIIM DICOMs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.bundle import run as bundle_run
+from PIL import Image
+from scipy import ndimage
+
+from sista_monai.handlers import export_image_encoder
+from sista_monai.networks import ViTImageEncoder
+
+from bundle_helpers import REPO_ROOT, as_cli, run_cli
+
+BUNDLE = REPO_ROOT / "bundles" / "siim_pneumothorax_segmentation"
+CONFIGS = BUNDLE / "configs"
+SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
+README_COMMAND = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/siim_pneumothorax_segmentation/configs/train.json"]
+INFERENCE_COMMAND = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/siim_pneumothorax_segmentation/configs/inference.json"]
+
+TINY_ENCODER = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
+NETWORK_OVERRIDES = {**{f"image_encoder#{key}": value for key, value in TINY_ENCODER.items()}, "feature_size": 4}
+
+pytestmark = pytest.mark.slow
+
+
+def _config(name: str) -> dict[str, Any]:
+    return json.loads((CONFIGS / name).read_text())
+
+
+def _run_in(folder: Path, args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _tiny_pretrained_encoder(folder: Path) -> Path:
+    """An exported ViT with the bundle's default preprocessing, as the pretraining bundle writes it."""
+    configured = {k: v for k, v in _config("train.json")["image_encoder"].items() if k != "_target_"}
+    torch.manual_seed(0)
+    encoder = ViTImageEncoder(**{**configured, "img_size": 128, **TINY_ENCODER})
+    weights, _ = export_image_encoder(
+        encoder, folder, normalization={"mean": 0.5, "std": 0.25},
+        extra={"preprocessing": {"resize_longest": 144, "pad_square": 144, "crop": 128}},
+    )
+    return weights
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The README's training command from the repository root (tiny overrides) into a copy of the bundle."""
+    root = tmp_path_factory.mktemp("siim_seg")
+    bundle_root = root / "siim_pneumothorax_segmentation"
+    shutil.copytree(BUNDLE, bundle_root, ignore=shutil.ignore_patterns("models", "logs", "eval"))
+    encoder = _tiny_pretrained_encoder(root / "pretrain_models")
+    overrides = {
+        "bundle_root": str(bundle_root), "dataset_dir": str(tiny_demo), "demo_n": 40, "demo_size": 64, "demo_plant_phi": True,
+        "pretrained_encoder": str(encoder), "epochs": 2, "batch_size": 8, "val_batch_size": 8, **NETWORK_OVERRIDES,
+    }
+    result = run_cli(README_COMMAND + as_cli(overrides))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {"bundle_root": bundle_root, "encoder": encoder, "overrides": overrides, "console": result.stdout + result.stderr}
+
+
+@pytest.fixture(scope="module")
+def exported(trained: dict[str, Any]) -> Path:
+    """``ckpt_export`` exactly as the docs give it, run in the bundle folder."""
+    result = _run_in(trained["bundle_root"], [
+        "-m", "monai.bundle", "ckpt_export", "--net_id", "network_def", "--filepath", "models/model.ts",
+        "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
+    ] + as_cli(NETWORK_OVERRIDES))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return trained["bundle_root"] / "models" / "model.ts"
+
+
+def test_training_outputs(trained: dict[str, Any], tiny_demo: Path) -> None:
+    bundle_root = trained["bundle_root"]
+    state = torch.load(bundle_root / "models" / "model.pt", weights_only=True)
+    pretrained = torch.load(trained["encoder"], weights_only=True)
+    for key, value in pretrained.items():  # frozen encoder (MGCA protocol): the pretrained weights, unchanged
+        assert torch.equal(state[key], value), key
+    report = json.loads((bundle_root / "eval" / "metrics.json").read_text())
+    test_items = json.loads((tiny_demo / "datalist_segmentation.json").read_text())["test"]
+    assert report["n"] == len(test_items) < 10
+    for key in ("mean_dice", "mean_iou"):
+        assert 0.0 <= report[key] <= 1.0
+    assert report["engine_metrics"]["mean_dice"] == pytest.approx(report["mean_dice"], abs=1e-5)
+    assert report["engine_metrics"]["mean_iou"] == pytest.approx(report["mean_iou"], abs=1e-5)
+    assert report["freeze_encoder"] is True and report["label_fraction"] == 100
+    assert report["encoder"]["sha256"] == json.loads(trained["encoder"].with_suffix(".json").read_text())["sha256"]
+    assert report["overlays"] and all((bundle_root / "eval" / name).read_bytes()[:4] == b"\x89PNG" for name in report["overlays"])
+    assert list((bundle_root / "logs").glob("events.*"))
+    assert "val_mean_dice" in trained["console"] and "test split" in trained["console"]
+
+
+def test_outputs_and_console_hold_no_planted_phi(trained: dict[str, Any], tiny_demo: Path) -> None:
+    manifest = json.loads((tiny_demo / "phi_manifest.json").read_text())
+    planted = [s for s in manifest["strings"] + manifest.get("name_parts", []) if len(s) >= 5]
+    files = [p for p in trained["bundle_root"].rglob("*") if p.is_file() and "configs" not in p.parts]
+    for path in files:
+        data = path.read_bytes()
+        for value in planted:
+            assert value.encode() not in data, f"{value!r} in {path}"
+    for value in planted:
+        assert value not in trained["console"]
+
+
+def test_evaluate_config_reproduces_the_test_metrics(trained: dict[str, Any]) -> None:
+    bundle_root = trained["bundle_root"]
+    expected = json.loads((bundle_root / "eval" / "metrics.json").read_text())
+    overrides = {**trained["overrides"], "pretrained_encoder": str(bundle_root / "no_such_encoder.pt")}
+    bundle_run(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], **overrides)
+    actual = json.loads((bundle_root / "eval" / "metrics.json").read_text())
+    for key in ("mean_dice", "mean_iou", "n", "positives"):
+        assert actual[key] == pytest.approx(expected[key]), key
+
+
+def test_inference_interface_on_demo_images(trained: dict[str, Any], tiny_demo: Path, tmp_path: Path) -> None:
+    images = tmp_path / "in"
+    images.mkdir()
+    for item in json.loads((tiny_demo / "datalist_segmentation.json").read_text())["test"][:3]:
+        shutil.copy(tiny_demo / item["image"], images / Path(item["image"]).name)
+    out = tmp_path / "out"
+    args = {"bundle_root": str(trained["bundle_root"]), "dataset_dir": str(images), "output_dir": str(out), **NETWORK_OVERRIDES}
+    result = run_cli(INFERENCE_COMMAND + as_cli(args))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{p.stem}.png" for p in images.iterdir())
+    for path in images.iterdir():
+        ds = pydicom.dcmread(path)
+        mask = np.asarray(Image.open(out / f"{path.stem}.png"))
+        assert mask.shape == (ds.Rows, ds.Columns) and set(np.unique(mask)) <= {0, 1}
+
+
+class _BrightRegion(torch.nn.Module):
+    """An oracle 'network': probability ~1 where the normalised image is bright, ~0 elsewhere."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(8.0 * image)
+
+
+@pytest.mark.parametrize("output_ext", [".png", ".nii.gz"])
+def test_written_mask_lies_on_the_ground_truth_at_the_original_size(tmp_path: Path, output_ext: str) -> None:
+    """A non-square synthetic image (so that resize, pad, crop and their inversion all matter) whose bright
+    rectangle is the ground truth: the mask written by inference.json covers the same pixels."""
+    rows, cols = 120, 200
+    truth = np.zeros((rows, cols), dtype=bool)
+    truth[30:71, 60:141] = True
+    pixels = np.where(truth, 255, 0).astype(np.uint8)
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(pixels).save(images / "case_01.png")
+    out = tmp_path / "out"
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({
+        "bundle_root": str(tmp_path), "dataset_dir": str(images), "output_dir": str(out), "output_ext": output_ext,
+        "device": "$torch.device('cpu')", "network_def": _BrightRegion(), "handlers": [],
+    })
+    parser.get_parsed_content("evaluator").run()
+    written = out / f"case_01{output_ext}"
+    assert [p.name for p in out.iterdir()] == [written.name]
+    if output_ext == ".png":
+        mask = np.asarray(Image.open(written)) > 0
+    else:
+        mask = np.asarray(nib.load(str(written)).dataobj).squeeze().T > 0  # NIfTI holds MONAI's (W, H)
+    assert mask.shape == (rows, cols)
+    assert not (mask & ~ndimage.binary_dilation(truth, iterations=2)).any()  # nothing off the ground truth
+    assert (truth & ~ndimage.binary_dilation(mask, iterations=2)).sum() == 0  # nothing of it missed
+    assert (mask & truth).sum() / (mask | truth).sum() > 0.9
+
+
+def test_torchscript_export_equals_eager(trained: dict[str, Any], exported: Path) -> None:
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({"bundle_root": str(trained["bundle_root"]), "device": "$torch.device('cpu')", **NETWORK_OVERRIDES})
+    eager = parser.get_parsed_content("network_def")
+    eager.load_state_dict(torch.load(trained["bundle_root"] / "models" / "model.pt", weights_only=True))
+    eager.eval()
+    scripted = torch.jit.load(str(exported)).eval()
+    image = torch.randn(2, 1, 128, 128)
+    with torch.no_grad():
+        expected, actual = eager(image), scripted(image)
+    assert expected.shape == (2, 1, 128, 128)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
+
+
+def test_verify_net_in_out_and_metadata(trained: dict[str, Any]) -> None:
+    result = _run_in(trained["bundle_root"], [
+        "-m", "monai.bundle", "verify_net_in_out", "--net_id", "network_def", "--meta_file", "configs/metadata.json",
+        "--config_file", "configs/inference.json", "--device", "cpu",
+    ] + as_cli(NETWORK_OVERRIDES))
+    assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr, result.stderr[-3000:]
+    if not SCHEMA.is_file():
+        pytest.skip(f"the bundle metadata schema copy is not present at {SCHEMA}")
+    result = run_cli(["python", "-m", "monai.bundle", "verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"),
+                      "--filepath", str(SCHEMA)])
+    assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr
+
+
+@pytest.mark.realdata
+def test_real_siim_dicoms_give_masks_of_the_original_size(trained: dict[str, Any], realdata: Path, tmp_path: Path) -> None:
+    dicoms = realdata / "siim" / "dicoms"
+    out = tmp_path / "out"
+    args = {"bundle_root": str(trained["bundle_root"]), "dataset_dir": str(dicoms), "output_dir": str(out), **NETWORK_OVERRIDES}
+    result = run_cli(INFERENCE_COMMAND + as_cli(args))
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = sorted(p for p in dicoms.iterdir() if p.suffix.lower() in (".dcm", ".dicom", ".dic"))
+    assert len(files) == 4 and sorted(p.name for p in out.iterdir()) == sorted(f"{p.stem}.png" for p in files)
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        mask = np.asarray(Image.open(out / f"{path.stem}.png"))
+        assert mask.shape == (ds.Rows, ds.Columns) and mask.dtype == np.uint8
+
+
+def test_configs_agree_with_each_other_and_with_the_pretraining_defaults() -> None:
+    train, inference = _config("train.json"), _config("inference.json")
+    pretrain = json.loads((REPO_ROOT / "bundles" / "pretrain" / "configs" / "train.json").read_text())
+    for key in ("image_encoder", "resize_size", "image_size", "intensity_mean", "intensity_std"):
+        assert train[key] == inference[key] == pretrain[key], key
+    for key in ("feature_size", "norm_name", "mask_threshold", "min_mask_pixels"):
+        assert train[key] == inference[key], key
+    assert train["pretrained_encoder"] == "bundles/pretrain/models/image_encoder.pt"
+    assert train["loss"]["_target_"] == "DiceFocalLoss" and train["freeze_encoder"] is True
+    loader, *rest = inference["preprocessing"]["transforms"]
+    assert loader["_target_"] == "LoadImaged"
+    assert [t["_target_"] for t in rest[:-1]] == [t["_target_"] for t in train["preprocessing"] if t["_target_"] != "LoadImaged"][1:]
+    assert rest[-1]["_target_"] == "CenterSpatialCropd"
+    meta = _config("metadata.json")["network_data_format"]
+    assert meta["inputs"]["image"]["spatial_shape"] == meta["outputs"]["pred"]["spatial_shape"] == [train["image_size"]] * 2
+    assert meta["outputs"]["pred"]["format"] == "segmentation"
