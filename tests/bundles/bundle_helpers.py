@@ -46,14 +46,35 @@ def as_cli(overrides: dict[str, Any]) -> list[str]:
     return args
 
 
-def run_cli(args: list[str], timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run a command from the repository root with the network-free environment of the tests."""
+def run_cli(
+    args: list[str], timeout: int = 600, env: dict[str, str] | None = None, cwd: Path = REPO_ROOT
+) -> subprocess.CompletedProcess:
+    """Run a command (from the repository root by default) with the network-free environment of the tests."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         args if args[0] != "python" else [sys.executable, *args[1:]],
-        cwd=REPO_ROOT,
+        cwd=cwd,
         env=full_env,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def tiny_pretrained_encoder(folder: Path, train_config: Path, tiny_encoder: dict[str, Any]) -> Path:
+    """Export a tiny ViT shaped like ``train_config``'s ``image_encoder``, as the pretraining bundle writes it."""
+    import json
+
+    import torch
+
+    from sista_monai.handlers import export_image_encoder
+    from sista_monai.networks import ViTImageEncoder
+
+    configured = {k: v for k, v in json.loads(train_config.read_text())["image_encoder"].items() if k != "_target_"}
+    torch.manual_seed(0)
+    encoder = ViTImageEncoder(**{**configured, "img_size": 128, **tiny_encoder})
+    weights, _ = export_image_encoder(
+        encoder, folder, normalization={"mean": 0.5, "std": 0.25},
+        extra={"preprocessing": {"resize_longest": 144, "pad_square": 144, "crop": 128}},
+    )
+    return weights

@@ -9,10 +9,7 @@ geometry of the written masks (an oracle network on a synthetic non-square case)
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +23,7 @@ from monai.bundle import run as bundle_run
 from PIL import Image
 from scipy import ndimage
 
-from sista_monai.handlers import export_image_encoder
-from sista_monai.networks import ViTImageEncoder
-
-from bundle_helpers import REPO_ROOT, as_cli, run_cli
+from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrained_encoder
 
 BUNDLE = REPO_ROOT / "bundles" / "siim_pneumothorax_segmentation"
 CONFIGS = BUNDLE / "configs"
@@ -47,30 +41,13 @@ def _config(name: str) -> dict[str, Any]:
     return json.loads((CONFIGS / name).read_text())
 
 
-def _run_in(folder: Path, args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    return subprocess.run([sys.executable, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _tiny_pretrained_encoder(folder: Path) -> Path:
-    """An exported ViT with the bundle's default preprocessing, as the pretraining bundle writes it."""
-    configured = {k: v for k, v in _config("train.json")["image_encoder"].items() if k != "_target_"}
-    torch.manual_seed(0)
-    encoder = ViTImageEncoder(**{**configured, "img_size": 128, **TINY_ENCODER})
-    weights, _ = export_image_encoder(
-        encoder, folder, normalization={"mean": 0.5, "std": 0.25},
-        extra={"preprocessing": {"resize_longest": 144, "pad_square": 144, "crop": 128}},
-    )
-    return weights
-
-
 @pytest.fixture(scope="module")
 def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The README's training command from the repository root (tiny overrides) into a copy of the bundle."""
     root = tmp_path_factory.mktemp("siim_seg")
     bundle_root = root / "siim_pneumothorax_segmentation"
     shutil.copytree(BUNDLE, bundle_root, ignore=shutil.ignore_patterns("models", "logs", "eval"))
-    encoder = _tiny_pretrained_encoder(root / "pretrain_models")
+    encoder = tiny_pretrained_encoder(root / "pretrain_models", CONFIGS / "train.json", TINY_ENCODER)
     overrides = {
         "bundle_root": str(bundle_root), "dataset_dir": str(tiny_demo), "demo_n": 40, "demo_size": 64, "demo_plant_phi": True,
         "pretrained_encoder": str(encoder), "epochs": 2, "batch_size": 8, "val_batch_size": 8, **NETWORK_OVERRIDES,
@@ -83,7 +60,7 @@ def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 @pytest.fixture(scope="module")
 def exported(trained: dict[str, Any]) -> Path:
     """``ckpt_export`` exactly as the docs give it, run in the bundle folder."""
-    result = _run_in(trained["bundle_root"], [
+    result = run_cli(cwd=trained["bundle_root"], args=["python",
         "-m", "monai.bundle", "ckpt_export", "--net_id", "network_def", "--filepath", "models/model.ts",
         "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
     ] + as_cli(NETWORK_OVERRIDES))
@@ -203,7 +180,7 @@ def test_torchscript_export_equals_eager(trained: dict[str, Any], exported: Path
 
 
 def test_verify_net_in_out_and_metadata(trained: dict[str, Any]) -> None:
-    result = _run_in(trained["bundle_root"], [
+    result = run_cli(cwd=trained["bundle_root"], args=["python",
         "-m", "monai.bundle", "verify_net_in_out", "--net_id", "network_def", "--meta_file", "configs/metadata.json",
         "--config_file", "configs/inference.json", "--device", "cpu",
     ] + as_cli(NETWORK_OVERRIDES))
