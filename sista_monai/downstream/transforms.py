@@ -132,7 +132,11 @@ class EnsureChestXray(Transform):
         meta["voi_source"] = voi_source
         meta["spatial_shape"] = np.asarray(display.shape)
         meta["original_channel_dim"] = float("nan")
-        return MetaTensor(torch.from_numpy(np.ascontiguousarray(display))[None], meta=meta)
+        loaded = MetaTensor(torch.from_numpy(np.ascontiguousarray(display))[None], meta=meta)
+        if "original_affine" not in loaded.meta:
+            # the pixel grid the array arrived on: detection boxes are mapped back to it
+            loaded.meta["original_affine"] = loaded.affine.clone()
+        return loaded
 
 
 class EnsureChestXrayd(MapTransform):

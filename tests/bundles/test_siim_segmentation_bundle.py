@@ -207,6 +207,20 @@ def test_real_siim_dicoms_give_masks_of_the_original_size(trained: dict[str, Any
         assert mask.shape == (ds.Rows, ds.Columns) and mask.dtype == np.uint8
 
 
+def test_torchrun_two_processes_on_cpu(trained: dict[str, Any], tiny_demo: Path, tmp_path: Path) -> None:
+    layered = ("['bundles/siim_pneumothorax_segmentation/configs/train.json',"
+               "'bundles/siim_pneumothorax_segmentation/configs/multi_gpu_train.json']")
+    overrides = {**trained["overrides"], "bundle_root": str(tmp_path), "epochs": 1, "batch_size": 4}
+    result = run_cli(["python", "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29542",
+                      "-m", "monai.bundle", "run", "--config_file", layered] + as_cli(overrides), timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["n"] == len(json.loads((tiny_demo / "datalist_segmentation.json").read_text())["test"])  # both ranks
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)
+    assert len({p.name.split(".")[-2] for p in (tmp_path / "logs").glob("events.*")}) == 1  # rank 0 alone
+
+
 def test_configs_agree_with_each_other_and_with_the_pretraining_defaults() -> None:
     train, inference = _config("train.json"), _config("inference.json")
     pretrain = json.loads((REPO_ROOT / "bundles" / "pretrain" / "configs" / "train.json").read_text())

@@ -1,0 +1,222 @@
+"""The RSNA pneumonia detection bundle end to end: the README commands with tiny overrides, evaluate.json,
+the inference interface (one JSON per image, boxes in the input file's pixels, checked against the network's
+own boxes mapped by hand), ``ckpt_export`` / TorchScript equality, ``verify_metadata``, the real RSNA DICOMs,
+two-process ``torchrun`` on CPU and planted PHI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.bundle import run as bundle_run
+
+from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrained_encoder
+
+BUNDLE = REPO_ROOT / "bundles" / "rsna_pneumonia_detection"
+CONFIGS = BUNDLE / "configs"
+SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
+README_COMMAND = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/rsna_pneumonia_detection/configs/train.json"]
+INFERENCE_COMMAND = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/rsna_pneumonia_detection/configs/inference.json"]
+
+TINY_ENCODER = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
+NETWORK_OVERRIDES = {**{f"image_encoder#{key}": value for key, value in TINY_ENCODER.items()}, "fpn_channels": 16}
+
+pytestmark = pytest.mark.slow
+
+
+def _config(name: str) -> dict[str, Any]:
+    return json.loads((CONFIGS / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The README's training command from the repository root (tiny overrides) into a copy of the bundle."""
+    root = tmp_path_factory.mktemp("rsna_det")
+    bundle_root = root / "rsna_pneumonia_detection"
+    shutil.copytree(BUNDLE, bundle_root, ignore=shutil.ignore_patterns("models", "logs", "eval"))
+    encoder = tiny_pretrained_encoder(root / "pretrain_models", CONFIGS / "train.json", TINY_ENCODER)
+    overrides = {
+        "bundle_root": str(bundle_root), "dataset_dir": str(tiny_demo), "demo_n": 40, "demo_size": 64, "demo_plant_phi": True,
+        "pretrained_encoder": str(encoder), "epochs": 2, "min_iterations_per_epoch": 3, "batch_size": 8,
+        "val_batch_size": 8, **NETWORK_OVERRIDES,
+    }
+    result = run_cli(README_COMMAND + as_cli(overrides))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {"bundle_root": bundle_root, "encoder": encoder, "overrides": overrides, "console": result.stdout + result.stderr}
+
+
+def _network(bundle_root: Path) -> torch.nn.Module:
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({"bundle_root": str(bundle_root), "device": "$torch.device('cpu')", **NETWORK_OVERRIDES})
+    network = parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(bundle_root / "models" / "model.pt", weights_only=True))
+    return network.eval()
+
+
+def test_training_outputs(trained: dict[str, Any], tiny_demo: Path) -> None:
+    bundle_root = trained["bundle_root"]
+    state = torch.load(bundle_root / "models" / "model.pt", weights_only=True)
+    pretrained = torch.load(trained["encoder"], weights_only=True)
+    for key, value in pretrained.items():  # frozen encoder (MGCA protocol): the pretrained weights, unchanged
+        assert torch.equal(state[f"feature_extractor.{key}"], value), key
+    report = json.loads((bundle_root / "eval" / "metrics.json").read_text())
+    test_items = json.loads((tiny_demo / "datalist_detection.json").read_text())["test"]
+    assert report["images"] == len(test_items) < 10
+    assert report["gt_boxes"] == sum(len(item["boxes"]) for item in test_items) > 0
+    assert 0.0 <= report["map"] <= 1.0 and 0.0 <= report["map50"] <= 1.0
+    assert report["metrics"] == {"map": report["map"], "map50": report["map50"]}
+    assert report["engine_metrics"]["map"] == pytest.approx(report["map"], abs=1e-9)
+    assert report["engine_metrics"]["map50"] == pytest.approx(report["map50"], abs=1e-9)
+    assert report["iou_thresholds"] == pytest.approx([0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75])
+    assert report["freeze_encoder"] is True and report["label_fraction"] == 100
+    assert report["encoder"]["sha256"] == json.loads(trained["encoder"].with_suffix(".json").read_text())["sha256"]
+    assert report["overlays"] and all((bundle_root / "eval" / name).read_bytes()[:4] == b"\x89PNG" for name in report["overlays"])
+    assert list((bundle_root / "logs").glob("events.*"))
+    assert "val_map" in trained["console"] and "test split" in trained["console"]
+
+
+def test_outputs_and_console_hold_no_planted_phi(trained: dict[str, Any], tiny_demo: Path) -> None:
+    manifest = json.loads((tiny_demo / "phi_manifest.json").read_text())
+    planted = [s for s in manifest["strings"] + manifest.get("name_parts", []) if len(s) >= 5]
+    files = [p for p in trained["bundle_root"].rglob("*") if p.is_file() and "configs" not in p.parts]
+    for path in files:
+        data = path.read_bytes()
+        for value in planted:
+            assert value.encode() not in data, f"{value!r} in {path}"
+    for value in planted:
+        assert value not in trained["console"]
+
+
+def test_evaluate_config_reproduces_the_test_metrics(trained: dict[str, Any]) -> None:
+    bundle_root = trained["bundle_root"]
+    expected = json.loads((bundle_root / "eval" / "metrics.json").read_text())
+    overrides = {**trained["overrides"], "pretrained_encoder": str(bundle_root / "no_such_encoder.pt")}
+    bundle_run(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")], **overrides)
+    actual = json.loads((bundle_root / "eval" / "metrics.json").read_text())
+    for key in ("map", "map50", "images", "gt_boxes", "pred_boxes"):
+        assert actual[key] == pytest.approx(expected[key]), key
+
+
+def _inference(bundle_root: Path, images: Path, out: Path, **extra: Any) -> None:
+    args = {"bundle_root": str(bundle_root), "dataset_dir": str(images), "output_dir": str(out), **NETWORK_OVERRIDES, **extra}
+    result = run_cli(INFERENCE_COMMAND + as_cli(args))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _expected_boxes(bundle_root: Path, path: Path, score_threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The detector's boxes on the preprocessed image, mapped to the file's pixels by hand (square images)."""
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({"bundle_root": str(bundle_root), "device": "$torch.device('cpu')", "score_threshold": score_threshold, **NETWORK_OVERRIDES})
+    network = parser.get_parsed_content("network")
+    network.load_state_dict(torch.load(bundle_root / "models" / "model.pt", weights_only=True))
+    detector = parser.get_parsed_content("detector")
+    image = parser.get_parsed_content("preprocessing")({"image": str(path)})["image"]
+    detector.eval()
+    with torch.no_grad():
+        found = detector(image.as_tensor()[None])[0]
+    size = int(image.meta["spatial_shape"][0])
+    resize, crop = parser["resize_size"], parser["image_size"]
+    offset = (resize - crop) // 2
+    return (found["box"] + offset) * (size / resize), found["label_scores"]
+
+
+def test_inference_interface_on_demo_images(trained: dict[str, Any], tiny_demo: Path, tmp_path: Path) -> None:
+    images = tmp_path / "in"
+    images.mkdir()
+    for item in json.loads((tiny_demo / "datalist_detection.json").read_text())["test"][:3]:
+        shutil.copy(tiny_demo / item["image"], images / Path(item["image"]).name)
+    out = tmp_path / "out"
+    _inference(trained["bundle_root"], images, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{p.stem}.json" for p in images.iterdir())
+    for path in images.iterdir():
+        record = json.loads((out / f"{path.stem}.json").read_text())
+        assert record["image"] == path.name and record["box_mode"] == "xyxy"
+        assert len(record["boxes"]) == len(record["scores"]) == len(record["labels"]) == len(record["boxes_xywh"])
+        assert record["scores"] == sorted(record["scores"], reverse=True)
+        boxes, scores = _expected_boxes(trained["bundle_root"], path, 0.02)
+        order = torch.argsort(scores, descending=True)
+        expected = boxes[order].clamp(0, record["width"])
+        assert torch.allclose(torch.tensor(record["boxes"]).reshape(-1, 4), expected, atol=0.02)
+
+
+def test_torchscript_export_equals_eager(trained: dict[str, Any]) -> None:
+    result = run_cli(cwd=trained["bundle_root"], args=["python",
+        "-m", "monai.bundle", "ckpt_export", "--net_id", "network_def", "--filepath", "models/model.ts",
+        "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
+    ] + as_cli(NETWORK_OVERRIDES))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    eager = _network(trained["bundle_root"])
+    scripted = torch.jit.load(str(trained["bundle_root"] / "models" / "model.ts")).eval()
+    image = torch.randn(2, 1, 128, 128)
+    with torch.no_grad():
+        expected, actual = eager(image), scripted(image)
+    assert len(expected) == len(actual) == 6  # classification then box regression maps of 3 levels
+    assert [tuple(t.shape) for t in expected[:3]] == [(2, 3, 16, 16), (2, 3, 8, 8), (2, 3, 4, 4)]
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=0, atol=1e-5)
+
+
+def test_metadata_verifies() -> None:
+    if not SCHEMA.is_file():
+        pytest.skip(f"the bundle metadata schema copy is not present at {SCHEMA}")
+    result = run_cli(["python", "-m", "monai.bundle", "verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"),
+                      "--filepath", str(SCHEMA)])
+    assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr
+
+
+@pytest.mark.realdata
+def test_real_rsna_dicoms_give_boxes_in_original_pixels(trained: dict[str, Any], realdata: Path, tmp_path: Path) -> None:
+    dicoms = realdata / "rsna" / "dicoms"
+    out = tmp_path / "out"
+    _inference(trained["bundle_root"], dicoms, out)
+    files = sorted(p for p in dicoms.iterdir() if p.suffix.lower() in (".dcm", ".dicom", ".dic"))
+    assert len(files) == 6 and sorted(p.name for p in out.iterdir()) == sorted(f"{p.stem}.json" for p in files)
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        record = json.loads((out / f"{path.stem}.json").read_text())
+        assert (record["width"], record["height"]) == (ds.Columns, ds.Rows) == (1024, 1024)
+        boxes = torch.tensor(record["boxes"]).reshape(-1, 4)
+        assert len(boxes) > 0  # score threshold 0.02: an untrained-ish detector still proposes boxes
+        assert bool(((boxes >= 0) & (boxes <= 1024)).all()) and bool((boxes[:, 2:] > boxes[:, :2]).all())
+        expected, scores = _expected_boxes(trained["bundle_root"], path, 0.02)
+        expected = expected[torch.argsort(scores, descending=True)].clamp(0, 1024)
+        assert torch.allclose(boxes, expected, atol=0.05)  # 1024-pixel coordinates, not the network's 128
+
+
+def test_torchrun_two_processes_on_cpu(trained: dict[str, Any], tiny_demo: Path, tmp_path: Path) -> None:
+    layered = "['bundles/rsna_pneumonia_detection/configs/train.json','bundles/rsna_pneumonia_detection/configs/multi_gpu_train.json']"
+    overrides = {**trained["overrides"], "bundle_root": str(tmp_path), "epochs": 1, "batch_size": 4}
+    result = run_cli(["python", "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29543",
+                      "-m", "monai.bundle", "run", "--config_file", layered] + as_cli(overrides), timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["images"] == len(json.loads((tiny_demo / "datalist_detection.json").read_text())["test"])  # both ranks
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)
+    assert len({p.name.split(".")[-2] for p in (tmp_path / "logs").glob("events.*")}) == 1  # rank 0 alone
+
+
+def test_configs_agree_with_each_other_and_with_the_pretraining_defaults() -> None:
+    train, inference = _config("train.json"), _config("inference.json")
+    pretrain = json.loads((REPO_ROOT / "bundles" / "pretrain" / "configs" / "train.json").read_text())
+    for key in ("image_encoder", "resize_size", "image_size", "intensity_mean", "intensity_std"):
+        assert train[key] == inference[key] == pretrain[key], key
+    for key in ("fpn_channels", "anchor_shapes", "class_names", "score_threshold", "nms_threshold", "detections_per_image"):
+        assert train[key] == inference[key], key
+    assert {k: v for k, v in train["detector"].items() if k != "network"} == {k: v for k, v in inference["detector"].items() if k != "network"}
+    assert train["pretrained_encoder"] == "bundles/pretrain/models/image_encoder.pt" and train["freeze_encoder"] is True
+    loader, *rest = inference["preprocessing"]["transforms"]
+    assert loader["_target_"] == "LoadImaged"
+    image_steps = [t["_target_"] for t in train["preprocessing"] if "box" not in json.dumps(t) and "label" not in json.dumps(t)]
+    assert [t["_target_"] for t in rest[:-1]] == image_steps[1:]
+    assert rest[-1]["_target_"] == "CenterSpatialCropd"
+    meta = _config("metadata.json")["network_data_format"]
+    assert meta["inputs"]["image"]["spatial_shape"] == [train["image_size"]] * 2
