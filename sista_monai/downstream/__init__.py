@@ -7,6 +7,8 @@
 * :mod:`.metrics`: AUROC, accuracy, F1, sensitivity, specificity, the ROC plot and ``eval/metrics.json``;
 * :mod:`.inference`: one JSON per input image;
 * :mod:`.segmentation`: U-Net-style segmentation networks on the encoder, Dice/IoU and the segmentation report;
+* :mod:`.detection`: RetinaNet on the encoder, its detector and engines, box mapping, one JSON per image;
+* :mod:`.detection_metrics`: mAP over IoU 0.40-0.75 (MONAI's COCOMetric) as an Ignite metric, the detection report;
 * :mod:`.training`: the final-weights fallback of the best-model saver;
 * :mod:`.config`: boolean config values as typed on the command line (``false`` is not truthy);
 * :mod:`.compare`: ``python -m sista_monai.downstream.compare`` (pretrained vs random initialisation).
