@@ -52,6 +52,7 @@ from monai.utils import CommonKeys as Keys
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
+from sista_monai.engines.trainer import NonFiniteLossError
 from sista_monai.handlers.export import atomic_write_bytes
 from sista_monai.networks import ResNetImageEncoder, ViTImageEncoder
 
@@ -520,7 +521,8 @@ class DetectionTrainer(SupervisedTrainer):
     The data loader yields lists of per-image dicts (``collate_fn=no_collation``) with ``image`` (all of one
     size) and the target boxes and labels; each iteration calls ``detector(images, targets)`` in training mode,
     weights MONAI's classification (focal-free BCE on sampled anchors) and box-regression losses and steps the
-    optimiser. ``engine.state.output`` holds ``loss`` and each term (detached).
+    optimiser. ``engine.state.output`` holds ``loss`` and each term (detached). A non-finite loss raises
+    :class:`~sista_monai.engines.trainer.NonFiniteLossError` naming the iteration and the terms.
 
     Args:
         detector: the detector; its ``network`` must be the trainer's ``network``.
@@ -560,15 +562,22 @@ class DetectionTrainer(SupervisedTrainer):
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         device_type = torch.device(engine.state.device).type if engine.state.device is not None else "cpu"
         autocast = torch.autocast(device_type, **engine.amp_kwargs) if engine.amp else contextlib.nullcontext()
-        with autocast:
-            losses = engine.detector(images, targets)
+        try:
+            with autocast:
+                losses = engine.detector(images, targets)
+        except ValueError as error:  # MONAI's RetinaNet heads refuse non-finite maps themselves
+            if "NaN or Inf" not in str(error):
+                raise
+            raise NonFiniteLossError(
+                f"non-finite detection head output at iteration {engine.state.iteration} (epoch {engine.state.epoch}): {error}"
+            ) from error
         engine.state.output = {Keys.IMAGE: images, Keys.LABEL: targets}
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         loss = sum(engine.loss_weights.get(k, 1.0) * v.float() for k, v in losses.items())
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         if not torch.isfinite(loss.detach()):
             terms = ", ".join(f"{k}={float(v):.6g}" for k, v in losses.items())
-            raise FloatingPointError(
+            raise NonFiniteLossError(
                 f"non-finite detection loss at iteration {engine.state.iteration} (epoch {engine.state.epoch}): {terms}"
             )
         if engine.amp and engine.scaler is not None and device_type == "cuda" and engine.amp_kwargs.get("dtype", torch.float16) == torch.float16:

@@ -194,3 +194,26 @@ def test_json_writer_sorts_by_score_and_writes_rsna_boxes(tmp_path: Path) -> Non
     assert record["boxes"] == [[0.0, 0.0, 5.0, 5.0], [10.0, 20.0, 110.0, 220.0]]
     assert record["boxes_xywh"][1] == [10.0, 20.0, 100.0, 200.0]
     assert record["label_names"] == ["Lung Opacity", "Lung Opacity"]
+
+
+def test_trainer_stops_on_a_non_finite_loss_naming_the_iteration() -> None:
+    from monai.data import DataLoader
+    from monai.data.utils import no_collation
+
+    from sista_monai.downstream.detection import DetectionTrainer
+    from sista_monai.engines.trainer import NonFiniteLossError
+
+    network = detection_network(_vit(), fpn_channels=16)
+    detector = build_detector(network)
+    good = {"image": torch.randn(1, 64, 64), "box": torch.tensor([[8.0, 8.0, 30.0, 40.0]]), "label": torch.tensor([0])}
+    bad = {**good, "image": torch.full((1, 64, 64), float("nan"))}
+    loader = DataLoader([good, good, bad, good], batch_size=2, collate_fn=no_collation)
+    trainer = DetectionTrainer(
+        device=torch.device("cpu"), max_epochs=1, train_data_loader=loader, network=network,
+        optimizer=torch.optim.SGD([p for p in network.parameters() if p.requires_grad], lr=1e-3), detector=detector,
+    )
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match=r"iteration 2 \(epoch 1\)"):
+        trainer.run()
+    changed = [k for k, v in network.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all(torch.isfinite(v).all() for v in network.state_dict().values())  # the bad step was not taken
