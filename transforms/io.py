@@ -20,6 +20,9 @@ the DICOM grayscale pipeline is applied in order (PS3.3 C.11):
 
 Metadata records the pixel spacing, view position, photometric interpretation, original size and which VOI
 was applied. Patient-identifying header fields are never copied: the metadata is built from an allow-list.
+Reading a DICOM switches pydicom's read-time value validation off for the process
+(``pydicom.config.settings.reading_validation_mode = IGNORE``): its warnings and log messages quote the raw
+value they reject, which in a damaged file can be a patient's name.
 """
 
 from __future__ import annotations
@@ -68,6 +71,10 @@ RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _MAX_PIXELS_DEFAULT = 16384 * 16384
+_PHOTOMETRIC_NAMES = frozenset(
+    {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_ICT",
+     "YBR_RCT", "XYB", "HSV", "ARGB", "CMYK", "YBR_PARTIAL_422"}
+)  # fmt: skip
 
 
 @dataclass
@@ -100,9 +107,11 @@ def apply_window(values: np.ndarray, center: float, width: float, function: str 
         float32 array of the same shape with values in ``[0, 1]``.
 
     Raises:
-        ValueError: for an unknown function or an invalid width.
+        ValueError: for an unknown function, an invalid width, or a non-finite center or width.
     """
     function = (function or "LINEAR").upper()
+    if not (math.isfinite(center) and math.isfinite(width)):
+        raise ValueError("WindowCenter and WindowWidth must be finite numbers")
     x = np.asarray(values)
     out = np.empty(x.shape, dtype=np.float32)  # C order even for a transposed input view
     if function == "SIGMOID":
@@ -162,6 +171,25 @@ def _first(value: Any, index: int = 0) -> float:
     return float(value)
 
 
+def _finite_header_number(ds: pydicom.Dataset, keyword: str, default: float, source: PathLike | str) -> float:
+    """A numeric header element as a finite float32-representable number (``default`` when absent or empty).
+
+    Raises:
+        ChestXrayReadError: the value is not a number, or is NaN/infinite (in float32).
+    """
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise ChestXrayReadError(source, f"{keyword} is not a number") from err
+    with np.errstate(over="ignore"):
+        if not math.isfinite(number) or not np.isfinite(np.float32(number)):
+            raise ChestXrayReadError(source, f"{keyword} is not a finite number")
+    return number
+
+
 def _pixel_spacing(ds: pydicom.Dataset) -> tuple[tuple[float, float], str]:
     """(row, column) spacing in mm and the tag it came from; zero or malformed values count as absent."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
@@ -204,12 +232,15 @@ def dicom_to_display(
     if voi not in VOI_MODES:
         raise ValueError(f"voi must be one of {VOI_MODES}, got {voi!r}")
     if "ModalityLUTSequence" in ds:
-        values = apply_modality_lut(pixels, ds)
+        try:
+            values = apply_modality_lut(pixels, ds)
+        except (ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+            raise ChestXrayReadError(source, f"invalid Modality LUT Sequence ({type(err).__name__})") from err
     else:
         # RescaleSlope/Intercept in float32: pydicom's apply_modality_lut promotes to float64, which doubles
         # the cost of this step on 2500x2048 detector images for no gain at display precision.
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        slope = _finite_header_number(ds, "RescaleSlope", 1.0, source)
+        intercept = _finite_header_number(ds, "RescaleIntercept", 0.0, source)
         values = pixels
         if slope != 1.0 or intercept != 0.0:
             values = np.empty(pixels.shape, dtype=np.float32)
@@ -287,7 +318,7 @@ def _read_raster(path: Path) -> ChestXray:
                 pixels = _rescale_to_unit(np.asarray(image), float(np.min(image)), float(np.max(image)))
             else:
                 pixels = np.asarray(image.convert("L"), dtype=np.float32) / np.float32(255.0)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
         raise ChestXrayReadError(path, f"cannot decode {path.suffix or 'image'} file ({type(err).__name__}: {err})") from err
     rows, columns = pixels.shape
     meta = {
@@ -308,6 +339,9 @@ def _read_raster(path: Path) -> ChestXray:
 
 
 def _open_dicom(path: Path) -> pydicom.Dataset:
+    # pydicom's read-time value validation logs and warns with the raw value it rejects; in a damaged file an
+    # allow-listed element can swallow its neighbours (a patient name), so it is switched off for reading.
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     try:
         return pydicom.dcmread(path)
     except InvalidDicomError:
@@ -328,31 +362,52 @@ def _open_dicom(path: Path) -> pydicom.Dataset:
     return ds
 
 
-def _check_dicom_image(ds: pydicom.Dataset, path: Path, max_pixels: int) -> None:
-    if "PixelData" not in ds:
-        sop = ds.get("SOPClassUID")
-        what = f" (SOP Class: {getattr(sop, 'name', sop)})" if sop else ""
-        raise ChestXrayReadError(path, f"DICOM has no pixel data{what}")
-    for keyword in ("Rows", "Columns", "BitsAllocated"):
-        if ds.get(keyword) in (None, ""):
+def _header_int(ds: pydicom.Dataset, keyword: str, path: Path, default: int | None = None) -> int:
+    """An integer header element; ``default`` when absent, empty (or 0, for counts that default to 1).
+
+    pydicom keeps a value it cannot convert (an IS of ``"x"``) as text, so the conversion is checked here.
+
+    Raises:
+        ChestXrayReadError: the element is required and absent, or is not one integer.
+    """
+    value = ds.get(keyword)
+    if value is None or value == "" or (default is not None and value == 0):
+        if default is None:
             raise ChestXrayReadError(path, f"DICOM image is missing the {keyword} element")
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ChestXrayReadError(path, f"the {keyword} element is not an integer") from err
+
+
+def _check_dicom_image(ds: pydicom.Dataset, path: Path, max_pixels: int) -> None:
+    if ds.get("PixelData") in (None, b""):
+        sop = pydicom.uid.UID(str(ds.get("SOPClassUID", "") or ""))
+        known = sop.name != str(sop)  # a registered SOP class; anything else may be damaged header bytes
+        raise ChestXrayReadError(path, f"DICOM has no pixel data{f' (SOP Class: {sop.name})' if known else ''}")
+    rows, columns, bits = (_header_int(ds, keyword, path) for keyword in ("Rows", "Columns", "BitsAllocated"))
+    samples = _header_int(ds, "SamplesPerPixel", path, default=1)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        named = photometric if photometric in _PHOTOMETRIC_NAMES else "unknown"  # never echo damaged header bytes
         raise ChestXrayReadError(
             path,
-            f"colour DICOM ({photometric or 'unknown'}, {samples} samples per pixel): "
-            "a chest radiograph must be MONOCHROME1 or MONOCHROME2",
+            f"colour DICOM ({named}, {samples} samples per pixel): a chest radiograph must be MONOCHROME1 or "
+            "MONOCHROME2",
         )
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = _header_int(ds, "NumberOfFrames", path, default=1)
     if frames != 1:
         raise ChestXrayReadError(path, f"multi-frame DICOM ({frames} frames): a single radiograph is expected")
-    rows, columns = int(ds.Rows), int(ds.Columns)
     if rows < 1 or columns < 1 or rows * columns > max_pixels:
         raise ChestXrayReadError(path, f"implausible image size {rows}x{columns} in the header")
+    if bits not in (1, 8, 16, 32, 64):
+        raise ChestXrayReadError(path, f"BitsAllocated of {bits} is not 1, 8, 16, 32 or 64")
     syntax = ds.file_meta.TransferSyntaxUID
+    if not syntax.is_transfer_syntax:
+        raise ChestXrayReadError(path, "the file meta's TransferSyntaxUID is not a known transfer syntax")
     if not syntax.is_compressed:
-        expected = rows * columns * int(ds.BitsAllocated) // 8
+        expected = (rows * columns * bits + 7) // 8
         if len(ds.PixelData) < expected:
             raise ChestXrayReadError(
                 path,
@@ -400,8 +455,12 @@ def read_chest_xray(
 
     Raises:
         ChestXrayReadError: missing, empty, truncated or non-image file, no pixel data, colour or
-            multi-frame DICOM, an undecodable transfer syntax; the message names the file and the reason.
+            multi-frame DICOM, an undecodable transfer syntax, implausible or malformed header values (size,
+            bits, rescale, window); the message names the file and the reason, never a header value's text.
+        ValueError: ``voi`` is not one of :data:`VOI_MODES`.
     """
+    if voi not in VOI_MODES:
+        raise ValueError(f"voi must be one of {VOI_MODES}, got {voi!r}")
     path = Path(path)
     if not path.is_file():
         raise ChestXrayReadError(path, "file not found")
@@ -411,6 +470,19 @@ def read_chest_xray(
     if fmt != "DICOM":
         return _read_raster(path)
 
+    try:
+        return _read_dicom(path, voi, percentiles, window_index, max_pixels)
+    except ChestXrayReadError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError, NotImplementedError) as err:
+        # pydicom converts elements lazily: a damaged element (even its VR) fails wherever it is first read
+        raise ChestXrayReadError(path, f"malformed DICOM header ({type(err).__name__})") from err
+
+
+def _read_dicom(
+    path: Path, voi: str, percentiles: tuple[float, float], window_index: int, max_pixels: int
+) -> ChestXray:
+    """The DICOM branch of :func:`read_chest_xray`."""
     ds = _open_dicom(path)
     _check_dicom_image(ds, path, max_pixels)
     try:
@@ -436,7 +508,7 @@ def read_chest_xray(
         "view_position": str(ds.get("ViewPosition", "") or "").strip().upper(),
         "modality": str(ds.get("Modality", "") or ""),
         "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID),
-        "bits_stored": int(ds.get("BitsStored", ds.BitsAllocated) or ds.BitsAllocated),
+        "bits_stored": _header_int(ds, "BitsStored", path, default=int(ds.BitsAllocated)),
         "pixel_spacing": spacing,
         "spacing_source": spacing_source,
         "rows": int(ds.Rows),

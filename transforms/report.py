@@ -221,21 +221,33 @@ def parse_iu_report_xml(source: str | os.PathLike | bytes, source_name: str | No
     if isinstance(source, (bytes, bytearray)):
         document = bytes(source)
     elif isinstance(source, str) and source.lstrip().startswith("<"):
-        document = source.encode("utf-8")
+        try:
+            document = source.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ReportError(source_name or "<IU report XML>", "not valid text (unpaired surrogate)") from None
         if document.lstrip().startswith(b"<?xml"):
             document = re.sub(rb"^\s*<\?xml[^>]*\?>", b"", document, count=1)
     else:
         path = Path(source)
         try:
             document = path.read_bytes()
-        except OSError as err:
+        except (OSError, ValueError) as err:  # ValueError: a NUL character in the path
             raise ReportError(source_name or path, f"cannot read report XML ({type(err).__name__})") from None
     name = source_name or (str(path) if path is not None else "<IU report XML>")
     try:
         root = ET.fromstring(document)
     except ET.ParseError as err:
         raise ReportError(name, f"malformed XML: {err}") from None
+    except (LookupError, ValueError):
+        raise ReportError(name, "malformed XML: unknown or unsupported encoding declaration") from None
+    try:
+        return _iu_report(root, name, path)
+    except RecursionError:
+        raise ReportError(name, "malformed XML: elements nested too deeply") from None
 
+
+def _iu_report(root: ET.Element, name: str, path: Path | None) -> IUReport:
+    """The :class:`IUReport` of a parsed document (see :func:`parse_iu_report_xml`)."""
     sections: dict[str, str] = {}
     abstract_texts = list(root.iter("AbstractText"))
     if not abstract_texts:
@@ -367,6 +379,13 @@ def _spaced_replacement(match: re.Match[str], replacement: str) -> str:
     return f"{before}{replacement}{after}"
 
 
+def _remove_masks(text: str, deid_replacement: str | None) -> str:
+    """Remove (``None``) or replace each run of de-identification masks (see :func:`clean_report_text`)."""
+    if deid_replacement is None:
+        return _MASK_RUN_WITH_HYPHENS_RE.sub(" ", text)
+    return _MASK_RUN_RE.sub(lambda match: _spaced_replacement(match, deid_replacement), text)
+
+
 def _strongest_punctuation(match: re.Match[str]) -> str:
     run = match.group(0)
     for mark in ".;:":
@@ -418,14 +437,14 @@ def clean_report_text(
         raise TypeError(f"clean_report_text expects str, got {type(text).__name__}")
     if remove_markup:
         text = _BR_TAG.sub(" ", html.unescape(text))
-    if deid_replacement is None:
-        text = _MASK_RUN_WITH_HYPHENS_RE.sub(" ", text)
-    else:
-        text = _MASK_RUN_RE.sub(lambda match: _spaced_replacement(match, deid_replacement), text)
+    text = _remove_masks(text, deid_replacement)
     if remove_list_markers:
         text = _remove_list_markers(text)
     text = " ".join(text.split())
-    text = _EMPTY_BRACKETS.sub("", text)
+    unbracketed = _EMPTY_BRACKETS.sub("", text)
+    while unbracketed != text:  # "_()_" is a mask once its empty brackets are gone
+        text = " ".join(_remove_masks(unbracketed, deid_replacement).split())
+        unbracketed = _EMPTY_BRACKETS.sub("", text)
     text = _SPACE_BEFORE_PUNCTUATION.sub(r"\1", text)
     text = _SPACE_AFTER_OPENING.sub(r"\1", text)
     text = _PUNCTUATION_RUN.sub(_strongest_punctuation, text)

@@ -50,6 +50,7 @@ __all__ = [
     "validate_datalist",
     "check_datalist",
     "datalist_path",
+    "load_datalist_split",
     "dump_json",
     "write_json_atomic",
     "write_text_atomic",
@@ -405,6 +406,59 @@ def datalist_path(path: str | os.PathLike, json_dir: str | os.PathLike) -> str:
         return absolute.relative_to(folder).as_posix()
     except ValueError:
         return absolute.as_posix()
+
+
+def _resolved(value: Any, base: Path) -> Any:
+    if isinstance(value, str) and value:
+        return value if os.path.isabs(value) else os.path.normpath(base / value)
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return [_resolved(v, base) for v in value]
+    return value
+
+
+def load_datalist_split(
+    datalist: str | os.PathLike,
+    key: str,
+    path_keys: Sequence[str] = ("image", "label", "mask"),
+    report_keys: Sequence[str] = ("report",),
+) -> list[dict[str, Any]]:
+    """The items of one split of a datalist, with relative file paths made absolute (against its folder).
+
+    :func:`monai.data.load_decathlon_datalist` rewrites *any* string value that happens to name an existing
+    path: an empty report becomes the datalist's folder, a one-word report such as ``images`` becomes a folder
+    path, and the pipeline then trains on that path as text. Here only ``path_keys`` are resolved, and a
+    report only when it names a report file (one line ending in ``.txt`` or ``.xml``).
+
+    Args:
+        datalist: the datalist JSON file.
+        key: the split (``"training"``, ``"validation"``, ``"test"``, ``"training_1"``, ...).
+        path_keys: keys holding a path or a list of paths.
+        report_keys: keys holding report text or a report file name.
+
+    Returns:
+        Copies of the split's items.
+
+    Raises:
+        KeyError: the datalist has no ``key`` split.
+    """
+    path = Path(datalist)
+    content = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(content.get(key), list):
+        splits = sorted(k for k, v in content.items() if isinstance(v, list))
+        raise KeyError(f"{path.name} has no {key!r} split (has {splits})")
+    base = path.parent
+    items = []
+    for item in content[key]:
+        entry = dict(item)
+        for name in path_keys:
+            if name in entry:
+                entry[name] = _resolved(entry[name], base)
+        for name in report_keys:
+            value = entry.get(name)
+            if isinstance(value, str) and "\n" not in value and value.strip().lower().endswith((".txt", ".xml")):
+                entry[name] = _resolved(value.strip(), base)
+        items.append(entry)
+    return items
 
 
 def dump_json(obj: Any) -> str:

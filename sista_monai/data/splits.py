@@ -147,13 +147,13 @@ class DatasetSplit:
         )
 
     def problems(self) -> list[str]:
-        """Violations of the split's invariants: disjoint splits, fractions nested inside training."""
+        """Violations of the split's invariants (disjoint splits, naming the shared ids; nested fractions)."""
         found = []
         for index, first in enumerate(SPLIT_NAMES):
             for second in SPLIT_NAMES[index + 1 :]:
                 shared = self.subsets[first] & self.subsets[second]
                 if shared:
-                    found.append(f"{len(shared)} ids are in both {first} and {second}")
+                    found.append(f"{len(shared)} ids are in both {first} and {second}: {', '.join(sorted(shared))}")
         previous = self.subsets["train"]
         for name in reversed([name for name in FRACTION_NAMES if name in self.subsets]):
             if not self.subsets[name] <= previous:
