@@ -349,6 +349,14 @@ def build_detector(
     return detector
 
 
+def _is_xywh(box: Any) -> bool:
+    try:
+        values = np.asarray(box, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return values.shape == (4,) and bool(np.isfinite(values).all()) and values[2] > 0 and values[3] > 0
+
+
 def detection_datalist(
     datalist: str | os.PathLike, key: str, box_key: str = "box", label_key: str = "label"
 ) -> list[dict[str, Any]]:
@@ -360,9 +368,9 @@ def detection_datalist(
 
     Raises:
         KeyError: the split is not in the datalist.
-        ValueError: the datalist's box mode is not ``xywh``, or an item (named by its id and position) lacks its
-            image, has a box that is not four finite numbers with positive width and height, or a label count
-            that differs from its box count.
+        ValueError: the datalist's box mode is not ``xywh``, or items lack their image, have a box that is not
+            four finite numbers with positive width and height, or a label count that differs from their box
+            count (one message listing every such item by position and id).
     """
     path = Path(datalist)
     content = json.loads(path.read_text())
@@ -371,24 +379,28 @@ def detection_datalist(
     mode = content.get("box_mode", "xywh")
     if mode != "xywh":
         raise ValueError(f"{path.name}: box_mode must be 'xywh' (RSNA's [x, y, width, height]), got {mode!r}")
-    items = []
+    items, problems = [], []
     for index, item in enumerate(content[key]):
         where = f"{path.name} {key}[{index}] (id {item.get('id', '?')})"
         if "image" not in item:
-            raise ValueError(f"{where}: no 'image'")
+            problems.append(f"{where}: no 'image'")
+            continue
         boxes = item.get("boxes", [])
         labels = item.get("labels", [0] * len(boxes))
         if len(labels) != len(boxes):
-            raise ValueError(f"{where}: {len(boxes)} boxes but {len(labels)} labels")
-        for box in boxes:
-            values = np.asarray(box, dtype=np.float64)
-            if values.shape != (4,) or not np.isfinite(values).all() or values[2] <= 0 or values[3] <= 0:
-                raise ValueError(f"{where}: box {box} is not [x, y, width, height] with positive width and height")
+            problems.append(f"{where}: {len(boxes)} boxes but {len(labels)} labels")
+            continue
+        bad = [box for box in boxes if not _is_xywh(box)]
+        if bad:
+            problems.append(f"{where}: box {bad[0]} is not [x, y, width, height] with positive width and height")
+            continue
         entry = {k: v for k, v in item.items() if k not in ("image", "boxes", "labels")}
         entry["image"] = str(path.parent / item["image"])
         entry[box_key] = [[float(v) for v in box] for box in boxes]
         entry[label_key] = [int(v) for v in labels]
         items.append(entry)
+    if problems:
+        raise ValueError(f"{len(problems)} bad item(s) in {path.name}:\n  " + "\n  ".join(problems))
     return items
 
 

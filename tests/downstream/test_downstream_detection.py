@@ -166,7 +166,11 @@ def test_detection_datalist_resolves_paths_and_names_bad_rows(tmp_path: Path) ->
     content = {
         "box_mode": "xywh",
         "training": [{"id": "p1", "image": "images/p1.dcm", "boxes": [[1, 2, 3, 4]], "labels": [0]}, {"id": "p2", "image": "images/p2.dcm", "boxes": [], "labels": []}],
-        "test": [{"id": "bad", "image": "images/b.dcm", "boxes": [[1, 2, 0, 4]], "labels": [0]}],
+        "test": [
+            {"id": "bad", "image": "images/b.dcm", "boxes": [[1, 2, 0, 4]], "labels": [0]},
+            {"id": "fine", "image": "images/f.dcm", "boxes": [], "labels": []},
+            {"id": "text", "image": "images/t.dcm", "boxes": [["a", 2, 3, 4]], "labels": [0]},
+        ],
         "validation": [{"id": "odd", "image": "images/o.dcm", "boxes": [[1, 2, 3, 4]], "labels": []}],
     }
     path = tmp_path / "datalist_detection.json"
@@ -174,8 +178,10 @@ def test_detection_datalist_resolves_paths_and_names_bad_rows(tmp_path: Path) ->
     items = detection_datalist(path, "training")
     assert items[0] == {"id": "p1", "image": str(tmp_path / "images/p1.dcm"), "box": [[1.0, 2.0, 3.0, 4.0]], "label": [0]}
     assert items[1]["box"] == [] and items[1]["label"] == []
-    with pytest.raises(ValueError, match=r"test\[0\] \(id bad\).*positive width and height"):
+    with pytest.raises(ValueError, match=r"2 bad item\(s\)") as raised:  # every bad item in one message
         detection_datalist(path, "test")
+    assert "test[0] (id bad): box [1, 2, 0, 4]" in str(raised.value) and "test[2] (id text)" in str(raised.value)
+    assert "fine" not in str(raised.value)
     with pytest.raises(ValueError, match=r"id odd.*1 boxes but 0 labels"):
         detection_datalist(path, "validation")
     with pytest.raises(KeyError, match="no 'training_1' split"):
