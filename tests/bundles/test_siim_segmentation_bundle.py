@@ -50,7 +50,7 @@ def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     encoder = tiny_pretrained_encoder(root / "pretrain_models", CONFIGS / "train.json", TINY_ENCODER)
     overrides = {
         "bundle_root": str(bundle_root), "dataset_dir": str(tiny_demo), "demo_n": 40, "demo_size": 64, "demo_plant_phi": True,
-        "pretrained_encoder": str(encoder), "epochs": 2, "batch_size": 8, "val_batch_size": 8, **NETWORK_OVERRIDES,
+        "pretrained_encoder": str(encoder), "epochs": 2, "min_iterations_per_epoch": 3, "batch_size": 8, "val_batch_size": 8, **NETWORK_OVERRIDES,
     }
     result = run_cli(README_COMMAND + as_cli(overrides))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
