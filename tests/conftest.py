@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,17 +13,34 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+from sista_monai.offline import block_network, network_blocked, unblock_network, write_sitecustomize
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REALDATA = REPO_ROOT.parent / "shared" / "realdata"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def offline() -> Iterator[None]:
-    """No test may reach a model or dataset hub: Hugging Face libraries run offline for the whole session."""
+def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """No test may reach beyond this machine, in the test process or in any Python subprocess it starts.
+
+    In this process :func:`sista_monai.offline.block_network` makes connecting, sending or resolving names beyond
+    loopback raise; a ``sitecustomize.py`` first on ``PYTHONPATH`` installs the same guard in every Python
+    subprocess (bundle runs, ``torchrun`` and its workers); Hugging Face libraries are told to stay offline.
+    Yields the folder of the ``sitecustomize.py``.
+    """
+    site = write_sitecustomize(tmp_path_factory.mktemp("offline_site"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setenv("TRANSFORMERS_OFFLINE", "1")
-        yield
+        patch.setenv("HF_DATASETS_OFFLINE", "1")
+        patch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p))
+        already = network_blocked()
+        block_network()
+        try:
+            yield site
+        finally:
+            if not already:
+                unblock_network()
 
 
 @pytest.fixture(scope="session")

@@ -261,10 +261,17 @@ def detection_network(
 
     Raises:
         TypeError: another encoder type.
+        ValueError: a ViT whose image size is not a multiple of the coarsest pyramid stride (32 by default).
     """
     if isinstance(encoder, ViTImageEncoder):
         extractor: nn.Module = ViTSimpleFeaturePyramid(encoder, fpn_channels, scales, freeze_encoder)
         size_divisible = max(extractor.strides)
+        if any(int(s) % size_divisible for s in encoder.img_size):
+            # the detector pads its input to a multiple of the coarsest stride; the ViT takes one size only
+            raise ValueError(
+                f"the ViT detector needs an image size divisible by {size_divisible} (its coarsest pyramid stride), "
+                f"got {tuple(encoder.img_size)}"
+            )
     elif isinstance(encoder, ResNetImageEncoder):
         extractor = ResNetFPNFeatures(encoder, returned_layers, freeze_encoder)
         size_divisible = extractor.size_divisible

@@ -12,6 +12,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from sista_monai.handlers import BestModelSaver, atomic_write_bytes
+from sista_monai.handlers.training import refuse_nonfinite
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -30,7 +31,8 @@ class FinalModelFallback:
     :class:`~sista_monai.handlers.BestModelSaver` saves only when the key metric is finite and improves; on a
     validation split with a single class the AUROC is undefined throughout, and the bundle would end without
     ``models/model.pt`` (or with a stale one from an earlier run). Attached to the trainer, this handler writes
-    the final weights to the same file in that case, with a warning. Rank 0 only.
+    the final weights to the same file in that case, with a warning; weights holding NaN or infinity are refused
+    (:class:`~sista_monai.handlers.NonFiniteWeightsError`), as by the other savers. Rank 0 only.
 
     Args:
         best_model_saver: the validation evaluator's best-model saver.
@@ -53,8 +55,10 @@ class FinalModelFallback:
         if self.best_model_saver.best is not None:
             return
         network = getattr(self.network, "module", self.network)
+        state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+        refuse_nonfinite(state, self.save_path, engine.logger)
         buffer = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in network.state_dict().items()}, buffer)
+        torch.save(state, buffer)
         atomic_write_bytes(self.save_path, buffer.getvalue())
         engine.logger.warning(
             "no validation gave a finite key metric (single-class validation split?): saved the final weights to %s",

@@ -3,8 +3,14 @@
 For every DICOM/PNG/JPEG file in the input folder, ``<stem>.json`` holds the L2-normalised global image
 embedding. When a report ``<stem>.txt`` (MIMIC-style text) or ``<stem>.xml`` (IU XML) lies beside the image,
 the report's words are aligned with the image patches by the STA weights: ``<stem>_alignment.json`` holds,
-per word token, the weights over the patch grid, and ``<stem>_word<NNN>.png`` draws each. The report belongs
-to the user who supplied it; nothing of it is logged.
+per word token, its position in the tokenised report and the weights over the patch grid, and
+``<stem>_word<NNN>.png`` draws each (``NNN``: the position).
+
+Privacy: a report may still name a patient or a clinician ("Dr. X was notified"), so the text of the report is
+neither logged nor written by default: a token's text is written only for the lung-location words of
+:data:`~sista_monai.transforms.grounding.ZONE_WORDS` (``"right"``, ``"upper"``, ...), otherwise ``null``; the
+caller, who holds the report, maps a position back to its word with the tokenizer. ``write_all_words=True``
+writes every token's text, for reports known to be de-identified.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from sista_monai.handlers.export import atomic_write_bytes
 from sista_monai.visualize import overlay_heatmap
 from sista_monai.losses import SparseTokenAlignmentLoss
 from sista_monai.transforms import CleanReport, ExtractReportSections, ReportTokenizer
+from sista_monai.transforms.grounding import ZONE_WORDS
 from sista_monai.transforms.io import DICOM_SUFFIXES, RASTER_SUFFIXES
 
 __all__ = ["image_files", "run_pretrain_inference"]
@@ -49,6 +56,7 @@ def run_pretrain_inference(
     intensity_mean: float = 0.5,
     intensity_std: float = 0.25,
     device: str | torch.device = "cpu",
+    write_all_words: bool = False,
 ) -> list[Path]:
     """Embed every image of ``input_dir`` and align it with its report when one is present.
 
@@ -63,6 +71,8 @@ def run_pretrain_inference(
         intensity_mean: normalisation mean (to display the image again).
         intensity_std: normalisation std.
         device: where to run.
+        write_all_words: write the text of every report token, not only of the lung-location words (only
+            for de-identified reports: a name in the report would be written too).
 
     Returns:
         The files written.
@@ -100,7 +110,8 @@ def run_pretrain_inference(
                 png = output / f"{path.stem}_word{j:03d}.png"
                 Image.fromarray(overlay_heatmap(display.T, upsampled.T)).save(png)
                 written.append(png)
-                alignment.append({"index": j, "token": words[j], "weights": weights[j].cpu().reshape(grid).tolist()})
+                token = words[j] if write_all_words or words[j] in ZONE_WORDS else None
+                alignment.append({"index": j, "token": token, "weights": weights[j].cpu().reshape(grid).tolist()})
             payload = {"source": path.name, "patch_grid": list(grid), "layout": "(x = column, y = row)", "tokens": alignment}
             written.append(atomic_write_bytes(output / f"{path.stem}_alignment.json", (json.dumps(payload) + "\n").encode()))
     logger.info("embedded %d images into %s", len(files), output)

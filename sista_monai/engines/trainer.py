@@ -92,7 +92,8 @@ class SISTATrainer(SupervisedTrainer):
         grad_clip_norm: clip the global gradient norm to this value before each step (``None``: no clipping).
         nonfinite_loss: ``"raise"`` (default) stops with :class:`NonFiniteLossError` naming the iteration and
             every term before anything is stepped or saved; ``"skip"`` logs the same message, drops the
-            batch's gradients and continues.
+            batch's gradients and continues. Under ``torchrun`` the ranks agree (a non-finite loss on one rank
+            raises or skips on all), so no rank is left waiting in the gradient all-reduce.
         kwargs: :class:`~monai.engines.SupervisedTrainer` arguments. ``amp=True`` with
             ``amp_kwargs={"dtype": torch.bfloat16}`` (default when no dtype is given) or ``torch.float16``
             runs the forward pass under ``torch.autocast`` on the engine's device type (CPU included); the
@@ -161,6 +162,21 @@ class SISTATrainer(SupervisedTrainer):
                     torch.distributed.all_reduce(parameter.grad)
                     parameter.grad /= world
 
+    @staticmethod
+    def _finite_on_every_rank(locally_finite: bool, device: torch.device) -> bool:
+        """Whether the loss is finite on all ranks, so that every rank raises or skips the same step.
+
+        Under DDP a rank that skipped ``backward`` while the others ran it would leave their gradient
+        all-reduce waiting forever; one scalar all-reduce per step keeps the ranks in agreement.
+        """
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return locally_finite
+        if torch.distributed.get_world_size() == 1:
+            return locally_finite
+        flag = torch.tensor([1.0 if locally_finite else 0.0], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item() > 0)
+
     def _iteration(self, engine: SISTATrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
         """One SISTA step; ``engine.state.output`` holds every loss term and diagnostic (detached)."""
         if batchdata is None:
@@ -192,10 +208,13 @@ class SISTATrainer(SupervisedTrainer):
         loss = terms["loss"]
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
-        if not torch.isfinite(loss.detach()):
+        locally_finite = bool(torch.isfinite(loss.detach()))
+        if not self._finite_on_every_rank(locally_finite, loss.device):
+            scalars = {k: float(v) for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1}
+            where = "" if not locally_finite else " on another rank"
             message = (
-                f"non-finite SISTA loss at iteration {engine.state.iteration} (epoch {engine.state.epoch}): "
-                + ", ".join(f"{k}={float(v):.6g}" for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1)
+                f"non-finite SISTA loss{where} at iteration {engine.state.iteration} (epoch {engine.state.epoch}): "
+                + ", ".join(f"{k}={v:.6g}" for k, v in sorted(scalars.items(), key=lambda kv: kv[0] != "loss"))
             )
             if engine.nonfinite_loss == "raise":
                 raise NonFiniteLossError(message)

@@ -12,13 +12,15 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
+
+from sista_monai.atomic_files import write_atomically
+from sista_monai.handlers.training import refuse_nonfinite
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -32,21 +34,8 @@ SIDECAR_FORMAT = "sista-image-encoder/1"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``data`` to ``path`` through a synced temporary file in the same folder and an atomic rename."""
+    return write_atomically(path, lambda stream: stream.write(data))
 
 
 def _package_version() -> str:
@@ -74,14 +63,18 @@ def export_image_encoder(
 
     Returns:
         The weights and sidecar paths.
+
+    Raises:
+        NonFiniteWeightsError: the encoder holds NaN or infinite values (nothing is written).
     """
     network = getattr(model, "module", model)
     encoder = getattr(network, "image_encoder", network)
     state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+    output_dir = Path(output_dir)
+    refuse_nonfinite(state, output_dir / f"{name}.pt")
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
-    output_dir = Path(output_dir)
     weights = atomic_write_bytes(output_dir / f"{name}.pt", data)
     config = encoder.config()
     sidecar = {

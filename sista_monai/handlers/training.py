@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import pickle
 import random
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from monai.data.utils import set_rnd
-from monai.handlers import TensorBoardStatsHandler
+from monai.handlers import CheckpointLoader, TensorBoardStatsHandler
 from monai.utils import IgniteInfo, min_version, optional_import
+
+from sista_monai.atomic_files import stale_temporary_files, write_atomically
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -36,11 +40,16 @@ __all__ = [
     "EpochSeeder",
     "RandomStates",
     "AtomicCheckpointSaver",
+    "NonFiniteWeightsError",
+    "nonfinite_entries",
+    "refuse_nonfinite",
     "load_checkpoint",
     "load_weights_only",
+    "load_failure_reason",
     "BestModelSaver",
     "load_network_weights",
     "MainRankTensorBoardStatsHandler",
+    "WeightsOnlyCheckpointLoader",
 ]
 
 logger = logging.getLogger(__name__)
@@ -154,36 +163,95 @@ class RandomStates:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class _AtomicDiskSaver(DiskSaver):
-    """Ignite's DiskSaver in atomic mode (temporary file + rename), with the usual file permissions.
+class NonFiniteWeightsError(FloatingPointError):
+    """A state to be saved holds NaN or infinite values; the message names the file and the first entries."""
 
-    MONAI's ``CheckpointSaver`` turns atomic writing off (Ignite's temporary files are created 0600); a
-    process killed mid-write must never leave a truncated checkpoint over a good one, so this saver keeps it
-    on and restores group/other read permission after the rename.
+
+def nonfinite_entries(state: Any, prefix: str = "") -> list[str]:
+    """Dotted names (with counts) of the floating-point tensors in a nested state holding NaN or infinity.
+
+    ``state`` is a state dict or a checkpoint of several (dicts, lists and tuples are walked); integer tensors
+    and non-tensor values are ignored.
+    """
+    found: list[str] = []
+    if torch.is_tensor(state):
+        if state.is_floating_point() or state.is_complex():
+            bad = int((~torch.isfinite(state.detach())).sum())
+            if bad:
+                found.append(f"{prefix or 'tensor'} ({bad} of {state.numel()} values)")
+        return found
+    if isinstance(state, Mapping):
+        for key, value in state.items():
+            found += nonfinite_entries(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(state, (list, tuple)):
+        for index, value in enumerate(state):
+            found += nonfinite_entries(value, f"{prefix}[{index}]")
+    return found
+
+
+def refuse_nonfinite(state: Any, path: str | os.PathLike, log: logging.Logger | None = None) -> None:
+    """Raise :class:`NonFiniteWeightsError` (after an ERROR log line) if ``state`` holds NaN or infinity.
+
+    Called before any weights file is written, so that a diverged model never replaces a good file.
+    """
+    bad = nonfinite_entries(state)
+    if bad:
+        message = (
+            f"refusing to write {path}: non-finite values in {len(bad)} tensor(s): {', '.join(bad[:5])}"
+            f"{' ...' if len(bad) > 5 else ''}; files already there are left as they are"
+        )
+        (log or logger).error(message)
+        raise NonFiniteWeightsError(message)
+
+
+class _AtomicDiskSaver(DiskSaver):
+    """Ignite's ``DiskSaver`` writing through :func:`write_atomically`, refusing non-finite states.
+
+    MONAI's ``CheckpointSaver`` turns atomic writing off, and Ignite's own atomic mode neither syncs the file
+    before the rename nor names its temporary files recognisably. Here a process killed mid-write leaves the
+    previous checkpoints intact and a hidden ``.checkpoint_<n>.pt.<random>.tmp``, which the next saver on the
+    same folder removes. A state holding NaN or infinity is refused on every rank
+    (:class:`NonFiniteWeightsError`) before anything is written.
     """
 
     def __init__(self, dirname: str | os.PathLike) -> None:
         super().__init__(dirname=os.fspath(dirname), require_empty=False, atomic=True, create_dir=True)
+        if _process_rank() == self.save_on_rank:
+            for stale in stale_temporary_files(self.dirname, "*.pt"):
+                logger.info("removing %s, a partial checkpoint left by an interrupted run", stale.name)
+                stale.unlink(missing_ok=True)
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        refuse_nonfinite(checkpoint, Path(self.dirname) / filename)
         super().__call__(checkpoint, filename, metadata)
-        path = Path(self.dirname) / filename
-        if path.exists():
-            path.chmod(0o644)
+
+    def _save_func(self, checkpoint: Mapping, path: Path, func: Any) -> None:
+        write_atomically(path, lambda stream: func(checkpoint, stream, **self.kwargs))
+
+    def remove(self, filename: str) -> None:
+        """Keep the file: Ignite would delete the oldest checkpoint *before* writing the next one.
+
+        :class:`AtomicCheckpointSaver` rotates the files itself, after the new one is complete.
+        """
 
 
 class AtomicCheckpointSaver:
     """Save a checkpoint atomically every ``save_interval`` epochs (and at the end), keeping ``n_saved``.
 
     The checkpoint holds the ``save_dict`` entries' ``state_dict()`` (model, optimiser, scheduler, trainer,
-    :class:`RandomStates`): everything ``resume_from`` restores. Files are ``<prefix>_checkpoint_<epoch>.pt``
+    :class:`RandomStates`): everything ``resume_from`` restores. Files are ``<prefix>checkpoint_<epoch>.pt``
     plus ``<prefix>checkpoint_final.pt`` at completion, written only by rank 0.
+
+    Safety: each file is written to a temporary name, synced and renamed (:func:`write_atomically`); the
+    oldest of this run's periodic checkpoints is deleted only after the newer one is complete, so a kill at
+    any moment leaves at least the previous checkpoint loadable; a state with NaN or infinite values is
+    never written (:class:`NonFiniteWeightsError` stops the run and names the tensors).
 
     Args:
         save_dir: target folder.
         save_dict: ``{name: object with state_dict()}``.
         save_interval: epochs between checkpoints (0: only the final one).
-        n_saved: how many periodic checkpoints to keep.
+        n_saved: how many periodic checkpoints of this run to keep.
         file_prefix: file name prefix.
         save_final: also write the final checkpoint when training completes.
     """
@@ -197,15 +265,18 @@ class AtomicCheckpointSaver:
         file_prefix: str = "",
         save_final: bool = True,
     ) -> None:
+        if int(n_saved) < 1:
+            raise ValueError(f"n_saved must be at least 1, got {n_saved}")
         self.save_dir = Path(save_dir)
         self.save_dict = save_dict
         self.save_interval = int(save_interval)
-        self.n_saved = n_saved
+        self.n_saved = int(n_saved)
         self.file_prefix = file_prefix
         self.save_final = save_final
+        self._written: list[str] = []
 
     def attach(self, engine: Engine) -> None:
-        """Register on every rank; Ignite's ``DiskSaver`` writes on rank 0 only.
+        """Register on every rank; files are written on rank 0 only.
 
         Every rank must construct the saver: its first call into ``ignite.distributed`` is a collective.
         """
@@ -215,20 +286,34 @@ class AtomicCheckpointSaver:
                 self.save_dict,
                 saver,
                 filename_prefix=self.file_prefix,
-                n_saved=self.n_saved,
+                n_saved=None,
                 global_step_transform=lambda e, _: e.state.epoch,
                 filename_pattern="{filename_prefix}checkpoint_{global_step}.{ext}",
             )
-            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), periodic)
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self._save_and_rotate, periodic)
         if self.save_final:
             final = Checkpoint(
                 self.save_dict,
                 saver,
                 filename_prefix=self.file_prefix,
-                n_saved=1,
+                n_saved=None,
                 filename_pattern="{filename_prefix}checkpoint_final.{ext}",
             )
             engine.add_event_handler(Events.COMPLETED, final)
+
+    def _save_and_rotate(self, engine: Engine, periodic: Checkpoint) -> None:
+        periodic(engine)
+        name = periodic.last_checkpoint
+        if name is None:
+            return
+        name = Path(name).name
+        if name in self._written:
+            self._written.remove(name)
+        self._written.append(name)
+        while len(self._written) > self.n_saved:
+            oldest = self.save_dir / self._written.pop(0)
+            if _process_rank() == 0:
+                oldest.unlink(missing_ok=True)
 
 
 def load_weights_only(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
@@ -246,7 +331,18 @@ def load_weights_only(path: str | os.PathLike, map_location: Any = "cpu", what: 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - pickle refusals and corrupt archives both mean "not loadable"
-        raise ValueError(f"{path}: not a loadable weights-only {what} ({type(err).__name__}: {str(err)[:300]})") from err
+        raise ValueError(f"{path}: {load_failure_reason(err, what)}") from err
+
+
+def load_failure_reason(err: BaseException, what: str = "checkpoint") -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in one line: refused pickled objects, or a damaged file."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    refused = re.search(r"WeightsUnpickler error:\s*([^\n]*?)(?: Please use|$)", text, flags=re.MULTILINE)
+    if isinstance(err, pickle.UnpicklingError) or refused:
+        detail = refused.group(1).strip() if refused else text.strip().splitlines()[0][:300]
+        return f"refused: the {what} holds pickled objects other than weights, which could run code on load ({detail})"
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    return f"not a loadable weights-only {what}: damaged, truncated or not a PyTorch file ({type(err).__name__}: {first_line[:300]})"
 
 
 def load_checkpoint(path: str | os.PathLike, load_dict: Mapping[str, Any], map_location: Any = "cpu") -> None:
@@ -271,7 +367,8 @@ class BestModelSaver:
     """Save the network's state dict atomically whenever the evaluator's key metric improves (rank 0 only).
 
     MONAI's ``CheckpointSaver(save_key_metric=True)`` does the same but writes non-atomically; a model file that
-    downstream bundles load must never be left truncated.
+    downstream bundles load must never be left truncated. Weights holding NaN or infinity are never written:
+    :class:`NonFiniteWeightsError` (logged) stops the run and the previous best file stays.
 
     Args:
         network: the model (a DDP wrapper is unwrapped).
@@ -296,18 +393,19 @@ class BestModelSaver:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        from sista_monai.handlers.export import atomic_write_bytes
-
         name = self.metric_name or engine.state.key_metric_name
         value = float(engine.state.metrics[name])
         improved = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
         if not improved or value != value:  # NaN never counts as an improvement
             return
-        self.best = value
         network = getattr(self.network, "module", self.network)
+        state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+        refuse_nonfinite(state, self.save_path, engine.logger)
+        self.best = value
         buffer = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in network.state_dict().items()}, buffer)
-        atomic_write_bytes(self.save_path, buffer.getvalue())
+        torch.save(state, buffer)
+        data = buffer.getvalue()
+        write_atomically(self.save_path, lambda stream: stream.write(data))
         engine.logger.info("best %s = %.4f: saved %s", name, value, self.save_path)
 
 
@@ -333,6 +431,28 @@ def load_network_weights(path: str | os.PathLike, network: torch.nn.Module, map_
             f"unexpected {list(result.unexpected_keys)[:5]}"
         )
     return network
+
+
+class WeightsOnlyCheckpointLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` whose failures name the checkpoint file and the reason.
+
+    MONAI 1.6 already loads with ``torch.load(weights_only=True)``, so a checkpoint carrying arbitrary pickled
+    objects is refused, but with PyTorch's message alone, which does not say which file. This drop-in
+    replacement (same arguments) re-raises such failures as :class:`ValueError` naming ``load_path``.
+    """
+
+    def __call__(self, engine: Engine) -> None:
+        path = Path(self.load_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        try:
+            super().__call__(engine)
+        except (pickle.UnpicklingError, EOFError, OSError) as err:
+            raise ValueError(f"{path}: {load_failure_reason(err)}") from err
+        except RuntimeError as err:
+            if "state_dict" in str(err):
+                raise ValueError(f"{path}: the weights do not fit the network ({str(err).splitlines()[0][:300]})") from err
+            raise ValueError(f"{path}: {load_failure_reason(err)}") from err
 
 
 class _NullSummaryWriter:

@@ -93,6 +93,12 @@ def test_detector_trains_and_leaves_a_frozen_encoder_unchanged(arch: str) -> Non
     assert len(found) == 2 and set(found[0]) == {"box", "label", "label_scores"}
 
 
+def test_vit_detector_refuses_an_image_size_its_pyramid_cannot_tile() -> None:
+    encoder = ViTImageEncoder(**{**TINY_VIT, "img_size": 48})
+    with pytest.raises(ValueError, match=r"divisible by 32.*\(48, 48\)"):
+        detection_network(encoder)
+
+
 def test_map_boxes_is_exact_at_pixel_edges() -> None:
     # resize by 0.5 (centre-convention affine: index i_new = 2 i_old + 0.5 ... written as index-to-index map)
     scale = torch.tensor([[0.5, 0.0, -0.25], [0.0, 0.5, -0.25], [0.0, 0.0, 1.0]], dtype=torch.float64)

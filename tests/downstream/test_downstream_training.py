@@ -41,3 +41,18 @@ def test_a_saved_best_model_is_kept(tmp_path: Path) -> None:
         network.weight.add_(1.0)
     _trainer_with_fallback(saver, network, path).run([0], max_epochs=1)
     assert torch.equal(torch.load(path, weights_only=True)["weight"], best["weight"])
+
+
+def test_non_finite_final_weights_never_replace_the_file(tmp_path: Path) -> None:
+    import pytest
+
+    from sista_monai.handlers import NonFiniteWeightsError
+
+    network = torch.nn.Linear(3, 1)
+    with torch.no_grad():
+        network.bias.fill_(float("nan"))
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"the previous file")
+    with pytest.raises(NonFiniteWeightsError, match="bias"):
+        _trainer_with_fallback(BestModelSaver(network, path), network, path).run([0], max_epochs=1)
+    assert path.read_bytes() == b"the previous file"
