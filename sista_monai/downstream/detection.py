@@ -454,25 +454,52 @@ class _BoxGridTransform(MapTransform):
 
 
 class BoxesToImagePixelsd(_BoxGridTransform):
-    """Map boxes from the loaded image's pixels to the pixels of the image as transformed so far.
+    """Map boxes to the pixels of the image as transformed so far, through the image's affine.
 
-    Place it after the image-only spatial transforms (resize, pad, crop): the image's affine has followed them,
-    and its ``original_affine`` is the one it was loaded with, so the boxes are mapped through
-    ``inv(affine) @ original_affine`` (:func:`map_boxes`, exact at pixel edges). MONAI's
-    ``AffineBoxToWorldCoordinated``/``AffineBoxToImageCoordinated`` would be the stock pair, but they apply the
-    4x4 affine of a 2-D MetaTensor to 2-D boxes as-is (a shape error) and map box edges as pixel centres (half
-    a pixel off after a resize), hence this transform.
+    Place it after image-only spatial transforms (resize, pad, crop): the image's affine has followed them, and
+    the boxes are mapped through ``inv(affine) @ source`` (:func:`map_boxes`, exact at pixel edges), where
+    ``source`` is the grid the boxes are given in:
+
+    * ``"loaded"``: the loaded image's pixels (its ``original_affine``, as ``LoadChestXrayd`` records it);
+    * ``"plain"``: the pixels of the plain tensor the spatial transforms started from. MONAI's
+      ``PersistentDataset`` returns cached items as plain tensors (their metadata is not cached), and a crop of
+      a plain tensor starts from the identity affine: the bundles map the boxes to the padded image's pixels
+      before the cache (``"loaded"``), drop the metadata there, and map them through the random or centre crop
+      after it (``"plain"``).
+
+    MONAI's ``AffineBoxToWorldCoordinated``/``AffineBoxToImageCoordinated`` would be the stock pair, but they
+    apply the 4x4 affine of a 2-D MetaTensor to 2-D boxes as-is (a shape error) and map box edges as pixel
+    centres (half a pixel off after a resize), hence this transform.
 
     Args:
-        keys: the box keys (``(N, 4)`` StandardMode, in the loaded image's pixels).
+        keys: the box keys (``(N, 4)`` StandardMode, in the ``source`` grid's pixels).
         image_key: the transformed image.
+        source: ``"loaded"`` or ``"plain"``.
         allow_missing_keys: skip absent keys.
+
+    Raises:
+        ValueError: an unknown ``source``.
     """
+
+    SOURCES = ("loaded", "plain")
+
+    def __init__(self, keys: KeysCollection, image_key: str = "image", source: str = "loaded", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, image_key, allow_missing_keys)
+        if source not in self.SOURCES:
+            raise ValueError(f"source must be one of {self.SOURCES}, got {source!r}")
+        self.source = source
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        original, current, _ = self._affines(d)
-        matrix = torch.linalg.inv(current) @ original
+        if self.source == "loaded":
+            reference, current, _ = self._affines(d)
+        else:
+            image = d[self.image_key]
+            if not isinstance(image, MetaTensor):
+                raise TypeError(f"{self.image_key!r} must be a MetaTensor after a spatial transform, got {type(image).__name__}")
+            current = _affine_2d(image.affine)
+            reference = torch.eye(3, dtype=torch.float64)
+        matrix = torch.linalg.inv(current) @ reference
         for key in self.key_iterator(d):
             d[key] = map_boxes(d[key], matrix)
         return d

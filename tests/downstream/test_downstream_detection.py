@@ -151,6 +151,22 @@ def test_flip_and_clip_follow_the_image(tmp_path: Path, dicom_writer) -> None:
     assert bright[:, 0].min() == 0 and bright[:, 0].max() == 19
 
 
+def test_boxes_follow_a_random_crop_of_a_cached_plain_tensor() -> None:
+    from monai.transforms import RandSpatialCropd
+
+    image = torch.zeros(1, 144, 144)
+    image[:, 40:60, 70:100] = 1.0  # x (dim 0) 40..60, y (dim 1) 70..100
+    crop = RandSpatialCropd("image", [128, 128], random_size=False)
+    crop.set_random_state(3)
+    data = BoxesToImagePixelsd("box", "image", source="plain")(crop({"image": image, "box": torch.tensor([[40.0, 70.0, 60.0, 100.0]])}))
+    x0, y0 = [int(v) for v in data["image"].affine[:2, 3]]  # the crop's offset
+    torch.testing.assert_close(data["box"], torch.tensor([[40.0 - x0, 70.0 - y0, 60.0 - x0, 100.0 - y0]]))
+    bright = (data["image"][0] > 0.5).nonzero()
+    assert bright.min(0).values.tolist() == [40 - x0, 70 - y0]
+    with pytest.raises(ValueError, match="source must be one of"):
+        BoxesToImagePixelsd("box", source="world")
+
+
 def test_deploy_array_input_maps_back_to_its_own_pixels() -> None:
     array = MetaTensor(torch.rand(200, 100, 1))  # MONAI Deploy's (W, H, 1) array, no loader metadata
     data = Compose(
