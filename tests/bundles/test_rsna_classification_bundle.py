@@ -94,6 +94,7 @@ def test_training_outputs(trained: dict[str, Any], tiny_demo: Path) -> None:
     assert (bundle_root / "eval" / "roc_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((bundle_root / "logs").glob("events.*"))
     assert "val_auroc" in trained["console"] and "test split" in trained["console"]
+    assert "corrupt cache" not in trained["console"].lower()  # the cached items load with weights_only=True
 
 
 def test_outputs_and_console_hold_no_planted_phi(trained: dict[str, Any], tiny_demo: Path) -> None:

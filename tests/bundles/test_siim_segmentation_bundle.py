@@ -86,6 +86,7 @@ def test_training_outputs(trained: dict[str, Any], tiny_demo: Path) -> None:
     assert report["overlays"] and all((bundle_root / "eval" / name).read_bytes()[:4] == b"\x89PNG" for name in report["overlays"])
     assert list((bundle_root / "logs").glob("events.*"))
     assert "val_mean_dice" in trained["console"] and "test split" in trained["console"]
+    assert "corrupt cache" not in trained["console"].lower()  # the cached items load with weights_only=True
 
 
 def test_outputs_and_console_hold_no_planted_phi(trained: dict[str, Any], tiny_demo: Path) -> None:
