@@ -216,7 +216,9 @@ def test_configs_agree_with_each_other_and_with_the_pretraining_defaults() -> No
     assert train["pretrained_encoder"] == "bundles/pretrain/models/image_encoder.pt" and train["freeze_encoder"] is True
     loader, *rest = inference["preprocessing"]["transforms"]
     assert loader["_target_"] == "LoadImaged"
-    image_steps = [t["_target_"] for t in train["preprocessing"] if "box" not in json.dumps(t) and "label" not in json.dumps(t)]
+    *cached, drop_meta = train["preprocessing"]
+    assert drop_meta["_target_"] == "EnsureTyped" and drop_meta["track_meta"] is False  # cached as plain tensors
+    image_steps = [t["_target_"] for t in cached if "box" not in json.dumps(t) and "label" not in json.dumps(t)]
     assert [t["_target_"] for t in rest[:-1]] == image_steps[1:]
     assert rest[-1]["_target_"] == "CenterSpatialCropd"
     meta = _config("metadata.json")["network_data_format"]
