@@ -1,0 +1,335 @@
+"""Ablation study on the demo data: does each part of SISTA earn its place?
+
+::
+
+    python -m sista_monai.experiments ablation [--seeds 0 1 2] [--out results/ablation] [--variants ...]
+        [--tasks classification segmentation detection] [--fractions 1 10] [--reuse] [--publish FILE]
+        [--set-pretrain KEY=VALUE ...] [--set-downstream KEY=VALUE ...]
+
+For every variant (:data:`VARIANTS`) and seed, ``bundles/pretrain/configs/train.json`` is run with the
+variant's overrides and the budget overrides into ``<out>/pretrain/<variant>_s<seed>`` (its ``eval/metrics.json``
+gives image→report Recall@5, the SIA flag precision and the STA pointing accuracy); then every downstream
+bundle (linear probe / frozen encoder, as the bundles' defaults) is trained at each label fraction on that
+run's ``models/image_encoder.pt`` and, once per seed, on a random initialisation, into
+``<out>/<task>/<variant>_f<fraction>_s<seed>``. A θ sweep of the SIA flags (rate and precision against the
+demo's finding labels) runs on the test split with the SISTA runs of every similarity source.
+
+Outputs under ``<out>``: ``ablation.md`` (the table, the command, the hardware, the wall time, the sizes),
+``summary.json`` (every run's values), ``plot_<metric>.png`` per downstream metric and ``theta_sweep.png``;
+``--publish`` copies ``ablation.md`` (e.g. to ``bundles/pretrain/docs/ablation.md``) with the plots beside it.
+Every run keeps its bundle folder, so ``--reuse`` resumes an interrupted study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["VARIANTS", "Variant", "PRETRAIN_BUDGET", "DOWNSTREAM_BUDGET", "run_ablation", "format_table", "main"]
+
+logger = logging.getLogger(__name__)
+
+PRETRAIN_CONFIG = "bundles/pretrain/configs/train.json"
+EVALUATE_CONFIG = "bundles/pretrain/configs/evaluate.json"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A pretraining variant: its name, its label in the table and its config overrides."""
+
+    name: str
+    label: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+VARIANTS: tuple[Variant, ...] = (
+    # SIA off: θ above every report similarity (cosines and label agreements are at most 1) flags nothing, and
+    # the SIA loss is then the standard InfoNCE; STA off: its weight is 0.
+    Variant("clip", "CLIP only (SIA off: θ = 2; STA off: λ_token = 0)", {"sia_threshold": 2.0, "lambda_token": 0.0}),
+    Variant("clip_sia", "+ SIA (eliminate, labels, θ 0.95)", {"lambda_token": 0.0}),
+    Variant("clip_sta", "+ STA", {"sia_threshold": 2.0}),
+    Variant("sista", "SISTA (SIA eliminate, labels, θ 0.95 + STA)", {}),
+    Variant("sista_positive", "SISTA, SIA mode positive", {"sia_mode": "positive"}),
+    Variant("sista_soft", "SISTA, SIA mode soft", {"sia_mode": "soft"}),
+    Variant("sista_text_online", "SISTA, similarity from the online text encoder", {"similarity_source": "text_online"}),
+    Variant("sista_text_frozen", "SISTA, similarity from a frozen text-encoder copy", {"similarity_source": "text_frozen"}),
+)
+"""The pretraining variants; ``random`` (no pretraining) is added to the downstream rows."""
+
+PRETRAIN_BUDGET: dict[str, Any] = {"epochs": 10, "val_interval": 5, "save_interval": 5, "warmup_epochs": 1}
+"""Pretraining budget of the study (the bundle default is 30 epochs): sized for 2 CPU cores."""
+
+DOWNSTREAM_BUDGET: dict[str, Any] = {"epochs": 4, "min_iterations_per_epoch": 20}
+"""Downstream budget of the study (the bundles' default is 12 epochs of at least 27 steps)."""
+
+TASK_METRICS = {"classification": ("auroc", "RSNA-like AUROC"), "segmentation": ("mean_dice", "SIIM-like Dice"), "detection": ("map", "detection mAP")}
+THETAS = tuple(round(0.5 + 0.02 * k, 2) for k in range(26))
+SWEEP_VARIANTS = {"labels": "sista", "text_online": "sista_text_online", "text_frozen": "sista_text_frozen"}
+
+
+def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"expected KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+def _pretrain_values(bundle_root: Path) -> dict[str, float]:
+    report = json.loads((bundle_root / "eval" / "metrics.json").read_text())
+    flag_precision = report.get("sia", {}).get("flag_precision")
+    return {
+        "recall_at_5": float(report["retrieval"]["image_to_report"]["R@5"]),
+        "flag_precision": float("nan") if flag_precision is None else float(flag_precision),
+        "flag_rate": float(report.get("sia", {}).get("flag_rate", float("nan"))),
+        "pointing": float(report["sta"]["pointing_accuracy"]),
+    }
+
+
+def _downstream_value(bundle_root: Path, metric: str) -> float:
+    value = json.loads((bundle_root / "eval" / "metrics.json").read_text()).get("metrics", {}).get(metric)
+    return float("nan") if value is None else float(value)
+
+
+def pretrain(variant: Variant, seed: int, out: Path, overrides: Mapping[str, Any], reuse: bool) -> Path:
+    """Run the pretraining bundle for one variant and seed (or reuse its finished run); returns its folder."""
+    from monai.bundle import run as bundle_run
+
+    root = out / "pretrain" / f"{variant.name}_s{seed}"
+    done = (root / "eval" / "metrics.json").is_file() and (root / "models" / "image_encoder.pt").is_file()
+    if not (reuse and done):
+        logger.info("pretraining %s, seed %d -> %s", variant.name, seed, root)
+        bundle_run(config_file=PRETRAIN_CONFIG, bundle_root=str(root), seed=seed, **{**PRETRAIN_BUDGET, **overrides, **variant.overrides})
+    return root
+
+
+def downstream(task: str, encoder: Path | None, fraction: int, seed: int, root: Path, overrides: Mapping[str, Any], reuse: bool) -> float:
+    """Train one downstream bundle (frozen encoder) and return its test metric."""
+    from monai.bundle import run as bundle_run
+
+    from sista_monai.downstream.compare import TASKS
+
+    if not (reuse and (root / "eval" / "metrics.json").is_file()):
+        logger.info("%s, %d %% labels, seed %d, encoder %s -> %s", task, fraction, seed, encoder or "random", root)
+        bundle_run(
+            config_file=TASKS[task].config_file,
+            bundle_root=str(root),
+            # the string: MONAI's bundle runner drops None overrides
+            pretrained_encoder=str(encoder) if encoder is not None else "null",
+            label_fraction=fraction,
+            seed=seed,
+            **{**DOWNSTREAM_BUDGET, **overrides},
+        )
+    return _downstream_value(root, TASK_METRICS[task][0])
+
+
+def theta_sweep(bundle_root: Path, variant: Variant, overrides: Mapping[str, Any], thetas: Sequence[float] = THETAS) -> list[dict[str, float]]:
+    """SIA flag rate and precision on the test split of a finished pretraining run, for every θ.
+
+    The run's network (``models/checkpoint_final.pt``) computes the report-similarity features of its own source;
+    :class:`~sista_monai.metrics.FalseNegativeFlags` scores the flags against the demo's finding labels.
+    """
+    from monai.bundle import ConfigParser
+
+    from sista_monai.metrics import FalseNegativeFlags
+
+    parser = ConfigParser()
+    parser.read_config([PRETRAIN_CONFIG, EVALUATE_CONFIG])
+    parser.update({"bundle_root": str(bundle_root), **PRETRAIN_BUDGET, **overrides, **variant.overrides})
+    parser.get_parsed_content("initialize")
+    evaluator = parser.get_parsed_content("test#evaluator")
+    source = parser.get_parsed_content("similarity_source")
+    for theta in thetas:
+        for report in ("rate", "precision"):
+            FalseNegativeFlags(threshold=theta, source=source, report=report).attach(evaluator, f"sweep_{report}_{theta:.2f}")
+    evaluator.run()
+    metrics = evaluator.state.metrics
+    return [
+        {"theta": float(t), "flag_rate": float(metrics[f"sweep_rate_{t:.2f}"]), "flag_precision": float(metrics[f"sweep_precision_{t:.2f}"])}
+        for t in thetas
+    ]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan"), 0
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0, len(finite)
+
+
+def _cell(values: Sequence[float] | None) -> str:
+    if not values:
+        return ""
+    mean, std, n = _mean_std(values)
+    if n == 0:
+        return "n/a"
+    return f"{mean:.3f} ± {std:.3f}" + ("" if n == len(values) else f" ({n} of {len(values)})")
+
+
+def format_table(results: Mapping[str, Any], tasks: Sequence[str], fractions: Sequence[int]) -> str:
+    """Markdown table: a row per variant (``random`` last), pretraining metrics then downstream metrics."""
+    columns = ["image→report R@5", "SIA flag precision", "STA pointing accuracy"]
+    columns += [f"{TASK_METRICS[task][1]}, {fraction} %" for task in tasks for fraction in fractions]
+    lines = ["| variant | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    labels = {v.name: v.label for v in VARIANTS} | {"random": "random initialisation (no pretraining)"}
+    for name, entry in results["variants"].items():
+        cells = [_cell(entry.get("pretrain", {}).get(key)) for key in ("recall_at_5", "flag_precision", "pointing")]
+        cells += [_cell(entry.get(task, {}).get(str(fraction))) for task in tasks for fraction in fractions]
+        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plots(results: Mapping[str, Any], tasks: Sequence[str], fractions: Sequence[int], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    names = list(results["variants"])
+    for task in tasks:
+        figure, axis = plt.subplots(figsize=(8, 3.5))
+        width = 0.8 / max(len(fractions), 1)
+        for k, fraction in enumerate(fractions):
+            stats = [_mean_std(results["variants"][n].get(task, {}).get(str(fraction), [])) for n in names]
+            axis.bar([i + k * width for i in range(len(names))], [s[0] for s in stats], width, yerr=[s[1] for s in stats], label=f"{fraction} % labels", capsize=3)
+        axis.set_xticks([i + width * (len(fractions) - 1) / 2 for i in range(len(names))], names, rotation=30, ha="right")
+        axis.set_ylabel(TASK_METRICS[task][1])
+        axis.legend()
+        figure.tight_layout()
+        path = out / f"plot_{TASK_METRICS[task][0]}.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        written.append(path)
+    if results.get("theta_sweep"):
+        figure, (rate_axis, precision_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
+        for source, points in results["theta_sweep"].items():
+            thetas = [p["theta"] for p in points]
+            rate_axis.plot(thetas, [p["flag_rate"] for p in points], marker=".", label=source)
+            precision_axis.plot(thetas, [p["flag_precision"] for p in points], marker=".", label=source)
+        rate_axis.set(xlabel="θ", ylabel="flag rate (share of off-diagonal pairs)", yscale="log")
+        precision_axis.set(xlabel="θ", ylabel="flag precision (same findings)", ylim=(0, 1.05))
+        precision_axis.legend()
+        figure.tight_layout()
+        path = out / "theta_sweep.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def run_ablation(
+    out: Path,
+    seeds: Sequence[int],
+    variants: Sequence[Variant],
+    tasks: Sequence[str],
+    fractions: Sequence[int],
+    pretrain_overrides: Mapping[str, Any],
+    downstream_overrides: Mapping[str, Any],
+    reuse: bool = False,
+    sweep: bool = True,
+) -> dict[str, Any]:
+    """Run every pretraining variant, every downstream task and the θ sweep; returns ``summary.json``'s content."""
+    results: dict[str, Any] = {"variants": {}, "theta_sweep": {}}
+    for variant in variants:
+        entry = results["variants"].setdefault(variant.name, {"pretrain": {}})
+        for seed in seeds:
+            root = pretrain(variant, seed, out, pretrain_overrides, reuse)
+            for key, value in _pretrain_values(root).items():
+                entry["pretrain"].setdefault(key, []).append(value)
+            for task in tasks:
+                for fraction in fractions:
+                    run_root = out / task / f"{variant.name}_f{fraction}_s{seed}"
+                    value = downstream(task, root / "models" / "image_encoder.pt", fraction, seed, run_root, downstream_overrides, reuse)
+                    entry.setdefault(task, {}).setdefault(str(fraction), []).append(value)
+    if tasks:
+        entry = results["variants"].setdefault("random", {})
+        for seed in seeds:
+            for task in tasks:
+                for fraction in fractions:
+                    value = downstream(task, None, fraction, seed, out / task / f"random_f{fraction}_s{seed}", downstream_overrides, reuse)
+                    entry.setdefault(task, {}).setdefault(str(fraction), []).append(value)
+    if sweep:
+        by_name = {v.name: v for v in variants}
+        for source, name in SWEEP_VARIANTS.items():
+            if name in by_name:
+                root = out / "pretrain" / f"{name}_s{seeds[0]}"
+                results["theta_sweep"][source] = theta_sweep(root, by_name[name], pretrain_overrides)
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m sista_monai.experiments ablation``."""
+    parser = argparse.ArgumentParser(prog="python -m sista_monai.experiments ablation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (pretraining and downstream)")
+    parser.add_argument("--out", default="results/ablation", help="output folder")
+    parser.add_argument("--variants", nargs="+", default=[v.name for v in VARIANTS], choices=[v.name for v in VARIANTS])
+    parser.add_argument("--tasks", nargs="*", default=list(TASK_METRICS), choices=list(TASK_METRICS))
+    parser.add_argument("--fractions", type=int, nargs="+", default=[1, 10], help="downstream label fractions (percent)")
+    parser.add_argument("--set-pretrain", action="append", default=[], metavar="KEY=VALUE", help="pretraining override (JSON value)")
+    parser.add_argument("--set-downstream", action="append", default=[], metavar="KEY=VALUE", help="override of every downstream run")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the θ sweep")
+    parser.add_argument("--reuse", action="store_true", help="keep finished runs (resume an interrupted study)")
+    parser.add_argument("--publish", default=None, help="also copy ablation.md (and the plots) there, e.g. bundles/pretrain/docs/ablation.md")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the study and write the table, the plots and ``summary.json``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    pretrain_overrides, downstream_overrides = _parse_overrides(args.set_pretrain), _parse_overrides(args.set_downstream)
+    variants = [v for v in VARIANTS if v.name in args.variants]
+    results = run_ablation(out, args.seeds, variants, args.tasks, args.fractions, pretrain_overrides, downstream_overrides, args.reuse, not args.no_sweep)
+    wall = time.perf_counter() - start
+    command = "python -m sista_monai.experiments ablation " + " ".join(sys.argv[1:] if argv is None else argv)
+    table = format_table(results, args.tasks, args.fractions)
+    plots = _plots(results, args.tasks, args.fractions, out)
+    results.update(
+        {
+            "command": command,
+            "seconds": wall,
+            "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}",
+            "pretrain_budget": {**PRETRAIN_BUDGET, **pretrain_overrides},
+            "downstream_budget": {**DOWNSTREAM_BUDGET, **downstream_overrides},
+            "seeds": list(args.seeds),
+        }
+    )
+    (out / "summary.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    text = (
+        "# Ablation on the demo data\n\n"
+        f"Command: `{command}`  \nHardware: {results['hardware']}  \nWall time: {wall / 60:.1f} min  \n"
+        f"Seeds: {list(args.seeds)}; pretraining overrides {results['pretrain_budget']}; downstream overrides "
+        f"{results['downstream_budget']} (frozen encoder); mean ± sample std over seeds; SIA flag precision is n/a "
+        "when nothing is flagged (SIA off).\n\n" + table + "\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
+    )
+    (out / "ablation.md").write_text(text)
+    if args.publish:
+        target = Path(args.publish)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        for plot in plots:
+            shutil.copy(plot, target.parent / plot.name)
+    print(table)
+    print(f"\n{out / 'ablation.md'} written in {wall / 60:.1f} min")
+    return 0
