@@ -51,6 +51,7 @@ def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
     out = tmp_path / "out"
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["variants"]) == {"clip", "sista", "random"}
+    assert len(list(out.rglob("ablation_seconds.json"))) == 2 + 3 and summary["run_seconds"] > 0  # 2 pretrainings, 3 downstream
     for name in ("clip", "sista", "random"):
         (auroc,) = summary["variants"][name]["classification"]["10"]
         assert math.isnan(auroc) or 0.0 <= auroc <= 1.0
