@@ -41,7 +41,8 @@ class VerifiedPersistentDataset(PersistentDataset):
     Arguments are ``PersistentDataset``'s. A cache file without its checksum file (e.g. written by a plain
     ``PersistentDataset``) is recomputed once, logged at INFO; one whose bytes do not match its checksum,
     or that does not load, is recomputed with a WARNING naming the file and the reason. Cache files are always
-    loaded with ``torch.load(weights_only=True)``.
+    loaded with ``torch.load(weights_only=True)``. A cache miss returns the item as a later hit will (plain tensors
+    unless ``track_meta``), so that a batch mixing cached and new items collates and every epoch sees the same types.
 
     Raises:
         ValueError: ``weights_only=False`` was asked for.
@@ -62,8 +63,7 @@ class VerifiedPersistentDataset(PersistentDataset):
             if cached is not None:
                 return cached
         computed = self._pre_transform(deepcopy(item_transformed))  # keep the original hashed
-        self._write_verified(cache_file, computed)
-        return computed
+        return self._write_verified(cache_file, computed)
 
     @staticmethod
     def checksum_file(cache_file: Path) -> Path:
@@ -96,10 +96,18 @@ class VerifiedPersistentDataset(PersistentDataset):
         self.checksum_file(cache_file).unlink(missing_ok=True)
         return None
 
-    def _write_verified(self, cache_file: Path, item: Any) -> None:
+    def _write_verified(self, cache_file: Path, item: Any) -> Any:
+        """Cache ``item`` and return it in the form a later cache hit returns (plain tensors unless ``track_meta``).
+
+        MONAI's ``PersistentDataset`` returns the freshly computed item on a miss (MetaTensors) but the stored,
+        converted one on a hit; a batch mixing both then fails to collate, which happens whenever a run reuses
+        part of an earlier run's cache (e.g. 10 % labels after 1 %). Returning the converted item on a miss
+        makes every epoch see the same types.
+        """
+        converted = convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta)
         buffer = io.BytesIO()
         torch.save(
-            obj=convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta),
+            obj=converted,
             f=buffer,
             pickle_module=look_up_option(self.pickle_module, SUPPORTED_PICKLE_MOD),
             pickle_protocol=self.pickle_protocol,
@@ -112,3 +120,4 @@ class VerifiedPersistentDataset(PersistentDataset):
             write_atomically(cache_file, lambda stream: stream.write(data))
         except PermissionError as err:  # a read-only cache folder: train on, uncached (as MONAI does)
             logger.warning("cannot write the cache file %s (%s); continuing without caching it", cache_file, err)
+        return converted
