@@ -34,7 +34,6 @@ overlay PNGs (:func:`overlay_boxes`).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -50,7 +49,7 @@ from monai.data.box_utils import box_iou
 from monai.utils import IgniteInfo, min_version, optional_import
 from PIL import Image, ImageDraw, ImageFont
 
-from sista_monai.handlers.export import atomic_write_bytes
+from .metrics import shown, write_eval_report
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -619,26 +618,9 @@ class DetectionReport:
         summary: dict[str, Any] = {"split": self.split, **scores}
         summary["metrics"] = {"map": scores["map"], "map50": scores["map50"]}
         summary["iou_rule"] = detection_map_rule(self.iou_range, self.max_detections)
-        summary["engine_metrics"] = {
-            k: (None if math.isnan(float(v)) else float(v))
-            for k, v in engine.state.metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
-        overlay_dir = self.output_dir / "overlays"
-        overlay_dir.mkdir(parents=True, exist_ok=True)
-        names = []
-        for k, overlay in enumerate(self.overlays):
-            name = f"{self.split}_{k:02d}.png"
-            overlay.save(overlay_dir / name)
-            names.append(f"overlays/{name}")
-        summary["overlays"] = names
-        summary.update(self.extra)
-        atomic_write_bytes(self.output_dir / self.metrics_file, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
-        self.summary = summary
-
-        def shown(value: float | None) -> str:
-            return "n/a" if value is None else f"{value:.4f}"
-
+        self.summary = write_eval_report(
+            self.output_dir, summary, engine.state.metrics, self.overlays, self.split, self.extra, self.metrics_file
+        )
         engine.logger.info(
             "%s split (%d images, %d ground-truth boxes): mAP@[%.2f:%.2f] %s, mAP@0.5 %s",
             self.split, summary["images"], summary["gt_boxes"], self.iou_range[0], self.iou_range[1],

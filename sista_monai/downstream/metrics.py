@@ -175,6 +175,45 @@ def plot_roc_curve(
     return atomic_write_bytes(Path(path), buffer.getvalue())
 
 
+def write_eval_report(
+    output_dir: str | os.PathLike,
+    summary: dict[str, Any],
+    engine_metrics: Mapping[str, Any],
+    overlays: Sequence[Any] = (),
+    split: str = "test",
+    extra: Mapping[str, Any] | None = None,
+    metrics_file: str = "metrics.json",
+) -> dict[str, Any]:
+    """Complete and write a downstream report: ``engine_metrics``, overlay PNGs, ``extra``, then ``metrics.json``.
+
+    The engine's scalar metrics go under ``engine_metrics`` (NaN as ``null``); the overlays (PIL images) are
+    saved as ``<output_dir>/overlays/<split>_<k>.png`` (numbered: no file or patient names) and listed under
+    ``overlays``; ``extra`` entries are added last; the JSON is written atomically. Returns ``summary``.
+    """
+    output_dir = Path(output_dir)
+    summary["engine_metrics"] = {
+        k: None if math.isnan(float(v)) else float(v)
+        for k, v in engine_metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    overlay_dir = output_dir / "overlays"
+    overlay_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    for k, overlay in enumerate(overlays):
+        name = f"{split}_{k:02d}.png"
+        overlay.save(overlay_dir / name)
+        names.append(f"overlays/{name}")
+    summary["overlays"] = names
+    summary.update(extra or {})
+    atomic_write_bytes(output_dir / metrics_file, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    return summary
+
+
+def shown(value: float | None) -> str:
+    """A metric for a log line: 4 decimals, ``n/a`` when undefined."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _main_rank() -> bool:
     return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
 

@@ -41,10 +41,10 @@ from monai.utils import IgniteInfo, evenly_divisible_all_gather, min_version, op
 from PIL import Image
 from torch import nn
 
-from sista_monai.handlers.export import atomic_write_bytes
 from sista_monai.networks import ResNetImageEncoder, ViTImageEncoder
 
 from .config import as_flag
+from .metrics import shown, write_eval_report
 from .networks import OUTPUT_KINDS
 
 if TYPE_CHECKING:
@@ -524,22 +524,9 @@ class SegmentationReport:
         summary: dict[str, Any] = {"split": self.split, **segmentation_summary(dice, iou, positive)}
         summary["metrics"] = {k: summary[k] for k in ("mean_dice", "mean_iou", "positive_dice", "positive_iou")}
         summary["empty_mask_rule"] = EMPTY_MASK_RULE
-        summary["engine_metrics"] = {k: float(v) for k, v in engine.state.metrics.items() if isinstance(v, (int, float))}
-        overlay_dir = self.output_dir / "overlays"
-        overlay_dir.mkdir(parents=True, exist_ok=True)
-        names = []
-        for k, overlay in enumerate(self.overlays):
-            name = f"{self.split}_{k:02d}.png"
-            overlay.save(overlay_dir / name)
-            names.append(f"overlays/{name}")
-        summary["overlays"] = names
-        summary.update(self.extra)
-        atomic_write_bytes(self.output_dir / self.metrics_file, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
-        self.summary = summary
-
-        def shown(value: float | None) -> str:
-            return "n/a" if value is None else f"{value:.4f}"
-
+        self.summary = write_eval_report(
+            self.output_dir, summary, engine.state.metrics, self.overlays, self.split, self.extra, self.metrics_file
+        )
         engine.logger.info(
             "%s split (%d images, %d with pneumothorax): mean Dice %s, mean IoU %s, Dice on positive images %s",
             self.split, summary["n"], summary["positives"], shown(summary["mean_dice"]), shown(summary["mean_iou"]),
