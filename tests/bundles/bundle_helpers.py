@@ -78,3 +78,38 @@ def tiny_pretrained_encoder(folder: Path, train_config: Path, tiny_encoder: dict
         extra={"preprocessing": {"resize_longest": 144, "pad_square": 144, "crop": 128}},
     )
     return weights
+
+
+def assert_no_planted_phi(bundle_root: Path, console: str, demo: Path) -> int:
+    """No planted fake-PHI string of ``demo`` (UTF-8 or UTF-16) in any output file of a bundle run or its console.
+
+    Returns the number of files scanned.
+    """
+    import json
+
+    manifest = json.loads((demo / "phi_manifest.json").read_text())
+    planted = [s for s in manifest["strings"] + manifest.get("name_parts", []) if len(s) >= 5]
+    assert planted
+    files = [p for p in bundle_root.rglob("*") if p.is_file() and "configs" not in p.parts]
+    for path in files:
+        data = path.read_bytes()
+        for value in planted:
+            assert value.encode() not in data and value.encode("utf-16-le") not in data, f"{value!r} in {path}"
+    for value in planted:
+        assert value not in console
+    return len(files)
+
+
+def run_torchrun_two_processes(bundle: str, overrides: dict[str, Any], port: int, bundle_root: Path) -> None:
+    """``torchrun --nproc_per_node 2`` of a bundle's train.json + multi_gpu_train.json on CPU (gloo), then the checks
+    every bundle shares: success, a plain state dict (no ``module.`` prefix), TensorBoard events from rank 0 only."""
+    import torch
+
+    configs = f"['bundles/{bundle}/configs/train.json','bundles/{bundle}/configs/multi_gpu_train.json']"
+    result = run_cli(["python", "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+                      "-m", "monai.bundle", "run", "--config_file", configs]
+                     + as_cli({**overrides, "bundle_root": str(bundle_root)}), timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    state = torch.load(bundle_root / "models" / "model.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)
+    assert len({p.name.split(".")[-2] for p in (bundle_root / "logs").glob("events.*")}) == 1  # rank 0 alone
