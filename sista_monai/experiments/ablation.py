@@ -289,6 +289,30 @@ def run_ablation(
     return results
 
 
+def describe_sizes(pretrain_overrides: Mapping[str, Any], fractions: Sequence[int]) -> str:
+    """The study's data and model sizes, read from the pretraining config and the datalists it uses."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(PRETRAIN_CONFIG)
+    parser.update(dict(pretrain_overrides))
+    data_root = Path(parser.get_parsed_content("data_root"))
+    splits = json.loads((data_root / "datalist_pretrain.json").read_text())
+    counts = "/".join(str(len(splits[s])) for s in ("training", "validation", "test"))
+    downstream = json.loads((data_root / "datalist_classification.json").read_text())
+    labelled = ", ".join(f"{f} % = {len(downstream.get(f'training_{f}', downstream['training']))}" for f in fractions)
+    encoder = parser.get_parsed_content("image_encoder")
+    text = parser.get_parsed_content("text_encoder")
+    size = parser.get_parsed_content("image_size")
+    return (
+        f"Data: `{data_root}`, {counts} training/validation/test studies (image + report) for pretraining; each "
+        f"downstream task (classification, segmentation, detection) has splits of the same sizes: labelled training images at {labelled}, tested on "
+        f"{len(downstream['test'])} images. Images {size}×{size} px; image encoder "
+        f"{sum(p.numel() for p in encoder.parameters()) / 1e6:.2f} M parameters, text encoder "
+        f"{sum(p.numel() for p in text.parameters()) / 1e6:.2f} M parameters."
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m sista_monai.experiments ablation``."""
     parser = argparse.ArgumentParser(prog="python -m sista_monai.experiments ablation", description=__doc__.split("\n\n")[0])
@@ -337,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{results['run_seconds'] / 60:.1f} min summed over every run's training and evaluation  \n"
         f"Seeds: {list(args.seeds)}; pretraining overrides {results['pretrain_budget']}; downstream overrides "
         f"{results['downstream_budget']} (frozen encoder); mean ± sample std over seeds; SIA flag precision is n/a "
-        "when nothing is flagged (SIA off).\n\n" + table + "\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
+        "when nothing is flagged (SIA off).  \n" + describe_sizes(pretrain_overrides, args.fractions) + "\n\n" + table + "\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
     )
     (out / "ablation.md").write_text(text)
     if args.publish:
