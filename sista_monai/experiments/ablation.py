@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["VARIANTS", "Variant", "PRETRAIN_BUDGET", "DOWNSTREAM_BUDGET", "run_ablation", "format_table", "main"]
+__all__ = ["DOWNSTREAM_BUDGET", "EFFECTS", "PRETRAIN_BUDGET", "VARIANTS", "Variant", "format_effects", "format_table", "main", "run_ablation"]
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +210,49 @@ def format_table(results: Mapping[str, Any], tasks: Sequence[str], fractions: Se
     return "\n".join(lines)
 
 
+EFFECTS: tuple[tuple[str, str, str], ...] = (
+    ("+ SIA (vs CLIP only)", "clip_sia", "clip"),
+    ("+ STA (vs CLIP only)", "clip_sta", "clip"),
+    ("SIA and STA (SISTA vs CLIP only)", "sista", "clip"),
+    ("SIA within SISTA (SISTA vs + STA)", "sista", "clip_sta"),
+    ("STA within SISTA (SISTA vs + SIA)", "sista", "clip_sia"),
+    ("pretraining (SISTA vs random initialisation)", "sista", "random"),
+)
+"""The contrasts of the effects table: (label, variant, baseline)."""
+
+
+def _effect_cell(values: Sequence[float] | None, baseline: Sequence[float] | None) -> str:
+    """Mean ± sample std of the per-seed differences (same seed, same data split), and how many seeds improved."""
+    if not values or not baseline or len(values) != len(baseline):
+        return ""
+    differences = [v - b for v, b in zip(values, baseline) if math.isfinite(v) and math.isfinite(b)]
+    if not differences:
+        return "n/a"
+    std = statistics.stdev(differences) if len(differences) > 1 else 0.0
+    better = sum(d > 0 for d in differences)
+    mean = round(statistics.fmean(differences), 3) + 0.0  # + 0.0: no "-0.000" for a difference that rounds to zero
+    return f"{mean:+.3f} ± {std:.3f} (better in {better} of {len(differences)})"
+
+
+def format_effects(results: Mapping[str, Any], tasks: Sequence[str], fractions: Sequence[int]) -> str:
+    """Markdown table of paired differences between variants (:data:`EFFECTS`), seed by seed.
+
+    A seed's pretraining and downstream runs share their seed with the baseline's, so the difference of the two
+    runs of one seed removes what the seed alone decides (data order, initialisation of the downstream head).
+    Contrasts whose variants were not run are left out.
+    """
+    columns = [("pretrain", "recall_at_5", "image→report R@5"), ("pretrain", "pointing", "STA pointing accuracy")]
+    columns += [(task, str(fraction), f"{TASK_METRICS[task][1]}, {fraction} %") for task in tasks for fraction in fractions]
+    lines = ["| effect | " + " | ".join(c[2] for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    variants = results["variants"]
+    for label, name, baseline in EFFECTS:
+        if name not in variants or baseline not in variants:
+            continue
+        cells = [_effect_cell(variants[name].get(group, {}).get(key), variants[baseline].get(group, {}).get(key)) for group, key, _ in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _plots(results: Mapping[str, Any], tasks: Sequence[str], fractions: Sequence[int], out: Path) -> list[Path]:
     import matplotlib
 
@@ -354,14 +397,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seeds": list(args.seeds),
         }
     )
+    invocations_file = out / "invocations.json"
+    invocations = json.loads(invocations_file.read_text()) if invocations_file.is_file() else []
+    invocations.append({"command": command, "seconds": wall, "reuse": bool(args.reuse), "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    invocations_file.write_text(json.dumps(invocations, indent=2) + "\n")
+    results["invocations"] = invocations
     (out / "summary.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    history = "; ".join(
+        f"{i['seconds'] / 60:.1f} min ({'--reuse, ' if i['reuse'] else ''}finished {i['finished']})" for i in invocations
+    )
+    effects = format_effects(results, args.tasks, args.fractions)
     text = (
         "# Ablation on the demo data\n\n"
-        f"Command: `{command}`  \nHardware: {results['hardware']}  \nWall time: {wall / 60:.1f} min (this invocation); "
-        f"{results['run_seconds'] / 60:.1f} min summed over every run's training and evaluation  \n"
+        f"Command: `{command}`  \nHardware: {results['hardware']}  \nWall time of each invocation on this output "
+        f"folder: {history}; {results['run_seconds'] / 60:.1f} min summed over every run's training and evaluation  \n"
         f"Seeds: {list(args.seeds)}; pretraining overrides {results['pretrain_budget']}; downstream overrides "
         f"{results['downstream_budget']} (frozen encoder); mean ± sample std over seeds; SIA flag precision is n/a "
-        "when nothing is flagged (SIA off).  \n" + describe_sizes(pretrain_overrides, args.fractions) + "\n\n" + table + "\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
+        "when nothing is flagged (SIA off).  \n" + describe_sizes(pretrain_overrides, args.fractions) + "\n\n"
+        "## Results\n\n" + table + "\n\n"
+        "## Effects\n\nDifference of a variant from its baseline, seed by seed (each seed's runs of the two variants share "
+        "their seed), as mean ± sample std over seeds, and the number of seeds where the variant scored higher.\n\n"
+        + effects + "\n\n## Plots\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
     )
     (out / "ablation.md").write_text(text)
     if args.publish:
@@ -371,5 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for plot in plots:
             shutil.copy(plot, target.parent / plot.name)
     print(table)
+    print()
+    print(effects)
     print(f"\n{out / 'ablation.md'} written in {wall / 60:.1f} min")
     return 0

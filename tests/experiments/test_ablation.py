@@ -7,9 +7,14 @@ import math
 from pathlib import Path
 
 import pytest
-
 from bundle_helpers import tiny_pretrain_overrides
-from sista_monai.experiments.ablation import VARIANTS, format_table, main
+
+from sista_monai.experiments.ablation import (
+    VARIANTS,
+    format_effects,
+    format_table,
+    main,
+)
 
 TINY_ENCODER = {"image_encoder#hidden_size": 32, "image_encoder#mlp_dim": 64, "image_encoder#num_layers": 1, "image_encoder#num_heads": 2}
 
@@ -35,6 +40,28 @@ def test_table_is_mean_and_sample_std_per_cell() -> None:
     assert table[0] == "| variant | image→report R@5 | SIA flag precision | STA pointing accuracy | RSNA-like AUROC, 1 % |"
     assert table[2].endswith("| 0.300 ± 0.141 | n/a | 0.100 ± 0.000 | 0.700 ± 0.141 |")  # std of (0.2, 0.4) = 0.1414
     assert table[3] == "| random initialisation (no pretraining) |  |  |  | 0.500 ± 0.000 (1 of 2) |"
+
+
+def test_effects_are_paired_differences_seed_by_seed() -> None:
+    results = {
+        "variants": {
+            "clip": {"pretrain": {"recall_at_5": [0.2, 0.4, 0.3], "pointing": [0.1, 0.1, 0.1]}, "classification": {"1": [0.6, 0.8, 0.7]}},
+            "clip_sia": {"pretrain": {"recall_at_5": [0.3, 0.3, 0.5], "pointing": [0.1, 0.2, float("nan")]}, "classification": {"1": [0.7, 0.7, 0.7]}},
+            "sista": {"pretrain": {"recall_at_5": [0.2, 0.4]}, "classification": {"1": [0.9, 0.9, 0.9]}},
+            "random": {"classification": {"1": [0.5, 0.5, 0.6]}},
+        }
+    }
+    table = format_effects(results, ["classification"], [1]).splitlines()
+    assert table[0] == "| effect | image→report R@5 | STA pointing accuracy | RSNA-like AUROC, 1 % |"
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in table[2:]}
+    # R@5: differences (0.1, -0.1, 0.2): mean 0.0667, sample std 0.1528; pointing: (0, 0.1) with the NaN seed left out
+    assert rows["+ SIA (vs CLIP only)"] == ["+0.067 ± 0.153 (better in 2 of 3)", "+0.050 ± 0.071 (better in 1 of 2)",
+                                             "+0.000 ± 0.100 (better in 1 of 3) |"]
+    # sista has 2 R@5 values for 3 seeds: not paired, left empty; no pointing at all: empty
+    assert rows["SIA and STA (SISTA vs CLIP only)"] == ["", "", "+0.200 ± 0.100 (better in 3 of 3) |"]
+    assert rows["pretraining (SISTA vs random initialisation)"] == ["", "", "+0.367 ± 0.058 (better in 3 of 3) |"]
+    assert len(rows) == 4  # contrasts with clip_sta are left out: it was not run
+    assert "STA within SISTA (SISTA vs + SIA)" in rows
 
 
 @pytest.mark.slow
