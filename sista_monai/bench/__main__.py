@@ -12,6 +12,7 @@ BENCHMARKS = {
     "data": "decode + resize of DICOMs vs plain pydicom; persistent-cache speed-up",
     "loss": "SIA + STA forward/backward vs a per-sample loop; share of an encoder step",
     "step": "one SISTATrainer iteration vs a hand-written PyTorch loop",
+    "gloo_exit": "exit aborts of two-process gloo runs: plain final barrier vs finish_process_group",
 }
 
 
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     """Dispatch to one benchmark module."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
-        lines = [f"  {name:6s} {what}" for name, what in BENCHMARKS.items()]
+        lines = [f"  {name:9s} {what}" for name, what in BENCHMARKS.items()]
         sys.stdout.write("usage: python -m sista_monai.bench {" + "|".join(BENCHMARKS) + "} [--json] [...]\n")
         sys.stdout.write("\n".join(lines) + "\n")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
