@@ -332,8 +332,9 @@ def run_ablation(
     return results
 
 
-def describe_sizes(pretrain_overrides: Mapping[str, Any], fractions: Sequence[int]) -> str:
-    """The study's data and model sizes, read from the pretraining config and the datalists it uses."""
+def describe_sizes(pretrain_overrides: Mapping[str, Any], out: Path, tasks: Sequence[str], fractions: Sequence[int], seed: int) -> str:
+    """The study's data and model sizes: pretraining's from its config and datalist, each downstream task's from
+    the test reports of its random-initialisation runs (``training_images`` and the number of test images)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -342,17 +343,19 @@ def describe_sizes(pretrain_overrides: Mapping[str, Any], fractions: Sequence[in
     data_root = Path(parser.get_parsed_content("data_root"))
     splits = json.loads((data_root / "datalist_pretrain.json").read_text())
     counts = "/".join(str(len(splits[s])) for s in ("training", "validation", "test"))
-    downstream = json.loads((data_root / "datalist_classification.json").read_text())
-    labelled = ", ".join(f"{f} % = {len(downstream.get(f'training_{f}', downstream['training']))}" for f in fractions)
+    downstream = []
+    for task in tasks:
+        reports = [json.loads((out / task / f"random_f{f}_s{seed}" / "eval" / "metrics.json").read_text()) for f in fractions]
+        labelled = ", ".join(f"{f} % = {r['training_images']}" for f, r in zip(fractions, reports))
+        downstream.append(f"{task} {labelled} labelled training images, {reports[0].get('n', reports[0].get('images'))} test images")
     encoder = parser.get_parsed_content("image_encoder")
     text = parser.get_parsed_content("text_encoder")
     size = parser.get_parsed_content("image_size")
     return (
-        f"Data: `{data_root}`, {counts} training/validation/test studies (image + report) for pretraining; each "
-        f"downstream task (classification, segmentation, detection) has splits of the same sizes: labelled training images at {labelled}, tested on "
-        f"{len(downstream['test'])} images. Images {size}×{size} px; image encoder "
-        f"{sum(p.numel() for p in encoder.parameters()) / 1e6:.2f} M parameters, text encoder "
-        f"{sum(p.numel() for p in text.parameters()) / 1e6:.2f} M parameters."
+        f"Data: `{data_root}`, {counts} training/validation/test studies (image + report) for pretraining"
+        + "".join(f"; {d}" for d in downstream)
+        + f". Images {size}×{size} px; image encoder {sum(p.numel() for p in encoder.parameters()) / 1e6:.2f} M "
+        f"parameters, text encoder {sum(p.numel() for p in text.parameters()) / 1e6:.2f} M parameters."
     )
 
 
@@ -413,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"folder: {history}; {results['run_seconds'] / 60:.1f} min summed over every run's training and evaluation  \n"
         f"Seeds: {list(args.seeds)}; pretraining overrides {results['pretrain_budget']}; downstream overrides "
         f"{results['downstream_budget']} (frozen encoder); mean ± sample std over seeds; SIA flag precision is n/a "
-        "when nothing is flagged (SIA off).  \n" + describe_sizes(pretrain_overrides, args.fractions) + "\n\n"
+        "when nothing is flagged (SIA off).  \n" + describe_sizes(pretrain_overrides, out, args.tasks, args.fractions, args.seeds[0]) + "\n\n"
         "## Results\n\n" + table + "\n\n"
         "## Effects\n\nDifference of a variant from its baseline, seed by seed (each seed's runs of the two variants share "
         "their seed), as mean ± sample std over seeds, and the number of seeds where the variant scored higher.\n\n"

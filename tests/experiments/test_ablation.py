@@ -93,5 +93,7 @@ def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
     assert "| CLIP only" in text and "| random initialisation" in text and "Wall time" in text
     splits = json.loads((data / "datalist_pretrain.json").read_text())
     assert "{}/{}/{} training/validation/test studies".format(*(len(splits[s]) for s in ("training", "validation", "test"))) in text
+    labelled = json.loads((out / "classification" / "random_f10_s0" / "eval" / "metrics.json").read_text())["training_images"]
+    assert f"classification 10 % = {labelled} labelled training images" in text
     for name in ("plot_auroc.png", "theta_sweep.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG" and (tmp_path / "docs" / name).is_file()
