@@ -46,5 +46,16 @@ from .report import (
     parse_iu_report_xml,
     parse_mimic_report,
     report_item_id,
+    word_positions,
 )
-from .grounding import ZONE_WORDS, FindingZoneMaskd, ZoneWordMaskd
+from .grounding import (
+    LESION_CLASSES,
+    LESION_FINDINGS,
+    LESION_WORDS,
+    ZONE_WORDS,
+    FindingZoneMaskd,
+    LesionMaskd,
+    LesionWordd,
+    ZoneWordMaskd,
+    first_piece_words,
+)

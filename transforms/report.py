@@ -59,6 +59,7 @@ __all__ = [
     "TokenizeReportd",
     "TokenizeReportD",
     "TokenizeReportDict",
+    "word_positions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -655,6 +656,51 @@ def _is_punctuation_token(token: str) -> bool:
     return all(_is_punctuation_char(char) for char in surface)
 
 
+def word_positions(
+    input_ids: torch.Tensor, word_mask: torch.Tensor, word_ids: Sequence[int | None]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each word of a tokenised report starts, and which earlier occurrence of the same word it repeats.
+
+    A WordPiece tokenizer splits a rare word into pieces (``"pneumothorax"`` → ``"pneumo"``, ``"##thorax"``);
+    token-level alignment should see the word once (MGCA aggregates a word's pieces), and a word written twice
+    (FINDINGS echoed in IMPRESSION) is the same word, not a negative of itself.
+
+    Args:
+        input_ids: ``(T,)`` token ids.
+        word_mask: ``(T,)`` bool, the tokens that count as words.
+        word_ids: the fast tokenizer's word index of every token (``None`` for special tokens), e.g.
+            ``BatchEncoding.word_ids()``.
+
+    Returns:
+        ``(word_start, word_group)``, two ``(T,)`` long tensors, ``-1`` outside ``word_mask``: the position of
+        the first piece of each token's word, and the position of the first piece of the first occurrence of
+        the same word (same piece ids) in the report.
+    """
+    length = len(input_ids)
+    word_start = torch.full((length,), -1, dtype=torch.long)
+    word_group = torch.full((length,), -1, dtype=torch.long)
+    ids = input_ids.tolist()
+    valid = word_mask.tolist()
+    spans: list[tuple[int, int]] = []
+    previous: int | None = None
+    for position in range(length):
+        word = word_ids[position] if position < len(word_ids) else None
+        if not valid[position] or word is None:
+            previous = None
+            continue
+        if word != previous or not spans:
+            spans.append((position, position + 1))
+        else:
+            spans[-1] = (spans[-1][0], position + 1)
+        previous = word
+    first_seen: dict[tuple[int, ...], int] = {}
+    for start, end in spans:
+        group = first_seen.setdefault(tuple(ids[start:end]), start)
+        word_start[start:end] = start
+        word_group[start:end] = group
+    return word_start, word_group
+
+
 class ReportTokenizer:
     """Fixed-length tokenisation of report texts with a Hugging Face fast tokenizer.
 
@@ -741,8 +787,8 @@ class ReportTokenizer:
             text: the cleaned report text.
 
         Returns:
-            ``input_ids`` (long), ``attention_mask`` (long) and ``word_mask`` (bool), each a 1-D tensor of
-            length ``max_length``.
+            ``input_ids`` (long), ``attention_mask`` (long), ``word_mask`` (bool), and ``word_start`` and
+            ``word_group`` (long, see :func:`word_positions`), each a 1-D tensor of length ``max_length``.
 
         Raises:
             TypeError: when ``text`` is not a string.
@@ -774,7 +820,14 @@ class ReportTokenizer:
                 self.report_count,
             )
         word_mask = attention_mask.bool() & ~self._non_word[input_ids.clamp(0, len(self._non_word) - 1)]
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "word_mask": word_mask}
+        word_start, word_group = word_positions(input_ids, word_mask, encoding.word_ids())
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "word_mask": word_mask,
+            "word_start": word_start,
+            "word_group": word_group,
+        }
 
 
 class TokenizeReport(Transform):
@@ -811,7 +864,7 @@ class TokenizeReport(Transform):
             )
 
     def __call__(self, text: str) -> dict[str, torch.Tensor]:
-        """Return ``input_ids``, ``attention_mask`` and ``word_mask``, 1-D tensors of length ``max_length``."""
+        """Return ``input_ids``, ``attention_mask``, ``word_mask``, ``word_start`` and ``word_group`` (length ``max_length``)."""
         return self.tokenizer(text)
 
 
@@ -922,6 +975,8 @@ class TokenizeReportd(MapTransform):
         input_ids_key: where the token ids go (default ``"input_ids"``).
         attention_mask_key: where the attention mask goes (default ``"attention_mask"``).
         word_mask_key: where the word mask goes (default ``"word_mask"``).
+        word_start_key: where the first-piece positions of the words go (default ``"word_start"``).
+        word_group_key: where the repeated-word groups go (default ``"word_group"``).
         allow_missing_keys: don't raise exception if key is missing.
 
     Raises:
@@ -941,6 +996,8 @@ class TokenizeReportd(MapTransform):
         input_ids_key: str = "input_ids",
         attention_mask_key: str = "attention_mask",
         word_mask_key: str = "word_mask",
+        word_start_key: str = "word_start",
+        word_group_key: str = "word_group",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -948,6 +1005,8 @@ class TokenizeReportd(MapTransform):
             "input_ids": input_ids_key,
             "attention_mask": attention_mask_key,
             "word_mask": word_mask_key,
+            "word_start": word_start_key,
+            "word_group": word_group_key,
         }
         if len(self.keys) > 1 and not all("{key}" in name for name in self.output_keys.values()):
             raise ValueError(

@@ -17,19 +17,44 @@ from typing import Any
 import torch
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents, PrepareBatch
+from monai.utils import IgniteInfo, min_version, optional_import
 from monai.utils import CommonKeys as Keys
 
 from sista_monai.losses import ReportSimilarity, finding_label_agreement
 
 __all__ = ["NonFiniteLossError", "SISTAPrepareBatch", "SISTATrainer", "BATCH_KEYS"]
 
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
 logger = logging.getLogger(__name__)
 
-BATCH_KEYS = ("image", "input_ids", "attention_mask", "word_mask", "labels", "zone_mask", "pointing_mask")
+BATCH_KEYS = (
+    "image",
+    "input_ids",
+    "attention_mask",
+    "word_mask",
+    "word_start",
+    "word_group",
+    "labels",
+    "zone_mask",
+    "pointing_mask",
+    "lesion_mask",
+    "lesion_word",
+)
 """Keys a SISTA batch may carry; ``image``, ``input_ids`` and ``attention_mask`` are required."""
 
-TARGET_KEYS = ("labels", "zone_mask", "pointing_mask")
-"""Ground truth handed to evaluation metrics as the evaluator's ``label``."""
+TARGET_KEYS = (
+    "labels",
+    "zone_mask",
+    "pointing_mask",
+    "lesion_mask",
+    "lesion_word",
+    "input_ids",
+    "attention_mask",
+    "word_start",
+)
+"""Ground truth handed to evaluation metrics as the evaluator's ``label`` (the token ids tell identical report
+texts apart for the retrieval metrics)."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -41,8 +66,8 @@ class SISTAPrepareBatch(PrepareBatch):
 
     Called by :class:`SISTATrainer` it returns a dict of tensors. Called by MONAI's
     :class:`~monai.engines.SupervisedEvaluator` (``as_supervised=True``) it returns
-    ``(image, labels, (input_ids, attention_mask, word_mask), {})`` so that the evaluator runs
-    ``network(image, input_ids, attention_mask, word_mask)``.
+    ``(image, targets, (input_ids, attention_mask, word_mask, word_start), {})`` so that the evaluator runs
+    ``network(image, input_ids, attention_mask, word_mask, word_start)``.
 
     Args:
         as_supervised: return the evaluator's tuple instead of a dict.
@@ -71,7 +96,7 @@ class SISTAPrepareBatch(PrepareBatch):
                 batch[key] = batch[key].bool()
         if not self.as_supervised:
             return batch
-        text = (batch["input_ids"], batch["attention_mask"], batch.get("word_mask"))
+        text = (batch["input_ids"], batch["attention_mask"], batch.get("word_mask"), batch.get("word_start"))
         targets = {key: batch[key] for key in TARGET_KEYS if key in batch}
         return batch["image"], targets, text, {}
 
@@ -120,6 +145,30 @@ class SISTATrainer(SupervisedTrainer):
         self.nonfinite_loss = nonfinite_loss
         self.amp_kwargs.setdefault("dtype", torch.bfloat16)
         self.state.skipped_iterations = 0
+        self.state.rows_without_negatives = 0
+        self.add_event_handler(Events.EPOCH_STARTED, self._reset_epoch_counts)
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._warn_rows_without_negatives)
+
+    @staticmethod
+    def _reset_epoch_counts(engine: SISTATrainer) -> None:
+        engine.state.rows_without_negatives = 0
+
+    @staticmethod
+    def _warn_rows_without_negatives(engine: SISTATrainer) -> None:
+        """Say once per epoch how many SIA anchors had every unpaired report flagged (the guard then acted)."""
+        count = engine.state.rows_without_negatives
+        if count:
+            guard = getattr(getattr(engine.loss_function, "sia", None), "min_negatives", 0)
+            action = (
+                f"the least similar flagged reports were kept as their negatives (min_negatives={guard})"
+                if guard
+                else "their SIA term was 0 with no gradient (min_negatives=0)"
+            )
+            logger.warning(
+                "epoch %d: %d SIA anchors had every unpaired report in the batch flagged as a false negative; %s. "
+                "Lower the flag rate (a higher sia_threshold, a centred report similarity) if this persists.",
+                engine.state.epoch, count, action,
+            )
 
     def _accumulation(self, engine: SISTATrainer) -> tuple[bool, bool]:
         """(zero the gradients now, step the optimiser now), as SupervisedTrainer decides them."""
@@ -190,7 +239,9 @@ class SISTATrainer(SupervisedTrainer):
         device_type = torch.device(engine.state.device).type if engine.state.device is not None else "cpu"
         autocast = torch.autocast(device_type, **engine.amp_kwargs) if engine.amp else contextlib.nullcontext()
         with autocast:
-            pred = engine.network(batch["image"], batch["input_ids"], batch["attention_mask"], batch.get("word_mask"))
+            pred = engine.network(
+                batch["image"], batch["input_ids"], batch["attention_mask"], batch.get("word_mask"), batch.get("word_start")
+            )
         engine.state.output = {Keys.IMAGE: batch["image"], Keys.PRED: pred}
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
 
@@ -203,6 +254,7 @@ class SISTATrainer(SupervisedTrainer):
             patch_emb=pred.patch_emb.float(),
             token_emb=pred.token_emb.float(),
             token_mask=pred.token_mask,
+            token_groups=batch.get("word_group"),
             label_agreement=agreement,
         )
         loss = terms["loss"]
@@ -243,6 +295,8 @@ class SISTATrainer(SupervisedTrainer):
                     engine.scheduler.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
 
+        if "rows_without_negatives" in terms:
+            engine.state.rows_without_negatives += int(terms["rows_without_negatives"])
         output: dict[str, Any] = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in terms.items()}
         output[Keys.LOSS] = loss.detach()
         output["lr"] = float(engine.optimizer.param_groups[0]["lr"])

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from sista_monai.losses.distributed import gather_no_grad, gather_with_grad, world_info
 from sista_monai.losses.sia import SIA_MODES, SemanticInstanceAlignmentLoss
-from sista_monai.losses.similarity import REPORT_SIMILARITY_SOURCES, ReportSimilarity, finding_label_agreement
+from sista_monai.losses.similarity import (
+    REPORT_SIMILARITY_SOURCES,
+    ReportSimilarity,
+    finding_label_agreement,
+    fit_report_center,
+)
 from sista_monai.losses.sista import SISTALoss
 from sista_monai.losses.sta import SparseTokenAlignmentLoss
 
@@ -17,6 +22,7 @@ __all__ = [
     "SemanticInstanceAlignmentLoss",
     "SparseTokenAlignmentLoss",
     "finding_label_agreement",
+    "fit_report_center",
     "gather_no_grad",
     "gather_with_grad",
     "world_info",

@@ -73,6 +73,7 @@ class SemanticInstanceAlignmentLoss(nn.Module):
         temperature_bounds: tuple[float, float] = (0.01, 1.0),
         soft_temperature: float = 0.1,
         gather_distributed: bool = True,
+        min_negatives: int = 1,
     ) -> None:
         """
         Args:
@@ -85,6 +86,11 @@ class SemanticInstanceAlignmentLoss(nn.Module):
                 minimum of 0.01.
             soft_temperature: ``tau_R`` of the soft targets (``mode="soft"`` only).
             gather_distributed: use the global batch as negatives when running distributed.
+            min_negatives: the guard against rows that lose every negative. A row (anchor) with fewer than this
+                many unflagged unpaired columns gets back its least similar flagged columns (lowest ``R``, ties by
+                column order) as negatives until it has ``min_negatives`` (or every column it has). Without it such
+                a row's ``eliminate`` loss is ``-log(exp(s_ii) / exp(s_ii)) = 0`` with no gradient, silently. ``0``
+                disables the guard. The rows that needed it are counted in ``rows_without_negatives``.
 
         Raises:
             ValueError: when ``mode`` is unknown, a temperature is not positive, or the bounds are not
@@ -108,6 +114,9 @@ class SemanticInstanceAlignmentLoss(nn.Module):
         self.temperature_bounds = (low, high)
         self.soft_temperature = float(soft_temperature)
         self.gather_distributed = gather_distributed
+        if min_negatives < 0:
+            raise ValueError(f"min_negatives must be non-negative, got {min_negatives}.")
+        self.min_negatives = int(min_negatives)
         self.initial_temperature = float(temperature)
         if learnable_temperature:
             self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
@@ -183,16 +192,20 @@ class SemanticInstanceAlignmentLoss(nn.Module):
         report_sim = report_sim.detach()
         positive_mask = F.one_hot(targets, num_columns).bool()
         flagged = (report_sim >= self.threshold) & ~positive_mask
+        negatives = (num_columns - 1) - flagged.sum(dim=1)
+        rows_without_negatives = (negatives == 0).sum()
+        excluded = self._keep_negatives(flagged, report_sim, negatives) if self.min_negatives > 0 else flagged
 
         loss = 0.5 * (
-            self._directional_loss(logits_image_to_text, targets, positive_mask, flagged, report_sim)
-            + self._directional_loss(logits_text_to_image, targets, positive_mask, flagged, report_sim)
+            self._directional_loss(logits_image_to_text, targets, positive_mask, excluded, report_sim)
+            + self._directional_loss(logits_text_to_image, targets, positive_mask, excluded, report_sim)
         )
 
         output = {
             "loss": loss,
             "false_negative_rate": self._safe_ratio(flagged.sum(), batch * (num_columns - 1)),
             "temperature": torch.as_tensor(tau, device=image_emb.device).detach(),
+            "rows_without_negatives": rows_without_negatives.detach().float(),
         }
         if label_agreement is not None:
             agree = label_agreement.bool() & ~positive_mask
@@ -200,6 +213,14 @@ class SemanticInstanceAlignmentLoss(nn.Module):
             output["flag_precision"] = self._safe_ratio(true_flags, flagged.sum())
             output["flag_recall"] = self._safe_ratio(true_flags, agree.sum())
         return output
+
+    def _keep_negatives(self, flagged: torch.Tensor, report_sim: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """Unflag each row's least similar flagged columns until it has ``min_negatives`` negatives."""
+        deficit = (self.min_negatives - negatives).clamp_min(0)
+        order = report_sim.masked_fill(~flagged, float("inf")).argsort(dim=1, stable=True)
+        restore = torch.arange(flagged.shape[1], device=flagged.device)[None, :] < deficit[:, None]
+        restored = torch.zeros_like(flagged).scatter(1, order, restore)
+        return flagged & ~restored
 
     def _directional_loss(
         self,

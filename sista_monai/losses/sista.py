@@ -78,6 +78,7 @@ class SISTALoss(nn.Module):
         token_mask: torch.Tensor | None = None,
         label_agreement: torch.Tensor | None = None,
         return_weights: bool = False,
+        token_groups: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """
         Args:
@@ -91,6 +92,8 @@ class SISTALoss(nn.Module):
             label_agreement: optional ``(B, B)`` (``(B, B * world)``) boolean label agreement for the SIA flag
                 precision/recall diagnostics.
             return_weights: also return the STA alignment weights under ``"weights"``.
+            token_groups: optional ``(B, T)`` word identities for STA (repeated words are not each other's
+                negatives); see :meth:`SparseTokenAlignmentLoss.forward`.
 
         Returns:
             ``"loss"`` (with gradient), ``"loss_sia"`` and ``"loss_sta"`` (detached; 0 for a skipped term) and the
@@ -110,7 +113,7 @@ class SISTALoss(nn.Module):
             output.update(sia)
         if self.lambda_token > 0:
             self._require(patch_emb=patch_emb, token_emb=token_emb, token_mask=token_mask)
-            sta = self.sta(patch_emb, token_emb, token_mask, return_weights=return_weights)
+            sta = self.sta(patch_emb, token_emb, token_mask, return_weights=return_weights, token_groups=token_groups)
             terms.append(self.lambda_token * sta["loss"])
             output["loss_sta"] = sta.pop("loss").detach()
             output.update(sta)

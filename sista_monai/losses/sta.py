@@ -112,12 +112,19 @@ class SparseTokenAlignmentLoss(nn.Module):
         token_emb: torch.Tensor,
         token_mask: torch.Tensor,
         return_weights: bool = False,
+        token_groups: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """
         Args:
             patch_emb: ``(B, P, D)`` patch embeddings, L2-normalised.
             token_emb: ``(B, T, D)`` token embeddings, L2-normalised.
             token_mask: ``(B, T)`` boolean, ``True`` for valid tokens (not padding or special tokens).
+            token_groups: optional ``(B, T)`` integer word identity (``word_group`` of
+                :class:`~sista_monai.transforms.TokenizeReportd`; negative values belong to no group). Two
+                different valid tokens of one sample with the same group are the same word written twice (a
+                FINDINGS word echoed in IMPRESSION): neither is a negative of the other, so each such pair is left
+                out of both softmax denominators (as SIA leaves out false negatives). Without it every other
+                token is a negative.
             return_weights: also return the detached ``(B, T, P)`` alignment weights (zero rows for invalid
                 tokens), e.g. for heat maps.
 
@@ -153,6 +160,14 @@ class SparseTokenAlignmentLoss(nn.Module):
 
         logits = torch.bmm(grouped, token_emb.transpose(1, 2)) / self.temperature
         pair_mask = token_mask[:, :, None] & token_mask[:, None, :]
+        if token_groups is not None:
+            if token_groups.shape != (batch, num_tokens):
+                raise ValueError(
+                    f"token_groups must have shape (B, T) = ({batch}, {num_tokens}), got {tuple(token_groups.shape)}."
+                )
+            same_word = (token_groups[:, :, None] == token_groups[:, None, :]) & (token_groups[:, :, None] >= 0)
+            same_word &= ~torch.eye(num_tokens, dtype=torch.bool, device=token_groups.device)
+            pair_mask = pair_mask & ~same_word
         logits = logits.masked_fill(~pair_mask, torch.finfo(logits.dtype).min)
         positives = torch.diagonal(logits, dim1=1, dim2=2)
         grouped_to_word = torch.logsumexp(logits, dim=2) - positives

@@ -2,9 +2,50 @@
 
 from __future__ import annotations
 
-from .retrieval import DIRECTIONS, RetrievalRecall, retrieval_recall
+from .grounding import (
+    GAMES,
+    FalseNegativeFlags,
+    PatchesKept,
+    PointingGame,
+    PointingTrials,
+    fit_pointing_prior,
+    flag_statistics,
+    patch_cells,
+    patches_kept,
+    pointing_game,
+    pointing_trials,
+    prior_accuracy,
+    zone_cells,
+)
+from .retrieval import (
+    DIRECTIONS,
+    RetrievalRecall,
+    SemanticPrecision,
+    retrieval_recall,
+    semantic_chance,
+    semantic_precision,
+    text_groups,
+)
 
-__all__ = ["DIRECTIONS", "RetrievalRecall", "retrieval_recall"]
-from .grounding import FalseNegativeFlags, PointingGame, flag_statistics, pointing_game, zone_cells
-
-__all__ += ["FalseNegativeFlags", "PointingGame", "flag_statistics", "pointing_game", "zone_cells"]
+__all__ = [
+    "DIRECTIONS",
+    "GAMES",
+    "FalseNegativeFlags",
+    "PatchesKept",
+    "PointingGame",
+    "PointingTrials",
+    "RetrievalRecall",
+    "SemanticPrecision",
+    "fit_pointing_prior",
+    "flag_statistics",
+    "patch_cells",
+    "patches_kept",
+    "pointing_game",
+    "pointing_trials",
+    "prior_accuracy",
+    "retrieval_recall",
+    "semantic_chance",
+    "semantic_precision",
+    "text_groups",
+    "zone_cells",
+]

@@ -1,16 +1,38 @@
-"""What the two alignment levels claim, measured against known truth.
+"""What the two alignment levels claim, measured against known truth and against image-free baselines.
 
-* :func:`pointing_game` / :class:`PointingGame` (STA): for each zone word of a report (``right``, ``lower``,
-  ``apical``...), does the image patch most similar to that word lie inside the finding's zone? Chance is the
-  fraction of patches inside the zone. The word–patch similarity is the per-pair cosine ``S = W Pᵀ`` of the
-  STA loss, whose row-wise argmax is also the argmax of its sparse alignment weights.
-* :func:`flag_statistics` / :class:`FalseNegativeFlags` (SIA): of the unpaired report pairs that the
-  report similarity flags as false negatives (``R_ij ≥ θ``), how many really agree on their findings?
+STA, the pointing games (:func:`pointing_trials`, :class:`PointingGame`): for each report word that names a
+place, is the image patch most similar to that word inside the place's truth? The word–patch similarity is the
+per-pair cosine ``S = W Pᵀ`` of the STA loss, whose row-wise argmax is also the argmax of its sparse alignment
+weights. Two games:
+
+* ``"lesion"``: words that name a lesion (:data:`~sista_monai.transforms.LESION_WORDS`: "opacity",
+  "pneumothorax", "effusion"...), scored against *that lesion's own* box (channel of ``lesion_mask``). A patch
+  counts as inside when it overlaps the box (``min_cover=0``: the patch-resolution form of "the pointed
+  location lies in the box"). A word names a lesion class, so with two opacities in one image either box is a
+  hit.
+* ``"zone"``: zone words ("right", "lower", "apical"...), scored against the union of the zones of the
+  image's findings (``zone_mask``), a patch inside when more than half of it is (``min_cover=0.5``).
+
+Each game reports ``accuracy``, ``chance`` (the fraction of patches inside the truth: a uniformly random pointer)
+and ``prior``: the accuracy of an *image-free* pointer that points every occurrence of a word at one fixed patch,
+the patch most often inside the truth for that word on the training split (:func:`fit_pointing_prior`). A word
+never seen in training gets the patch best over all training trials. Zone words can be pointed at without
+looking at the image ("right" is usually on the image's left), so only accuracy above the prior says that the
+model looks at the image.
+
+SIA, the false-negative flags (:func:`flag_statistics`, :class:`FalseNegativeFlags`): of the unpaired report
+pairs that the report similarity flags (``R_ij ≥ θ``), how many really share their finding set (precision), how
+many of the pairs that share it are flagged (recall), against the share of unpaired pairs that share it
+(``base_rate``, the precision of flagging at random).
+
+STA sparsity (:func:`patches_kept`, :class:`PatchesKept`): the mean fraction of patches with a non-zero alignment
+weight per valid token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -23,7 +45,39 @@ Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min
 reinit__is_reduced, _ = optional_import("ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
-__all__ = ["zone_cells", "pointing_game", "PointingGame", "flag_statistics", "FalseNegativeFlags"]
+__all__ = [
+    "GAMES",
+    "FalseNegativeFlags",
+    "PatchesKept",
+    "PointingGame",
+    "PointingTrials",
+    "fit_pointing_prior",
+    "flag_statistics",
+    "patch_cells",
+    "patches_kept",
+    "pointing_game",
+    "pointing_trials",
+    "prior_accuracy",
+    "zone_cells",
+]
+
+GAMES: dict[str, dict[str, Any]] = {
+    "zone": {"words": "pointing_mask", "mask": "zone_mask", "min_cover": 0.5},
+    "lesion": {"words": "lesion_word", "mask": "lesion_mask", "min_cover": 0.0},
+}
+"""The pointing games: the batch keys of their words and truth masks, and the patch-inside rule."""
+
+
+def patch_cells(mask: torch.Tensor, patch_grid: tuple[int, int], min_cover: float = 0.5) -> torch.Tensor:
+    """``(B, C, P)`` bool: the patches that a mask covers by more than ``min_cover`` of their area.
+
+    Args:
+        mask: ``(B, C, W, H)`` masks in the network input's geometry.
+        patch_grid: the encoder's ``(gx, gy)`` patch grid (patch ``k`` at ``(k // gy, k % gy)``).
+        min_cover: a patch is inside when the covered fraction of its area exceeds this (``0``: any overlap).
+    """
+    cover = F.adaptive_avg_pool2d(mask.float(), patch_grid)
+    return (cover > min_cover).flatten(2)
 
 
 def zone_cells(zone_mask: torch.Tensor, patch_grid: tuple[int, int]) -> torch.Tensor:
@@ -31,40 +85,136 @@ def zone_cells(zone_mask: torch.Tensor, patch_grid: tuple[int, int]) -> torch.Te
 
     Args:
         zone_mask: ``(B, 1, W, H)`` masks in the network input's geometry.
-        patch_grid: the encoder's ``(gx, gy)`` patch grid (patch ``k`` at ``(k // gy, k % gy)``).
+        patch_grid: the encoder's ``(gx, gy)`` patch grid.
     """
-    cover = F.adaptive_avg_pool2d(zone_mask.float(), patch_grid)
-    return (cover[:, 0] > 0.5).flatten(1)
+    return patch_cells(zone_mask, patch_grid, 0.5)[:, 0]
+
+
+class PointingTrials:
+    """The trials of a pointing game on one batch, everything but the model's choice.
+
+    Attributes:
+        sample: ``(N,)`` batch index of each trial.
+        token: ``(N,)`` token position of each trial's word (its first piece).
+        cells: ``(N, P)`` bool, the patches inside the truth of the trial.
+        words: ``N`` hashable word identities (the word's piece ids), for the image-free prior.
+    """
+
+    def __init__(self, sample: torch.Tensor, token: torch.Tensor, cells: torch.Tensor, words: list[tuple[int, ...]]) -> None:
+        self.sample, self.token, self.cells, self.words = sample, token, cells, words
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+
+def _word_keys(input_ids: torch.Tensor, word_start: torch.Tensor | None, sample: torch.Tensor, token: torch.Tensor) -> list[tuple[int, ...]]:
+    ids = input_ids.tolist()
+    starts = word_start.tolist() if word_start is not None else None
+    keys = []
+    for b, t in zip(sample.tolist(), token.tolist(), strict=True):
+        if starts is None:
+            keys.append((ids[b][t],))
+            continue
+        end = t + 1
+        while end < len(starts[b]) and starts[b][end] == t:
+            end += 1
+        keys.append(tuple(ids[b][t:end]))
+    return keys
+
+
+def pointing_trials(targets: Mapping[str, torch.Tensor], game: str, patch_grid: tuple[int, int]) -> PointingTrials:
+    """Collect the trials of ``game`` (``"zone"`` or ``"lesion"``) from a batch's ground truth.
+
+    A trial is a word of the game's vocabulary whose truth covers at least one patch: a zone word in an image with
+    a finding zone; a lesion word in an image where that lesion was drawn (a negated mention, "no pneumothorax",
+    has no truth and takes no trial).
+
+    Args:
+        targets: the batch (or the evaluator's ``label`` dict) with ``input_ids``, optionally ``word_start``, and the
+            game's word and mask keys (:data:`GAMES`).
+        game: ``"zone"`` or ``"lesion"``.
+        patch_grid: the encoder's patch grid.
+
+    Returns:
+        The trials (possibly none).
+
+    Raises:
+        ValueError: unknown ``game``. KeyError: a key the game needs is missing.
+    """
+    if game not in GAMES:
+        raise ValueError(f"game must be one of {tuple(GAMES)}, got {game!r}")
+    spec = GAMES[game]
+    missing = [k for k in (spec["words"], spec["mask"], "input_ids") if k not in targets]
+    if missing:
+        raise KeyError(f"the {game} pointing game needs {missing} in the batch; it has {sorted(targets)}")
+    mask = torch.as_tensor(targets[spec["mask"]])
+    cells = patch_cells(mask, patch_grid, spec["min_cover"])  # (B, C, P)
+    words = torch.as_tensor(targets[spec["words"]])
+    if game == "zone":
+        word_class = torch.where(words.bool(), 0, -1)
+    else:
+        word_class = words.long()
+    has_truth = torch.gather(cells.any(dim=2), 1, word_class.clamp_min(0))  # (B, T)
+    trial = (word_class >= 0) & has_truth
+    sample, token = torch.nonzero(trial, as_tuple=True)
+    trial_cells = cells[sample, word_class[sample, token]]
+    keys = _word_keys(torch.as_tensor(targets["input_ids"]), targets.get("word_start"), sample, token)
+    return PointingTrials(sample, token, trial_cells, keys)
 
 
 def pointing_game(
-    patch_emb: torch.Tensor,
-    token_emb: torch.Tensor,
-    pointing_mask: torch.Tensor,
-    zone_mask: torch.Tensor,
-    patch_grid: tuple[int, int],
-) -> tuple[int, int, float]:
-    """Hits, trials and summed chance of the pointing game on one batch.
+    patch_emb: torch.Tensor, token_emb: torch.Tensor, trials: PointingTrials
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's answer to each trial.
 
     Args:
         patch_emb: ``(B, P, D)`` patch embeddings.
         token_emb: ``(B, T, D)`` token embeddings.
-        pointing_mask: ``(B, T)`` bool, the zone-word tokens to test.
-        zone_mask: ``(B, 1, W, H)`` the finding zone of each image (empty: the image takes no trial).
-        patch_grid: patch grid of the encoder.
+        trials: from :func:`pointing_trials`.
 
     Returns:
-        ``(hits, trials, chance_sum)``; accuracy is ``hits / trials`` and chance ``chance_sum / trials``.
+        ``(hit, chance)``, two ``(N,)`` tensors: whether the word's most similar patch is inside the truth (ties:
+        the lowest patch index), and the fraction of patches inside the truth.
     """
-    cells = zone_cells(zone_mask, patch_grid)  # (B, P)
-    trials_mask = pointing_mask.bool() & cells.any(dim=1, keepdim=True)
-    if not trials_mask.any():
-        return 0, 0, 0.0
-    similarity = torch.einsum("btd,bpd->btp", token_emb.float(), patch_emb.float())
-    best = similarity.argmax(dim=-1)  # (B, T)
-    hit = torch.gather(cells, 1, best)  # (B, T)
-    chance = cells.float().mean(dim=1, keepdim=True).expand_as(hit)
-    return int(hit[trials_mask].sum()), int(trials_mask.sum()), float(chance[trials_mask].sum())
+    if len(trials) == 0:
+        return torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.float64)
+    similarity = torch.einsum("nd,npd->np", token_emb[trials.sample, trials.token].float(), patch_emb[trials.sample].float())
+    best = similarity.argmax(dim=1)
+    cells = trials.cells.to(best.device)
+    hit = torch.gather(cells, 1, best[:, None])[:, 0]
+    return hit.cpu(), cells.double().mean(dim=1).cpu()
+
+
+def fit_pointing_prior(trials: Iterable[PointingTrials]) -> tuple[dict[tuple[int, ...], int], int]:
+    """The image-free pointer: for each word, the patch most often inside the truth over the training trials.
+
+    Args:
+        trials: the training split's trials.
+
+    Returns:
+        ``(per_word, fallback)``: ``{word: patch}`` and the patch best over all trials (for words never seen in
+        training). Ties go to the lowest patch index. With no trials at all, ``({}, 0)``.
+    """
+    per_word: dict[tuple[int, ...], torch.Tensor] = {}
+    total: torch.Tensor | None = None
+    for batch in trials:
+        for word, cells in zip(batch.words, batch.cells.long(), strict=True):
+            per_word[word] = per_word[word] + cells if word in per_word else cells.clone()
+            total = cells.clone() if total is None else total + cells
+    if total is None:
+        return {}, 0
+    return {word: int(counts.argmax()) for word, counts in per_word.items()}, int(total.argmax())
+
+
+def prior_accuracy(prior: tuple[dict[tuple[int, ...], int], int], trials: Iterable[PointingTrials]) -> tuple[float, int]:
+    """Accuracy of the image-free pointer on ``trials``: ``(accuracy, number of trials)``; NaN without trials."""
+    per_word, fallback = prior
+    hits = count = 0
+    for batch in trials:
+        for word, cells in zip(batch.words, batch.cells, strict=True):
+            hits += bool(cells[per_word.get(word, fallback)])
+            count += 1
+    return (hits / count if count else float("nan")), count
 
 
 def _output(output: Any) -> tuple[Any, dict[str, torch.Tensor]]:
@@ -73,91 +223,182 @@ def _output(output: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     return output
 
 
-class PointingGame(Metric):
-    """Ignite metric: pointing-game ``"accuracy"`` or its ``"chance"`` level over an evaluation epoch.
+def _main_rank_sum(values: list[float], device: torch.device) -> list[float]:
+    if idist.get_world_size() <= 1:
+        return values
+    return idist.all_reduce(torch.tensor(values, dtype=torch.float64, device=device)).tolist()
 
-    Expects the evaluator output ``{"pred": SISTAOutput, "label": {"pointing_mask", "zone_mask", ...}}`` (what
-    MONAI's ``SupervisedEvaluator`` produces with :class:`~sista_monai.engines.SISTAPrepareBatch`).
+
+class PointingGame(Metric):
+    """Ignite metric: a pointing game's ``accuracy``, ``chance``, image-free ``prior`` or number of ``trials``.
+
+    Expects the evaluator output ``{"pred": SISTAOutput, "label": {...}}`` (MONAI's ``SupervisedEvaluator`` with
+    :class:`~sista_monai.engines.SISTAPrepareBatch`), whose label holds the game's keys (:data:`GAMES`).
 
     Args:
-        report: ``"accuracy"`` or ``"chance"``.
+        report: ``"accuracy"``, ``"chance"``, ``"prior"`` or ``"trials"``.
+        game: ``"zone"`` (default) or ``"lesion"``.
+        prior_data: the training split's batches (e.g. a DataLoader with the evaluation transforms), needed for
+            ``report="prior"``: the prior is fitted on them (once per patch grid) and scored on the evaluated
+            split's trials. Under ``torchrun`` give every rank the whole training split (no distributed sampler):
+            each fits the same prior and scores its own trials, and the counts are summed.
         output_transform: maps the engine output to ``(pred, targets)``.
     """
 
-    def __init__(self, report: str = "accuracy", output_transform: Callable[[Any], Any] = _output, device: str | torch.device = "cpu") -> None:
-        if report not in ("accuracy", "chance"):
-            raise ValueError(f"report must be 'accuracy' or 'chance', got {report!r}")
-        self.report = report
+    def __init__(
+        self,
+        report: str = "accuracy",
+        game: str = "zone",
+        prior_data: Iterable[Mapping[str, Any]] | None = None,
+        output_transform: Callable[[Any], Any] = _output,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if report not in ("accuracy", "chance", "prior", "trials"):
+            raise ValueError(f"report must be 'accuracy', 'chance', 'prior' or 'trials', got {report!r}")
+        if game not in GAMES:
+            raise ValueError(f"game must be one of {tuple(GAMES)}, got {game!r}")
+        if report == "prior" and prior_data is None:
+            raise ValueError("report='prior' needs prior_data, the training split's batches")
+        self.report, self.game, self.prior_data = report, game, prior_data
+        self._prior: dict[tuple[int, int], tuple[dict[tuple[int, ...], int], int]] = {}
         super().__init__(output_transform=output_transform, device=device)
 
     @reinit__is_reduced
     def reset(self) -> None:
-        self._counts = torch.zeros(3, dtype=torch.float64, device=self._device)
+        self._sums = [0.0, 0.0, 0.0]  # hits, trials, chance
+        self._trials: list[PointingTrials] = []
+        self._grid: tuple[int, int] | None = None
 
     @reinit__is_reduced
     def update(self, output: tuple[Any, dict[str, torch.Tensor]]) -> None:
         pred, targets = output
-        if "pointing_mask" not in targets or "zone_mask" not in targets:
-            raise KeyError("PointingGame needs 'pointing_mask' and 'zone_mask' in the batch")
-        hits, trials, chance = pointing_game(
-            pred.patch_emb, pred.token_emb, targets["pointing_mask"], targets["zone_mask"], pred.patch_grid
-        )
-        self._counts += torch.tensor([hits, trials, chance], dtype=torch.float64, device=self._device)
+        targets = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in targets.items()}
+        trials = pointing_trials(targets, self.game, tuple(pred.patch_grid))
+        self._grid = tuple(pred.patch_grid)
+        if self.report == "prior":
+            self._trials.append(trials)
+            return
+        hit, chance = pointing_game(pred.patch_emb.detach().cpu(), pred.token_emb.detach().cpu(), trials)
+        self._sums[0] += float(hit.sum())
+        self._sums[1] += len(trials)
+        self._sums[2] += float(chance.sum())
+
+    def fitted_prior(self, patch_grid: tuple[int, int]) -> tuple[dict[tuple[int, ...], int], int]:
+        """The image-free pointer fitted on ``prior_data`` for ``patch_grid`` (fitted once, then reused)."""
+        if patch_grid not in self._prior:
+            batches = (pointing_trials(dict(batch), self.game, patch_grid) for batch in self.prior_data)
+            self._prior[patch_grid] = fit_pointing_prior(batches)
+        return self._prior[patch_grid]
 
     def compute(self) -> float:
-        counts = idist.all_reduce(self._counts.clone()) if idist.get_world_size() > 1 else self._counts
-        if counts[1] == 0:
+        if self.report == "prior":
+            accuracy, count = (float("nan"), 0) if self._grid is None else prior_accuracy(self.fitted_prior(self._grid), self._trials)
+            # every rank fits the same prior on the whole training split and scores its own share of the trials
+            hits, count = _main_rank_sum([0.0 if count == 0 else accuracy * count, float(count)], self._device)
+            return hits / count if count else float("nan")
+        hits, trials, chance = _main_rank_sum(self._sums, self._device)
+        if self.report == "trials":
+            return float(trials)
+        if trials == 0:
             return float("nan")
-        return float(counts[0 if self.report == "accuracy" else 2] / counts[1])
+        return float((hits if self.report == "accuracy" else chance) / trials)
 
 
-def flag_statistics(report_features: torch.Tensor, labels: torch.Tensor, threshold: float, source: str) -> dict[str, float]:
-    """False-negative flag rate and precision over a whole set of reports.
+def flag_statistics(
+    report_features: torch.Tensor,
+    labels: torch.Tensor,
+    threshold: float,
+    source: str = "text_frozen",
+    similarity: ReportSimilarity | None = None,
+    batch_size: int | None = None,
+) -> dict[str, float]:
+    """SIA false-negative flags over a whole set of reports, scored against finding-set agreement.
 
     Args:
         report_features: ``(N, F)`` features of the similarity source (frozen/online text embeddings or labels).
-        labels: ``(N, C)`` finding vectors, the truth.
+        labels: ``(N, C)`` finding vectors, the truth (two reports agree when their sets of positive findings
+            are equal, :func:`~sista_monai.losses.finding_label_agreement`).
         threshold: θ.
-        source: the :class:`~sista_monai.losses.ReportSimilarity` source the features come from.
+        source: the :class:`~sista_monai.losses.ReportSimilarity` source the features come from (ignored when
+            ``similarity`` is given).
+        similarity: the configured :class:`~sista_monai.losses.ReportSimilarity` (its centring included).
+        batch_size: the training batch size ``B`` for ``rows_without_negatives`` (default: ``N``).
 
     Returns:
-        ``{"flag_rate", "flag_precision", "flagged_pairs"}``; precision is NaN when nothing is flagged.
+        ``flag_rate`` (share of unpaired pairs flagged), ``flag_precision`` (share of flagged pairs that agree; NaN
+        when nothing is flagged), ``flag_recall`` (share of agreeing unpaired pairs flagged; NaN when none agree),
+        ``base_rate`` (share of unpaired pairs that agree: the precision of random flags), ``flagged_pairs`` and
+        ``rows_without_negatives``: the expected share of anchors left with no negative in a batch of ``B``
+        drawn from these reports, ``mean_i C(f_i, B-1) / C(N-1, B-1)`` with ``f_i`` the flags of row ``i``.
     """
-    similarity = ReportSimilarity(source, gather_distributed=False)(report_features)
+    n = len(labels)
+    if n < 2:
+        nan = float("nan")
+        return {"flag_rate": nan, "flag_precision": nan, "flag_recall": nan, "base_rate": nan, "flagged_pairs": 0, "rows_without_negatives": nan}
+    similarity = similarity if similarity is not None else ReportSimilarity(source, gather_distributed=False)
+    gather = similarity.gather_distributed
+    similarity.gather_distributed = False
+    try:
+        sim = similarity(report_features)
+    finally:
+        similarity.gather_distributed = gather
     agreement = finding_label_agreement(labels, gather_distributed=False)
-    off_diagonal = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    flags = (similarity >= threshold) & off_diagonal
-    n_flags = int(flags.sum())
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=labels.device)
+    flags = (sim >= threshold) & off_diagonal
+    agree = agreement & off_diagonal
+    n_flags, n_agree = int(flags.sum()), int(agree.sum())
+    batch = n if batch_size is None else max(1, min(int(batch_size), n))
+    per_row = flags.sum(dim=1).tolist()
+    empty_rows = sum(math.comb(f, batch - 1) / math.comb(n - 1, batch - 1) for f in per_row)
     return {
-        "flag_rate": float(n_flags / max(int(off_diagonal.sum()), 1)),
-        "flag_precision": float(agreement[flags].float().mean()) if n_flags else float("nan"),
+        "flag_rate": n_flags / int(off_diagonal.sum()),
+        "flag_precision": float((flags & agree).sum() / n_flags) if n_flags else float("nan"),
+        "flag_recall": float((flags & agree).sum() / n_agree) if n_agree else float("nan"),
+        "base_rate": n_agree / int(off_diagonal.sum()),
         "flagged_pairs": n_flags,
+        "rows_without_negatives": empty_rows / n,
     }
 
 
 class FalseNegativeFlags(Metric):
-    """Ignite metric: SIA false-negative ``"precision"`` or ``"rate"`` on a whole evaluation split.
+    """Ignite metric: one SIA flag statistic (:func:`flag_statistics`) on a whole evaluation split.
 
     Args:
         threshold: θ of the SIA loss.
         source: report-similarity source (``text_frozen``, ``text_online``, ``labels``).
-        report: ``"precision"`` or ``"rate"``.
+        report: ``"precision"``, ``"recall"``, ``"rate"``, ``"base_rate"`` or ``"rows_without_negatives"``.
+        similarity: the configured :class:`~sista_monai.losses.ReportSimilarity` (its centring included); its
+            source must be ``source``.
+        batch_size: the training batch size for ``rows_without_negatives``.
         output_transform: maps the engine output to ``(pred, targets)`` (targets hold ``labels``).
     """
+
+    REPORTS = {
+        "precision": "flag_precision",
+        "recall": "flag_recall",
+        "rate": "flag_rate",
+        "base_rate": "base_rate",
+        "rows_without_negatives": "rows_without_negatives",
+    }
 
     def __init__(
         self,
         threshold: float,
         source: str = "text_frozen",
         report: str = "precision",
+        similarity: ReportSimilarity | None = None,
+        batch_size: int | None = None,
         output_transform: Callable[[Any], Any] = _output,
         device: str | torch.device = "cpu",
     ) -> None:
         if source not in REPORT_SIMILARITY_SOURCES:
             raise ValueError(f"source must be one of {REPORT_SIMILARITY_SOURCES}, got {source!r}")
-        if report not in ("precision", "rate"):
-            raise ValueError(f"report must be 'precision' or 'rate', got {report!r}")
+        if report not in self.REPORTS:
+            raise ValueError(f"report must be one of {tuple(self.REPORTS)}, got {report!r}")
+        if similarity is not None and similarity.source != source:
+            raise ValueError(f"similarity has source {similarity.source!r}, not {source!r}")
         self.threshold, self.source, self.report = float(threshold), source, report
+        self.similarity, self.batch_size = similarity, batch_size
         super().__init__(output_transform=output_transform, device=device)
 
     @reinit__is_reduced
@@ -178,8 +419,58 @@ class FalseNegativeFlags(Metric):
         self._labels.append(labels.detach().float().to(self._device))
 
     def compute(self) -> float:
+        if not self._features:
+            return float("nan")
         features, labels = torch.cat(self._features), torch.cat(self._labels)
         if idist.get_world_size() > 1:
             features, labels = idist.all_gather(features), idist.all_gather(labels)
-        stats = flag_statistics(features, labels, self.threshold, self.source)
-        return stats["flag_precision" if self.report == "precision" else "flag_rate"]
+        stats = flag_statistics(features, labels, self.threshold, self.source, self.similarity, self.batch_size)
+        return float(stats[self.REPORTS[self.report]])
+
+
+def patches_kept(weights: torch.Tensor, token_mask: torch.Tensor) -> tuple[float, int]:
+    """Sum over valid tokens of the fraction of patches with a non-zero weight, and the number of valid tokens.
+
+    Args:
+        weights: ``(B, T, P)`` STA alignment weights.
+        token_mask: ``(B, T)`` bool valid tokens.
+    """
+    kept = (weights > 0).double().mean(dim=2)
+    return float(kept[token_mask.bool()].sum()), int(token_mask.sum())
+
+
+class PatchesKept(Metric):
+    """Ignite metric: mean fraction of patches with a non-zero STA weight per valid token (1.0 = dense).
+
+    Args:
+        sparsity_threshold: σ of the configured STA loss (``None``: ``1 / P``).
+        output_transform: maps the engine output to ``(pred, targets)``.
+    """
+
+    def __init__(
+        self,
+        sparsity_threshold: float | None = None,
+        output_transform: Callable[[Any], Any] = _output,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        from sista_monai.losses import SparseTokenAlignmentLoss
+
+        self.alignment = SparseTokenAlignmentLoss(sparsity_threshold=sparsity_threshold)
+        super().__init__(output_transform=output_transform, device=device)
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._sums = [0.0, 0.0]
+
+    @reinit__is_reduced
+    def update(self, output: tuple[Any, dict[str, torch.Tensor]]) -> None:
+        pred, _ = output
+        weights = self.alignment.alignment_weights(pred.patch_emb.detach().float(), pred.token_emb.detach().float())
+        kept, tokens = patches_kept(weights, pred.token_mask)
+        self._sums[0] += kept
+        self._sums[1] += tokens
+
+    def compute(self) -> float:
+        kept, tokens = _main_rank_sum(self._sums, self._device)
+        return kept / tokens if tokens else float("nan")
+

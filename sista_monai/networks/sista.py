@@ -70,10 +70,18 @@ class SISTAModel(nn.Module):
         )
 
     def encode_text(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_mask: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        word_mask: torch.Tensor | None = None,
+        word_start: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(t, w, word_mask)``: the report's global ``(B, D)`` and token ``(B, T, D)`` embeddings."""
-        features = self.text_encoder(input_ids, attention_mask, word_mask)
+        """``(t, w, word_mask)``: the report's global ``(B, D)`` and token ``(B, T, D)`` embeddings.
+
+        With ``word_start`` the token embeddings are per word (pieces averaged at the first piece; see
+        :meth:`HuggingFaceTextEncoder.forward`) and the returned mask keeps first pieces only.
+        """
+        features = self.text_encoder(input_ids, attention_mask, word_mask, word_start)
         return (
             self.text_global_head(features.global_features),
             self.text_local_head(features.token_features),
@@ -86,10 +94,11 @@ class SISTAModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         word_mask: torch.Tensor | None = None,
+        word_start: torch.Tensor | None = None,
     ) -> SISTAOutput:
-        """Encode a batch of image–report pairs."""
+        """Encode a batch of image–report pairs (``word_start``: see :meth:`encode_text`)."""
         image_emb, patch_emb, grid = self.encode_image(image)
-        text_emb, token_emb, token_mask = self.encode_text(input_ids, attention_mask, word_mask)
+        text_emb, token_emb, token_mask = self.encode_text(input_ids, attention_mask, word_mask, word_start)
         frozen = None
         if self.frozen_text_encoder is not None:
             with torch.no_grad():
