@@ -58,6 +58,13 @@ LESION_WORDS: dict[str, tuple[str, ...]] = {
 heart sits in the same place in every frontal radiograph, so an image-free pointer finds it."""
 
 
+def _like(mask: torch.Tensor, image: Any) -> Any:
+    """``mask`` as a MetaTensor with ``image``'s affine and metadata (when ``image`` is one)."""
+    if not isinstance(image, MetaTensor):
+        return mask
+    return MetaTensor(mask, affine=image.affine, meta={k: v for k, v in image.meta.items() if k != "affine"})
+
+
 def _load_tokenizer(tokenizer: Any, local_files_only: bool) -> Any:
     if isinstance(tokenizer, str) or hasattr(tokenizer, "__fspath__"):
         from transformers import AutoTokenizer
@@ -166,7 +173,7 @@ class FindingZoneMaskd(MapTransform):
                     continue
                 x, y, w, h = (int(round(v)) for v in box)
                 mask[0, max(x, 0) : x + w, max(y, 0) : y + h] = 1.0
-            d[self.output_key] = MetaTensor(mask, affine=image.affine, meta=dict(image.meta)) if isinstance(image, MetaTensor) else mask
+            d[self.output_key] = _like(mask, image)
         return d
 
 
@@ -209,7 +216,7 @@ class LesionMaskd(MapTransform):
                         continue
                     x, y, w, h = (int(round(v)) for v in box)
                     mask[channel, max(x, 0) : x + w, max(y, 0) : y + h] = 1.0
-            d[self.output_key] = MetaTensor(mask, affine=image.affine, meta=dict(image.meta)) if isinstance(image, MetaTensor) else mask
+            d[self.output_key] = _like(mask, image)
         return d
 
 

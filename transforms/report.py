@@ -975,8 +975,9 @@ class TokenizeReportd(MapTransform):
         input_ids_key: where the token ids go (default ``"input_ids"``).
         attention_mask_key: where the attention mask goes (default ``"attention_mask"``).
         word_mask_key: where the word mask goes (default ``"word_mask"``).
-        word_start_key: where the first-piece positions of the words go (default ``"word_start"``).
-        word_group_key: where the repeated-word groups go (default ``"word_group"``).
+        word_start_key: where the first-piece positions of the words go (default ``"word_start"``, or
+            ``"{key}_word_start"`` when several keys are tokenised).
+        word_group_key: where the repeated-word groups go (default ``"word_group"``, or ``"{key}_word_group"``).
         allow_missing_keys: don't raise exception if key is missing.
 
     Raises:
@@ -996,11 +997,14 @@ class TokenizeReportd(MapTransform):
         input_ids_key: str = "input_ids",
         attention_mask_key: str = "attention_mask",
         word_mask_key: str = "word_mask",
-        word_start_key: str = "word_start",
-        word_group_key: str = "word_group",
+        word_start_key: str | None = None,
+        word_group_key: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        several = len(self.keys) > 1
+        word_start_key = word_start_key or ("{key}_word_start" if several else "word_start")
+        word_group_key = word_group_key or ("{key}_word_group" if several else "word_group")
         self.output_keys = {
             "input_ids": input_ids_key,
             "attention_mask": attention_mask_key,

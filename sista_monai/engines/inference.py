@@ -98,7 +98,8 @@ def run_pretrain_inference(
                 continue
             tokens = report_tokenizer(clean(extract(report, source=report.name), source=report.name))
             _, token_emb, word_mask = network.encode_text(
-                tokens["input_ids"][None].to(device), tokens["attention_mask"][None].to(device), tokens["word_mask"][None].to(device)
+                tokens["input_ids"][None].to(device), tokens["attention_mask"][None].to(device), tokens["word_mask"][None].to(device),
+                tokens["word_start"][None].to(device),
             )
             weights = sta.alignment_weights(patch_emb, token_emb)[0]
             words = tokenizer.convert_ids_to_tokens(tokens["input_ids"].tolist())

@@ -37,7 +37,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DOWNSTREAM_BUDGET", "EFFECTS", "PRETRAIN_BUDGET", "VARIANTS", "Variant", "format_effects", "format_table", "main", "run_ablation"]
+__all__ = [
+    "DOWNSTREAM_BUDGET",
+    "EFFECTS",
+    "PRETRAIN_BUDGET",
+    "PRETRAIN_KEYS",
+    "VARIANTS",
+    "Variant",
+    "format_effects",
+    "format_table",
+    "main",
+    "paired_effect",
+    "run_ablation",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +70,18 @@ VARIANTS: tuple[Variant, ...] = (
     # SIA off: θ above every report similarity (cosines and label agreements are at most 1) flags nothing, and
     # the SIA loss is then the standard InfoNCE; STA off: its weight is 0.
     Variant("clip", "CLIP only (SIA off: θ = 2; STA off: λ_token = 0)", {"sia_threshold": 2.0, "lambda_token": 0.0}),
-    Variant("clip_sia", "+ SIA (eliminate, labels, θ 0.95)", {"lambda_token": 0.0}),
+    Variant("clip_sia", "+ SIA (text: frozen MLM encoder, centred cosine)", {"lambda_token": 0.0}),
     Variant("clip_sta", "+ STA", {"sia_threshold": 2.0}),
-    Variant("sista", "SISTA (SIA eliminate, labels, θ 0.95 + STA)", {}),
-    Variant("sista_positive", "SISTA, SIA mode positive", {"sia_mode": "positive"}),
-    Variant("sista_soft", "SISTA, SIA mode soft", {"sia_mode": "soft"}),
+    Variant("sista", "SISTA (SIA text + STA)", {}),
+    Variant("sista_oracle", "SISTA, SIA from the labels oracle (θ 0.95: identical finding sets)", {"similarity_source": "labels", "sia_threshold": 0.95}),
+    Variant("sista_dense", "SISTA, dense STA (σ = 0)", {"sta_sparsity_threshold": 0.0}),
+    Variant("sista_sigma_0.25", "SISTA, STA σ = 0.25", {"sta_sparsity_threshold": 0.25}),
+    Variant("sista_sigma_0.5", "SISTA, STA σ = 0.5", {"sta_sparsity_threshold": 0.5}),
+    Variant("sista_sigma_0.75", "SISTA, STA σ = 0.75", {"sta_sparsity_threshold": 0.75}),
     Variant("sista_text_online", "SISTA, similarity from the online text encoder", {"similarity_source": "text_online"}),
-    Variant("sista_text_frozen", "SISTA, similarity from a frozen text-encoder copy", {"similarity_source": "text_frozen"}),
 )
-"""The pretraining variants; ``random`` (no pretraining) is added to the downstream rows."""
+"""The pretraining variants; ``random`` (no pretraining) is added to the downstream rows. The σ variants with
+``sista`` and ``sista_dense`` make the σ sweep."""
 
 PRETRAIN_BUDGET: dict[str, Any] = {"epochs": 10, "val_interval": 5, "save_interval": 5, "warmup_epochs": 1}
 """Pretraining budget of the study (the bundle default is 30 epochs): sized for 2 CPU cores."""
@@ -75,8 +90,8 @@ DOWNSTREAM_BUDGET: dict[str, Any] = {"epochs": 4, "min_iterations_per_epoch": 20
 """Downstream budget of the study (the bundles' default is 12 epochs of at least 27 steps)."""
 
 TASK_METRICS = {"classification": ("auroc", "RSNA-like AUROC"), "segmentation": ("mean_dice", "SIIM-like Dice"), "detection": ("map", "detection mAP")}
-THETAS = tuple(round(0.5 + 0.02 * k, 2) for k in range(26))
-SWEEP_VARIANTS = {"labels": "sista", "text_online": "sista_text_online", "text_frozen": "sista_text_frozen"}
+THETAS = tuple(round(0.02 * k, 2) for k in range(51))
+SWEEP_VARIANTS = {"text_frozen": "sista", "labels": "sista_oracle", "text_online": "sista_text_online"}
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -92,14 +107,36 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
+PRETRAIN_KEYS: tuple[tuple[str, str], ...] = (
+    ("lesion", "lesion grounding"),
+    ("lesion_prior", "its image-free prior"),
+    ("zone", "zone grounding"),
+    ("semantic_precision", "semantic P@5"),
+    ("recall_at_5", "image→report R@5"),
+    ("flag_precision", "SIA flag precision"),
+    ("flag_recall", "SIA flag recall"),
+    ("patches_kept", "STA patches kept"),
+)
+"""The pretraining columns of the table: ``summary.json`` keys and their labels."""
+
+
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def _pretrain_values(bundle_root: Path) -> dict[str, float]:
     report = json.loads((bundle_root / "eval" / "metrics.json").read_text())
-    flag_precision = report.get("sia", {}).get("flag_precision")
+    grounding, sia = report["grounding"], report["sia"]
     return {
-        "recall_at_5": float(report["retrieval"]["image_to_report"]["R@5"]),
-        "flag_precision": float("nan") if flag_precision is None else float(flag_precision),
-        "flag_rate": float(report.get("sia", {}).get("flag_rate", float("nan"))),
-        "pointing": float(report["sta"]["pointing_accuracy"]),
+        "lesion": _number(grounding["lesion"]["accuracy"]),
+        "lesion_prior": _number(grounding["lesion"]["prior"]),
+        "zone": _number(grounding["zone"]["accuracy"]),
+        "semantic_precision": _number(report["retrieval"]["semantic"]["precision_at_5"]),
+        "recall_at_5": _number(report["retrieval"]["image_to_report"]["R@5"]),
+        "flag_precision": _number(sia.get("flag_precision")),
+        "flag_recall": _number(sia.get("flag_recall")),
+        "flag_rate": _number(sia.get("flag_rate")),
+        "patches_kept": _number(report["sta"]["patches_kept"]),
     }
 
 
@@ -170,9 +207,10 @@ def theta_sweep(bundle_root: Path, variant: Variant, overrides: Mapping[str, Any
     parser.get_parsed_content("initialize")
     evaluator = parser.get_parsed_content("test#evaluator")
     source = parser.get_parsed_content("similarity_source")
+    similarity = parser.get_parsed_content("report_similarity")  # the configured one: its centre included
     for theta in thetas:
         for report in ("rate", "precision"):
-            FalseNegativeFlags(threshold=theta, source=source, report=report).attach(evaluator, f"sweep_{report}_{theta:.2f}")
+            FalseNegativeFlags(threshold=theta, source=source, report=report, similarity=similarity).attach(evaluator, f"sweep_{report}_{theta:.2f}")
     evaluator.run()
     metrics = evaluator.state.metrics
     return [
@@ -199,12 +237,12 @@ def _cell(values: Sequence[float] | None) -> str:
 
 def format_table(results: Mapping[str, Any], tasks: Sequence[str], fractions: Sequence[int]) -> str:
     """Markdown table: a row per variant (``random`` last), pretraining metrics then downstream metrics."""
-    columns = ["image→report R@5", "SIA flag precision", "STA pointing accuracy"]
+    columns = [label for _, label in PRETRAIN_KEYS]
     columns += [f"{TASK_METRICS[task][1]}, {fraction} %" for task in tasks for fraction in fractions]
     lines = ["| variant | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     labels = {v.name: v.label for v in VARIANTS} | {"random": "random initialisation (no pretraining)"}
     for name, entry in results["variants"].items():
-        cells = [_cell(entry.get("pretrain", {}).get(key)) for key in ("recall_at_5", "flag_precision", "pointing")]
+        cells = [_cell(entry.get("pretrain", {}).get(key)) for key, _ in PRETRAIN_KEYS]
         cells += [_cell(entry.get(task, {}).get(str(fraction))) for task in tasks for fraction in fractions]
         lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -216,22 +254,61 @@ EFFECTS: tuple[tuple[str, str, str], ...] = (
     ("SIA and STA (SISTA vs CLIP only)", "sista", "clip"),
     ("SIA within SISTA (SISTA vs + STA)", "sista", "clip_sta"),
     ("STA within SISTA (SISTA vs + SIA)", "sista", "clip_sia"),
+    ("text SIA vs the labels oracle (SISTA vs SISTA oracle)", "sista", "sista_oracle"),
+    ("sparsity (SISTA vs dense STA, σ = 0)", "sista", "sista_dense"),
     ("pretraining (SISTA vs random initialisation)", "sista", "random"),
 )
 """The contrasts of the effects table: (label, variant, baseline)."""
 
+BOOTSTRAP_RESAMPLES = 10000
+
+
+def paired_effect(values: Sequence[float], baseline: Sequence[float], seed: int = 0) -> dict[str, float] | None:
+    """Mean per-seed difference with a bootstrap 95 % interval and a paired t-test.
+
+    Args:
+        values: the variant's values, one per seed.
+        baseline: the baseline's values for the same seeds (same order).
+        seed: seed of the bootstrap resampling (the interval is reproducible).
+
+    Returns:
+        ``{"mean", "low", "high", "p", "better", "n"}``: the mean difference, the percentile bootstrap 95 % interval
+        of the mean (10,000 resamples of the seeds), the two-sided p-value of the paired t-test (NaN with fewer than
+        two seeds or no spread), the number of seeds where the variant scored higher, and the number of seed pairs
+        with both values finite; ``None`` without any.
+    """
+    import numpy as np
+    from scipy import stats
+
+    differences = np.array([v - b for v, b in zip(values, baseline, strict=True) if math.isfinite(v) and math.isfinite(b)])
+    if differences.size == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    means = differences[rng.integers(0, differences.size, size=(BOOTSTRAP_RESAMPLES, differences.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    p = float("nan")
+    if differences.size > 1 and float(differences.std()) > 0:
+        p = float(stats.ttest_1samp(differences, 0.0).pvalue)
+    return {
+        "mean": float(differences.mean()),
+        "low": float(low),
+        "high": float(high),
+        "p": p,
+        "better": int((differences > 0).sum()),
+        "n": int(differences.size),
+    }
+
 
 def _effect_cell(values: Sequence[float] | None, baseline: Sequence[float] | None) -> str:
-    """Mean ± sample std of the per-seed differences (same seed, same data split), and how many seeds improved."""
+    """Mean difference [bootstrap 95 % interval], paired t-test p, and how many seeds improved."""
     if not values or not baseline or len(values) != len(baseline):
         return ""
-    differences = [v - b for v, b in zip(values, baseline) if math.isfinite(v) and math.isfinite(b)]
-    if not differences:
+    effect = paired_effect(values, baseline)
+    if effect is None:
         return "n/a"
-    std = statistics.stdev(differences) if len(differences) > 1 else 0.0
-    better = sum(d > 0 for d in differences)
-    mean = round(statistics.fmean(differences), 3) + 0.0  # + 0.0: no "-0.000" for a difference that rounds to zero
-    return f"{mean:+.3f} ± {std:.3f} (better in {better} of {len(differences)})"
+    mean = round(effect["mean"], 3) + 0.0  # + 0.0: no "-0.000" for a difference that rounds to zero
+    p = "n/a" if math.isnan(effect["p"]) else f"{effect['p']:.3f}"
+    return f"{mean:+.3f} [{effect['low']:+.3f}, {effect['high']:+.3f}], p {p} (better in {effect['better']} of {effect['n']})"
 
 
 def format_effects(results: Mapping[str, Any], tasks: Sequence[str], fractions: Sequence[int]) -> str:
@@ -239,9 +316,11 @@ def format_effects(results: Mapping[str, Any], tasks: Sequence[str], fractions: 
 
     A seed's pretraining and downstream runs share their seed with the baseline's, so the difference of the two
     runs of one seed removes what the seed alone decides (data order, initialisation of the downstream head).
-    Contrasts whose variants were not run are left out.
+    Each cell: the mean difference, its percentile bootstrap 95 % interval over seeds, the paired t-test's
+    two-sided p-value and the number of seeds where the variant scored higher. Contrasts whose variants were not
+    run are left out.
     """
-    columns = [("pretrain", "recall_at_5", "image→report R@5"), ("pretrain", "pointing", "STA pointing accuracy")]
+    columns = [("pretrain", "lesion", "lesion grounding"), ("pretrain", "semantic_precision", "semantic P@5")]
     columns += [(task, str(fraction), f"{TASK_METRICS[task][1]}, {fraction} %") for task in tasks for fraction in fractions]
     lines = ["| effect | " + " | ".join(c[2] for c in columns) + " |", "|---|" + "---|" * len(columns)]
     variants = results["variants"]
@@ -362,7 +441,7 @@ def describe_sizes(pretrain_overrides: Mapping[str, Any], out: Path, tasks: Sequ
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m sista_monai.experiments ablation``."""
     parser = argparse.ArgumentParser(prog="python -m sista_monai.experiments ablation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (pretraining and downstream)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (pretraining and downstream)")
     parser.add_argument("--out", default="results/ablation", help="output folder")
     parser.add_argument("--variants", nargs="+", default=[v.name for v in VARIANTS], choices=[v.name for v in VARIANTS])
     parser.add_argument("--tasks", nargs="*", default=list(TASK_METRICS), choices=list(TASK_METRICS))

@@ -1,9 +1,10 @@
 """Word → patch alignment heat maps of a few evaluation pairs, written as PNG.
 
-For each pair, the zone-word tokens of its report (``right``, ``lower``, ``apical``..., the tokens the
-pointing game tests) are drawn as the STA alignment weights ``a_jk`` over the image, upsampled from the patch
-grid. Only zone words are ever rendered or used in file names, and files are numbered, not named after the
-study: no report text and no identifier reaches the output folder. PNGs carry no text chunks.
+For each pair, the zone words (``right``, ``lower``, ``apical``...) and lesion words (``opacity``,
+``pneumothorax``, ``effusion``...) of its report, the words the two pointing games test, are drawn as the STA
+alignment weights ``a_jk`` over the image, upsampled from the patch grid. Only these fixed vocabularies are ever
+used in file names, and files are numbered, not named after the study: no report text and no identifier
+reaches the output folder. PNGs carry no text chunks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,19 @@ from PIL import Image
 
 from sista_monai.engines.trainer import SISTAPrepareBatch
 from sista_monai.losses import SparseTokenAlignmentLoss
-from sista_monai.transforms.grounding import ZONE_WORDS
+from sista_monai.transforms.grounding import LESION_WORDS, ZONE_WORDS
+
+_LESION_NAMES = frozenset(w for words in LESION_WORDS.values() for w in words)
+
+
+def _shown_words(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The words drawn: zone words and lesion words (first pieces), ``None`` when the batch marks neither."""
+    masks = [batch["pointing_mask"].bool()] if "pointing_mask" in batch else []
+    if "lesion_word" in batch:
+        masks.append(batch["lesion_word"] >= 0)
+    if not masks:
+        return None
+    return masks[0] if len(masks) == 1 else masks[0] | masks[1]
 from sista_monai.visualize import overlay_heatmap
 
 __all__ = ["AlignmentHeatmaps"]
@@ -86,12 +99,15 @@ class AlignmentHeatmaps:
         with torch.no_grad():
             for batchdata in self.data_loader:
                 batch = prepare(batchdata, device)
-                if "pointing_mask" not in batch or not batch["pointing_mask"].any():
+                shown = _shown_words(batch)
+                if shown is None or not shown.any():
                     continue
-                out = network(batch["image"], batch["input_ids"], batch["attention_mask"], batch.get("word_mask"))
+                out = network(
+                    batch["image"], batch["input_ids"], batch["attention_mask"], batch.get("word_mask"), batch.get("word_start")
+                )
                 weights = self.sta.alignment_weights(out.patch_emb, out.token_emb)  # local: no collective
                 for index in range(len(batch["image"])):
-                    tokens = torch.nonzero(batch["pointing_mask"][index]).flatten()[: self.max_words].tolist()
+                    tokens = torch.nonzero(shown[index]).flatten()[: self.max_words].tolist()
                     if not tokens or pairs >= self.n_pairs:
                         continue
                     written += self._render(batch, weights[index], out.patch_grid, index, tokens, tokenizer, pairs)
@@ -117,7 +133,7 @@ class AlignmentHeatmaps:
             word = "word"
             if tokenizer is not None:
                 name = tokenizer.convert_ids_to_tokens(int(batch["input_ids"][index, token]))
-                word = name if name in ZONE_WORDS else "word"
+                word = name if name in ZONE_WORDS or name in _LESION_NAMES else "word"
             grid_weights = weights[token].float().reshape(1, 1, *grid)
             upsampled = F.interpolate(grid_weights, size=image.shape, mode="nearest")[0, 0].cpu().numpy()
             rgb = overlay_heatmap(image.T, upsampled.T)  # (W, H) layout -> (rows, cols) for display

@@ -90,7 +90,10 @@ class SemanticInstanceAlignmentLoss(nn.Module):
                 many unflagged unpaired columns gets back its least similar flagged columns (lowest ``R``, ties by
                 column order) as negatives until it has ``min_negatives`` (or every column it has). Without it such
                 a row's ``eliminate`` loss is ``-log(exp(s_ii) / exp(s_ii)) = 0`` with no gradient, silently. ``0``
-                disables the guard. The rows that needed it are counted in ``rows_without_negatives``.
+                disables the guard. Rows left with no negative at all are counted in ``rows_without_negatives``.
+                The guard acts in ``eliminate`` mode only: ``positive`` and ``soft`` keep every column in the softmax
+                denominator, so a fully flagged row still has a loss and a gradient there (``soft`` with
+                ``threshold=-inf`` is meant to flag the whole row).
 
         Raises:
             ValueError: when ``mode`` is unknown, a temperature is not positive, or the bounds are not
@@ -194,7 +197,8 @@ class SemanticInstanceAlignmentLoss(nn.Module):
         flagged = (report_sim >= self.threshold) & ~positive_mask
         negatives = (num_columns - 1) - flagged.sum(dim=1)
         rows_without_negatives = (negatives == 0).sum()
-        excluded = self._keep_negatives(flagged, report_sim, negatives) if self.min_negatives > 0 else flagged
+        guard = self.mode == "eliminate" and self.min_negatives > 0
+        excluded = self._keep_negatives(flagged, report_sim, negatives) if guard else flagged
 
         loss = 0.5 * (
             self._directional_loss(logits_image_to_text, targets, positive_mask, excluded, report_sim)

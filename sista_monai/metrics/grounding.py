@@ -412,7 +412,7 @@ class FalseNegativeFlags(Metric):
         labels = targets.get("labels")
         if labels is None:
             raise KeyError("FalseNegativeFlags needs 'labels' in the batch")
-        features = {"text_frozen": pred.frozen_text_features, "text_online": pred.text_emb, "labels": labels}[self.source]
+        features = labels if self.source == "labels" else getattr(pred, {"text_frozen": "frozen_text_features", "text_online": "text_emb"}[self.source])
         if features is None:
             raise ValueError("source 'text_frozen' needs a model with keep_frozen_text_copy=True")
         self._features.append(features.detach().float().to(self._device))

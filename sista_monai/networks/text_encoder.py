@@ -94,10 +94,12 @@ class HuggingFaceTextEncoder(nn.Module):
         source = AutoModel.from_pretrained(folder, local_files_only=True).state_dict()
         own = self.model.state_dict()
         missing = sorted(k for k in own if k not in source)
+        unexpected = sorted(k for k in source if k not in own and not k.startswith("pooler."))  # the pooler is dropped
         mismatched = sorted(k for k in own if k in source and source[k].shape != own[k].shape)
-        if missing or mismatched:
+        if missing or unexpected or mismatched:
             raise ValueError(
                 f"text encoder weights in {folder} do not fit the configured model: missing {missing[:5]}, "
+                f"not in the model {unexpected[:5]}, "
                 f"shape mismatch {[(k, tuple(source[k].shape), tuple(own[k].shape)) for k in mismatched[:5]]}; "
                 "build it with the same config (hidden_size, layers, heads, vocabulary)"
             )

@@ -12,7 +12,9 @@ def test_step_benchmark_json(capsys) -> None:
     assert step_bench.main(["--json", "--batch-size", "4", "--iterations", "2", "--rounds", "1"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["iterations"] == 2 and result["batch_size"] == 4
-    assert result["overhead"] == result["sista_trainer_s_per_iteration"] / result["manual_loop_s_per_iteration"] - 1.0
+    assert result["sista_trainer_s_per_iteration"] > 0 and result["manual_loop_s_per_iteration"] > 0
+    # the timed loops did the same work: the trainer's model and the manual loop's model end with the same weights
+    assert result["max_parameter_difference"] < 1e-5
 
 
 def test_loss_benchmark_json(capsys) -> None:

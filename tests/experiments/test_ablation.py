@@ -14,6 +14,7 @@ from sista_monai.experiments.ablation import (
     format_effects,
     format_table,
     main,
+    paired_effect,
 )
 
 TINY_ENCODER = {"image_encoder#hidden_size": 32, "image_encoder#mlp_dim": 64, "image_encoder#num_layers": 1, "image_encoder#num_heads": 2}
@@ -24,43 +25,63 @@ def test_variants_switch_off_exactly_one_part_each() -> None:
     assert by_name["clip"] == {"sia_threshold": 2.0, "lambda_token": 0.0}  # θ above any similarity: nothing flagged
     assert by_name["clip_sia"] == {"lambda_token": 0.0} and by_name["clip_sta"] == {"sia_threshold": 2.0}
     assert by_name["sista"] == {}
-    assert {by_name[n].get("sia_mode") for n in ("sista_positive", "sista_soft")} == {"positive", "soft"}
-    assert {by_name[n].get("similarity_source") for n in ("sista_text_online", "sista_text_frozen")} == {"text_online", "text_frozen"}
+    assert by_name["sista_oracle"] == {"similarity_source": "labels", "sia_threshold": 0.95}
+    assert by_name["sista_dense"] == {"sta_sparsity_threshold": 0.0}
+    assert [by_name[f"sista_sigma_{s}"]["sta_sparsity_threshold"] for s in ("0.25", "0.5", "0.75")] == [0.25, 0.5, 0.75]
 
 
 def test_table_is_mean_and_sample_std_per_cell() -> None:
     results = {
         "variants": {
-            "clip": {"pretrain": {"recall_at_5": [0.2, 0.4], "flag_precision": [float("nan")] * 2, "pointing": [0.1, 0.1]},
+            "clip": {"pretrain": {"lesion": [0.2, 0.4], "flag_precision": [float("nan")] * 2, "zone": [0.1, 0.1]},
                      "classification": {"1": [0.6, 0.8]}},
             "random": {"classification": {"1": [0.5, float("nan")]}},
         }
     }
     table = format_table(results, ["classification"], [1]).splitlines()
-    assert table[0] == "| variant | image→report R@5 | SIA flag precision | STA pointing accuracy | RSNA-like AUROC, 1 % |"
-    assert table[2].endswith("| 0.300 ± 0.141 | n/a | 0.100 ± 0.000 | 0.700 ± 0.141 |")  # std of (0.2, 0.4) = 0.1414
-    assert table[3] == "| random initialisation (no pretraining) |  |  |  | 0.500 ± 0.000 (1 of 2) |"
+    assert table[0] == (
+        "| variant | lesion grounding | its image-free prior | zone grounding | semantic P@5 | image→report R@5 | "
+        "SIA flag precision | SIA flag recall | STA patches kept | RSNA-like AUROC, 1 % |"
+    )
+    # std of (0.2, 0.4) = 0.1414; columns not measured are empty
+    assert table[2].endswith("| 0.300 ± 0.141 |  | 0.100 ± 0.000 |  |  | n/a |  |  | 0.700 ± 0.141 |")
+    assert table[3] == "| random initialisation (no pretraining) |  |  |  |  |  |  |  |  | 0.500 ± 0.000 (1 of 2) |"
+
+
+def test_paired_effect_hand_computed() -> None:
+    effect = paired_effect([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    # t = 2 / (1 / sqrt(3)) = sqrt(12) with 2 degrees of freedom, whose CDF is 1/2 + t / (2 sqrt(2 + t^2))
+    t = math.sqrt(12.0)
+    assert effect["p"] == pytest.approx(2 * (0.5 - t / (2 * math.sqrt(2 + t * t))), rel=1e-9)
+    # resampled means of three seeds fall on multiples of 1/3 in [1, 3]; P(mean = 1) = P(mean = 3) = 1/27 > 2.5 %
+    assert (effect["mean"], effect["low"], effect["high"], effect["better"], effect["n"]) == (2.0, 1.0, 3.0, 3, 3)
+    assert math.isnan(paired_effect([1.0, 2.0], [1.0, 2.0])["p"])  # no spread
+    assert paired_effect([float("nan")], [0.0]) is None
+    with pytest.raises(ValueError):
+        paired_effect([1.0, 2.0], [1.0])
 
 
 def test_effects_are_paired_differences_seed_by_seed() -> None:
     results = {
         "variants": {
-            "clip": {"pretrain": {"recall_at_5": [0.2, 0.4, 0.3], "pointing": [0.1, 0.1, 0.1]}, "classification": {"1": [0.6, 0.8, 0.7]}},
-            "clip_sia": {"pretrain": {"recall_at_5": [0.3, 0.3, 0.5], "pointing": [0.1, 0.2, float("nan")]}, "classification": {"1": [0.7, 0.7, 0.7]}},
-            "sista": {"pretrain": {"recall_at_5": [0.2, 0.4]}, "classification": {"1": [0.9, 0.9, 0.9]}},
+            "clip": {"pretrain": {"lesion": [0.2, 0.4, 0.3], "semantic_precision": [0.1, 0.1, 0.1]}, "classification": {"1": [0.6, 0.8, 0.7]}},
+            "clip_sia": {"pretrain": {"lesion": [0.3, 0.3, 0.5], "semantic_precision": [0.1, 0.2, float("nan")]}, "classification": {"1": [0.7, 0.7, 0.7]}},
+            "sista": {"pretrain": {"lesion": [0.2, 0.4]}, "classification": {"1": [0.9, 0.9, 0.9]}},
             "random": {"classification": {"1": [0.5, 0.5, 0.6]}},
         }
     }
     table = format_effects(results, ["classification"], [1]).splitlines()
-    assert table[0] == "| effect | image→report R@5 | STA pointing accuracy | RSNA-like AUROC, 1 % |"
+    assert table[0] == "| effect | lesion grounding | semantic P@5 | RSNA-like AUROC, 1 % |"
     rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in table[2:]}
-    # R@5: differences (0.1, -0.1, 0.2): mean 0.0667, sample std 0.1528; pointing: (0, 0.1) with the NaN seed left out
-    assert rows["+ SIA (vs CLIP only)"] == ["+0.067 ± 0.153 (better in 2 of 3)", "+0.050 ± 0.071 (better in 1 of 2)",
-                                             "+0.000 ± 0.100 (better in 1 of 3) |"]
-    # sista has 2 R@5 values for 3 seeds: not paired, left empty; no pointing at all: empty
-    assert rows["SIA and STA (SISTA vs CLIP only)"] == ["", "", "+0.200 ± 0.100 (better in 3 of 3) |"]
-    assert rows["pretraining (SISTA vs random initialisation)"] == ["", "", "+0.367 ± 0.058 (better in 3 of 3) |"]
-    assert len(rows) == 4  # contrasts with clip_sta are left out: it was not run
+    lesion = paired_effect([0.3, 0.3, 0.5], [0.2, 0.4, 0.3])  # differences (0.1, -0.1, 0.2)
+    assert rows["+ SIA (vs CLIP only)"][0] == (
+        f"+0.067 [{lesion['low']:+.3f}, {lesion['high']:+.3f}], p {lesion['p']:.3f} (better in 2 of 3)"
+    )
+    assert rows["+ SIA (vs CLIP only)"][1].endswith("(better in 1 of 2)")  # the NaN seed is left out
+    # sista has 2 lesion values for 3 seeds: not paired, left empty; no semantic precision at all: empty
+    assert rows["SIA and STA (SISTA vs CLIP only)"][:2] == ["", ""]
+    assert rows["pretraining (SISTA vs random initialisation)"][2].startswith("+0.367 [")
+    assert len(rows) == 4  # contrasts with clip_sta, the oracle and dense STA are left out: they were not run
     assert "STA within SISTA (SISTA vs + SIA)" in rows
 
 
@@ -81,14 +102,20 @@ def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
     assert len(list(out.rglob("ablation_seconds.json"))) == 2 + 3 and summary["run_seconds"] > 0  # 2 pretrainings, 3 downstream
     for name in ("clip", "sista", "random"):
         (auroc,) = summary["variants"][name]["classification"]["10"]
-        assert math.isnan(auroc) or 0.0 <= auroc <= 1.0
+        encoder = "random" if name == "random" else name
+        run = json.loads((out / "classification" / f"{encoder}_f10_s0" / "eval" / "metrics.json").read_text())
+        assert auroc == pytest.approx(run["metrics"]["auroc"], nan_ok=True)  # the table reads each run's own report
+    for name in ("clip", "sista"):
+        report = json.loads((out / "pretrain" / f"{name}_s0" / "eval" / "metrics.json").read_text())
+        assert summary["variants"][name]["pretrain"]["lesion"] == [pytest.approx(report["grounding"]["lesion"]["accuracy"], nan_ok=True)]
     assert summary["variants"]["clip"]["pretrain"]["flag_rate"] == [0.0]  # θ = 2 flags nothing
-    sweep = summary["theta_sweep"]["labels"]
+    sweep = summary["theta_sweep"]["text_frozen"]
     rates = [p["flag_rate"] for p in sweep]
     assert rates == sorted(rates, reverse=True)  # a higher θ never flags more pairs
-    assert sweep[-1]["theta"] == 1.0
-    precision = sweep[-1]["flag_precision"]  # labels source at θ = 1: only pairs with identical findings are flagged
-    assert math.isnan(precision) or precision == 1.0
+    # the sweep, at the run's own θ, re-measures the flags of the run's report (same centred similarity)
+    theta = json.loads((out / "pretrain" / "sista_s0" / "eval" / "metrics.json").read_text())["sia"]["threshold"]
+    (at_theta,) = [p for p in sweep if p["theta"] == pytest.approx(theta)]
+    assert at_theta["flag_rate"] == pytest.approx(summary["variants"]["sista"]["pretrain"]["flag_rate"][0])
     text = (tmp_path / "docs" / "ablation.md").read_text()
     assert "| CLIP only" in text and "| random initialisation" in text and "Wall time" in text
     splits = json.loads((data / "datalist_pretrain.json").read_text())

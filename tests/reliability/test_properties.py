@@ -443,4 +443,15 @@ def test_tokenizer_gives_fixed_length_tensors_for_any_text(tokenize: TokenizeRep
     assert not bool((words & ~attention.bool()).any())
     tokenizer = tokenize.tokenizer.tokenizer
     assert int(ids[0]) == tokenizer.cls_token_id and int(ids[length - 1]) == tokenizer.sep_token_id
-    assert not math.isnan(float(ids.float().mean()))
+    # every word token points at its word's first piece, and repeats point at the first occurrence of the same pieces
+    starts, groups = out["word_start"].tolist(), out["word_group"].tolist()
+    pieces = {}
+    for j in range(24):
+        if not words[j]:
+            assert starts[j] == groups[j] == -1
+            continue
+        assert 0 <= groups[j] <= starts[j] <= j and starts[starts[j]] == starts[j]
+        pieces.setdefault(starts[j], []).append(int(ids[j]))
+    for j, start in enumerate(starts):
+        if start >= 0:
+            assert pieces[groups[j]] == pieces[start]

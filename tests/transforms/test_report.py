@@ -472,7 +472,7 @@ def report_tokenizer(wordpiece_folder) -> ReportTokenizer:
 
 def test_tokenizer_shapes_dtypes_and_word_mask(report_tokenizer):
     out = report_tokenizer("The heart size is normal, lungs are clear.")
-    assert set(out) == {"input_ids", "attention_mask", "word_mask"}
+    assert set(out) == {"input_ids", "attention_mask", "word_mask", "word_start", "word_group"}
     for value in out.values():
         assert value.shape == (16,)
     assert out["input_ids"].dtype == torch.long
@@ -578,7 +578,9 @@ def test_tokenize_reportd_output_keys_and_collation(report_tokenizer):
     )
     out = two_keys({"findings": "Lungs clear.", "impression": "Normal chest."})
     assert set(out) == {"findings", "impression"} | {
-        f"{key}_{name}" for key in ("findings", "impression") for name in ("input_ids", "attention_mask", "word_mask")
+        f"{key}_{name}"
+        for key in ("findings", "impression")
+        for name in ("input_ids", "attention_mask", "word_mask", "word_start", "word_group")
     }
     assert int(out["findings_word_mask"].sum()) == 2
     assert int(out["impression_word_mask"].sum()) == 2
