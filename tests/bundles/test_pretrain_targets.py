@@ -1,0 +1,44 @@
+"""The README's main job, unchanged, against the targets of the demo run (issue 15, point 4).
+
+The bundle runs once with its defaults (fresh demo data in a temporary folder, outputs in another) and every
+target of ``sista_monai.engines.evaluation.TARGETS`` is checked on its test report. Targets that the method as
+specified does not reach at demo scale are marked as expected failures, strictly: the day one is met, the mark
+must go. The evidence for each is in ``bundles/pretrain/docs/README.md`` ("Targets of the default run").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sista_monai.engines.evaluation import TARGETS
+
+from bundle_helpers import run_cli
+
+pytestmark = pytest.mark.slow
+
+UNMET = {
+    "lesion_grounding_over_prior": "STA does not ground lesion words beyond an image-free pointer at demo scale (docs: Targets)",
+    "sia_flag_precision": "the demo's MLM text encoder separates finding sets with precision 0.55-0.63 at recall 0.5 (docs: Targets)",
+}
+
+
+@pytest.fixture(scope="module")
+def default_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("default_run")
+    args = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/pretrain/configs/train.json",
+            "--bundle_root", str(root / "pretrain"), "--dataset_dir", str(root / "demo")]
+    result = run_cli(args, timeout=1200, env={"OMP_NUM_THREADS": "2"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads((root / "pretrain" / "eval" / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "target",
+    [pytest.param(t, marks=pytest.mark.xfail(strict=True, reason=UNMET[t])) if t in UNMET else t for t in TARGETS],
+)
+def test_default_run_meets_target(default_report: dict, target: str) -> None:
+    measured = default_report["measured"][target]
+    assert measured >= TARGETS[target], f"{target}: measured {measured:.3f}, target {TARGETS[target]}"
