@@ -27,7 +27,7 @@ def test_variants_switch_off_exactly_one_part_each() -> None:
     assert by_name["sista"] == {}
     assert by_name["sista_oracle"] == {"similarity_source": "labels", "sia_threshold": 0.95}
     assert by_name["sista_dense"] == {"sta_sparsity_threshold": 0.0}
-    assert [by_name[f"sista_sigma_{s}"]["sta_sparsity_threshold"] for s in ("0.25", "0.5", "0.75")] == [0.25, 0.5, 0.75]
+    assert [by_name[f"sista_sigma_{s}"]["sta_sparsity_threshold"] for s in ("1p", "0.25", "0.75")] == [1 / 64, 0.25, 0.75]
 
 
 def test_table_is_mean_and_sample_std_per_cell() -> None:
