@@ -47,6 +47,8 @@ __all__ = [
     "format_effects",
     "format_table",
     "main",
+    "degenerate_reason",
+    "degenerate_runs",
     "paired_effect",
     "run_ablation",
 ]
@@ -333,6 +335,65 @@ def format_effects(results: Mapping[str, Any], tasks: Sequence[str], fractions: 
     return "\n".join(lines)
 
 
+def degenerate_reason(task: str, report: Mapping[str, Any]) -> str | None:
+    """Why a downstream run's test report shows a degenerate probe, or ``None``.
+
+    Classification: no AUROC, or exactly 0.5 (a constant score ranks nothing). Segmentation: Dice 0 on every image
+    with a pneumothorax (the all-empty prediction, or masks that never touch one). Detection: no mAP, or 0.
+    """
+    metrics = report.get("metrics", {})
+    if task == "classification":
+        auroc = metrics.get("auroc")
+        if auroc is None or auroc == 0.5:
+            return f"AUROC {auroc}: constant scores"
+    elif task == "segmentation":
+        if (metrics.get("positive_dice") or 0.0) == 0.0:
+            return "Dice 0 on every image with a pneumothorax (all-empty or misplaced masks)"
+    elif task == "detection":
+        if not metrics.get("map"):
+            return f"mAP {metrics.get('map')}: no correct box"
+    return None
+
+
+def degenerate_runs(out: Path, tasks: Sequence[str]) -> list[str]:
+    """Every downstream run under ``out`` whose probe is degenerate (:func:`degenerate_reason`), one line each."""
+    lines = []
+    for task in tasks:
+        for metrics_file in sorted((out / task).glob("*/eval/metrics.json")):
+            reason = degenerate_reason(task, json.loads(metrics_file.read_text()))
+            if reason:
+                lines.append(f"{task} `{metrics_file.parent.parent.name}`: {reason}")
+    return lines
+
+
+SIGMA_VARIANTS = {"sista_dense": 0.0, "sista_sigma_1p": 1 / 64, "sista_sigma_0.25": 0.25, "sista": 0.5, "sista_sigma_0.75": 0.75}
+"""σ of each variant of the σ sweep (``sista`` runs the bundle default, 0.5)."""
+
+
+def _sigma_plot(results: Mapping[str, Any], out: Path) -> Path | None:
+    import matplotlib.pyplot as plt
+
+    points = [(sigma, results["variants"][name]["pretrain"]) for name, sigma in SIGMA_VARIANTS.items() if name in results["variants"]]
+    if len(points) < 2:
+        return None
+    points.sort(key=lambda point: point[0])
+    figure, (ground_axis, kept_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
+    sigmas = [sigma for sigma, _ in points]
+    for key, label in (("lesion", "lesion grounding"), ("lesion_prior", "image-free prior"), ("zone", "zone grounding")):
+        stats = [_mean_std(values.get(key, [])) for _, values in points]
+        ground_axis.errorbar(sigmas, [m for m, _, _ in stats], yerr=[sd for _, sd, _ in stats], marker="o", capsize=3, label=label)
+    kept = [_mean_std(values.get("patches_kept", [])) for _, values in points]
+    kept_axis.errorbar(sigmas, [m for m, _, _ in kept], yerr=[sd for _, sd, _ in kept], marker="o", capsize=3)
+    ground_axis.set(xlabel="σ", ylabel="pointing accuracy (test)")
+    ground_axis.legend()
+    kept_axis.set(xlabel="σ", ylabel="STA patches kept", ylim=(0, 1.05))
+    figure.tight_layout()
+    path = out / "sigma_sweep.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def _plots(results: Mapping[str, Any], tasks: Sequence[str], fractions: Sequence[int], out: Path) -> list[Path]:
     import matplotlib
 
@@ -369,6 +430,9 @@ def _plots(results: Mapping[str, Any], tasks: Sequence[str], fractions: Sequence
         figure.savefig(path, dpi=100)
         plt.close(figure)
         written.append(path)
+    sigma = _sigma_plot(results, out)
+    if sigma is not None:
+        written.append(sigma)
     return written
 
 
@@ -466,6 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants = [v for v in VARIANTS if v.name in args.variants]
     results = run_ablation(out, args.seeds, variants, args.tasks, args.fractions, pretrain_overrides, downstream_overrides, args.reuse, not args.no_sweep)
     wall = time.perf_counter() - start
+    degenerate = degenerate_runs(out, args.tasks)
+    results["degenerate_runs"] = degenerate
     command = "python -m sista_monai.experiments ablation " + " ".join(sys.argv[1:] if argv is None else argv)
     table = format_table(results, args.tasks, args.fractions)
     plots = _plots(results, args.tasks, args.fractions, out)
@@ -500,7 +566,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "## Results\n\n" + table + "\n\n"
         "## Effects\n\nDifference of a variant from its baseline, seed by seed (each seed's runs of the two variants share "
         "their seed), as mean ± sample std over seeds, and the number of seeds where the variant scored higher.\n\n"
-        + effects + "\n\n## Plots\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
+        + effects + "\n\n## Degenerate downstream probes\n\n"
+        + ("\n".join(f"- {line}" for line in degenerate) if degenerate else "None: every downstream run's probe ranks, segments or detects something.")
+        + "\n\n## Plots\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
     )
     (out / "ablation.md").write_text(text)
     if args.publish:

@@ -11,6 +11,8 @@ from bundle_helpers import tiny_pretrain_overrides
 
 from sista_monai.experiments.ablation import (
     VARIANTS,
+    degenerate_reason,
+    degenerate_runs,
     format_effects,
     format_table,
     main,
@@ -85,6 +87,26 @@ def test_effects_are_paired_differences_seed_by_seed() -> None:
     assert "STA within SISTA (SISTA vs + SIA)" in rows
 
 
+def test_degenerate_probes_are_named() -> None:
+    assert degenerate_reason("classification", {"metrics": {"auroc": 0.5}}) == "AUROC 0.5: constant scores"
+    assert degenerate_reason("classification", {"metrics": {"auroc": None}}) is not None
+    assert degenerate_reason("classification", {"metrics": {"auroc": 0.51}}) is None
+    assert degenerate_reason("segmentation", {"metrics": {"mean_dice": 0.727, "positive_dice": 0.0}}).startswith("Dice 0")
+    assert degenerate_reason("segmentation", {"metrics": {"mean_dice": 0.70, "positive_dice": 0.1}}) is None
+    assert degenerate_reason("detection", {"metrics": {"map": 0.0}}) == "mAP 0.0: no correct box"
+    assert degenerate_reason("detection", {"metrics": {"map": 0.2}}) is None
+
+
+def test_degenerate_runs_scans_the_output_folder(tmp_path: Path) -> None:
+    for name, dice in (("clip_f1_s0", 0.0), ("sista_f1_s0", 0.4)):
+        folder = tmp_path / "segmentation" / name / "eval"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"metrics": {"positive_dice": dice}}))
+    assert degenerate_runs(tmp_path, ["segmentation", "classification"]) == [
+        "segmentation `clip_f1_s0`: Dice 0 on every image with a pneumothorax (all-empty or misplaced masks)"
+    ]
+
+
 @pytest.mark.slow
 def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
     data = tmp_path / "demo"
@@ -122,5 +144,17 @@ def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
     assert "{}/{}/{} training/validation/test studies".format(*(len(splits[s]) for s in ("training", "validation", "test"))) in text
     labelled = json.loads((out / "classification" / "random_f10_s0" / "eval" / "metrics.json").read_text())["training_images"]
     assert f"classification 10 % = {labelled} labelled training images" in text
+    assert summary["degenerate_runs"] == degenerate_runs(out, ["classification"])
+    assert "## Degenerate downstream probes" in text
     for name in ("plot_auroc.png", "theta_sweep.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG" and (tmp_path / "docs" / name).is_file()
+
+
+def test_sigma_sweep_plot_needs_two_sigmas(tmp_path: Path) -> None:
+    from sista_monai.experiments.ablation import _sigma_plot
+
+    one = {"variants": {"sista": {"pretrain": {"lesion": [0.2], "lesion_prior": [0.4], "zone": [0.1], "patches_kept": [0.5]}}}}
+    assert _sigma_plot(one, tmp_path) is None
+    two = {"variants": {**one["variants"], "sista_dense": {"pretrain": {"lesion": [0.1, 0.2], "patches_kept": [1.0, 1.0]}}}}
+    path = _sigma_plot(two, tmp_path)
+    assert path == tmp_path / "sigma_sweep.png" and path.read_bytes()[:4] == b"\x89PNG"
