@@ -73,13 +73,28 @@ def train_mlm_text_encoder(
     Returns:
         ``{"first_loss", "final_loss", "seconds"}``: the MLM loss of the first and the last epoch.
     """
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
+    from transformers import AutoTokenizer
 
     options = {**DEFAULT_MLM, **(settings or {})}
     start = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(os.fspath(tokenizer), local_files_only=True)
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    # the caller's random state is left as it was: a bundle that trains this model on its first run and loads it
+    # from disk on later runs must initialise everything else identically
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        losses = _train_mlm(tok, texts, config, options, generator, max_length, out_dir)
+    summary = {"first_loss": losses[0], "final_loss": losses[-1], "seconds": time.perf_counter() - start}
+    (Path(out_dir) / "mlm.json").write_text(
+        json.dumps({**summary, "settings": options, "reports": len(texts), "seed": seed}, indent=2, sort_keys=True) + "\n"
+    )
+    return summary
+
+
+def _train_mlm(tok: Any, texts: Sequence[str], config: Mapping[str, Any], options: Mapping[str, Any], generator: torch.Generator,
+               max_length: int, out_dir: str | os.PathLike) -> list[float]:
+    from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
+
     model = BertForMaskedLM(BertConfig(vocab_size=len(tok), **{k: v for k, v in config.items() if k != "model_type"}))
     encoded = tok(list(texts), max_length=max_length, truncation=True)  # padded per batch by the collator
     collator = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=float(options["mlm_probability"]), return_tensors="pt")
@@ -116,9 +131,7 @@ def train_mlm_text_encoder(
     out.mkdir(parents=True, exist_ok=True)
     model.bert.save_pretrained(os.fspath(out))
     tok.save_pretrained(os.fspath(out))
-    summary = {"first_loss": losses[0], "final_loss": losses[-1], "seconds": time.perf_counter() - start}
-    (out / "mlm.json").write_text(json.dumps({**summary, "settings": options, "reports": len(texts), "seed": seed}, indent=2, sort_keys=True) + "\n")
-    return summary
+    return losses
 
 
 def _digest(texts: Sequence[str], tokenizer: Path, config: Mapping[str, Any], max_length: int, seed: int, settings: Mapping[str, Any]) -> str:

@@ -158,7 +158,8 @@ def fit_report_center(network: nn.Module, data_loader: Any, source: str = "text_
     total, count = None, 0
     was_training = model.training
     model.eval()
-    with torch.no_grad():
+    # iterating a DataLoader draws its base seed from the global generator: keep the training's random stream as is
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
         for batch in data_loader:
             ids = torch.as_tensor(batch["input_ids"]).to(device)
             mask = torch.as_tensor(batch["attention_mask"]).to(device)

@@ -286,8 +286,10 @@ class PointingGame(Metric):
     def fitted_prior(self, patch_grid: tuple[int, int]) -> tuple[dict[tuple[int, ...], int], int]:
         """The image-free pointer fitted on ``prior_data`` for ``patch_grid`` (fitted once, then reused)."""
         if patch_grid not in self._prior:
-            batches = (pointing_trials(dict(batch), self.game, patch_grid) for batch in self.prior_data)
-            self._prior[patch_grid] = fit_pointing_prior(batches)
+            # iterating a DataLoader draws from the global generator: fitting (first validation or not) leaves it as is
+            with torch.random.fork_rng(devices=[]):
+                batches = (pointing_trials(dict(batch), self.game, patch_grid) for batch in self.prior_data)
+                self._prior[patch_grid] = fit_pointing_prior(batches)
         return self._prior[patch_grid]
 
     def compute(self) -> float:
