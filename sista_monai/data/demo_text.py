@@ -153,6 +153,7 @@ def ensure_demo_text_encoder(
     parser: str = "mimic",
     sections: Sequence[str] = ("impression", "findings"),
     settings: Mapping[str, Any] | None = None,
+    tokenizer: str | os.PathLike | None = None,
 ) -> str:
     """The folder of a BERT pretrained on ``data_root``'s training reports, trained when missing.
 
@@ -165,12 +166,13 @@ def ensure_demo_text_encoder(
         parser: report parser of the pipeline (``"mimic"``).
         sections: the sections the pipeline composes.
         settings: overrides of :data:`DEFAULT_MLM`.
+        tokenizer: the pipeline's tokenizer folder (default ``<data_root>/tokenizer``).
 
     Returns:
-        The folder, as a string (for ``name_or_path``).
+        The folder, as a string (for ``pretrained_weights``).
     """
     root = Path(data_root)
-    tokenizer = root / "tokenizer"
+    tokenizer = Path(tokenizer) if tokenizer is not None else root / "tokenizer"
     options = {**DEFAULT_MLM, **(settings or {})}
     texts = _training_texts(root / "datalist_pretrain.json", parser, sections)
     target = root / "text_encoder" / _digest(texts, tokenizer, config, max_length, seed, options)

@@ -21,6 +21,11 @@ from PIL import Image
 from sista_monai.engines.trainer import SISTAPrepareBatch
 from sista_monai.losses import SparseTokenAlignmentLoss
 from sista_monai.transforms.grounding import LESION_WORDS, ZONE_WORDS
+from sista_monai.visualize import overlay_heatmap
+
+__all__ = ["AlignmentHeatmaps"]
+
+logger = logging.getLogger(__name__)
 
 _LESION_NAMES = frozenset(w for words in LESION_WORDS.values() for w in words)
 
@@ -33,15 +38,10 @@ def _shown_words(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
     if not masks:
         return None
     return masks[0] if len(masks) == 1 else masks[0] | masks[1]
-from sista_monai.visualize import overlay_heatmap
-
-__all__ = ["AlignmentHeatmaps"]
-
-logger = logging.getLogger(__name__)
 
 
 class AlignmentHeatmaps:
-    """Render the STA alignment of zone words for the first ``n_pairs`` pairs that have any.
+    """Render the STA alignment of zone and lesion words for the first ``n_pairs`` pairs that have any.
 
     Args:
         network: the SISTA model (or DDP wrapper).

@@ -90,7 +90,8 @@ class SemanticInstanceAlignmentLoss(nn.Module):
                 many unflagged unpaired columns gets back its least similar flagged columns (lowest ``R``, ties by
                 column order) as negatives until it has ``min_negatives`` (or every column it has). Without it such
                 a row's ``eliminate`` loss is ``-log(exp(s_ii) / exp(s_ii)) = 0`` with no gradient, silently. ``0``
-                disables the guard. Rows left with no negative at all are counted in ``rows_without_negatives``.
+                disables the guard. Rows whose every unpaired column was flagged (before the guard, in
+                ``eliminate`` mode) are counted in ``rows_without_negatives``.
                 The guard acts in ``eliminate`` mode only: ``positive`` and ``soft`` keep every column in the softmax
                 denominator, so a fully flagged row still has a loss and a gradient there (``soft`` with
                 ``threshold=-inf`` is meant to flag the whole row).
@@ -196,7 +197,8 @@ class SemanticInstanceAlignmentLoss(nn.Module):
         positive_mask = F.one_hot(targets, num_columns).bool()
         flagged = (report_sim >= self.threshold) & ~positive_mask
         negatives = (num_columns - 1) - flagged.sum(dim=1)
-        rows_without_negatives = (negatives == 0).sum()
+        # only eliminate mode loses a row's contrast when every unpaired column is flagged (counted before the guard)
+        rows_without_negatives = (negatives == 0).sum() if self.mode == "eliminate" else torch.zeros((), dtype=torch.long, device=flagged.device)
         guard = self.mode == "eliminate" and self.min_negatives > 0
         excluded = self._keep_negatives(flagged, report_sim, negatives) if guard else flagged
 

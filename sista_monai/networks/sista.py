@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 from torch import nn
@@ -11,6 +12,8 @@ from .heads import ProjectionHead
 from .outputs import SISTAOutput
 
 __all__ = ["SISTAModel"]
+
+logger = logging.getLogger(__name__)
 
 
 class SISTAModel(nn.Module):
@@ -50,6 +53,12 @@ class SISTAModel(nn.Module):
         self.embed_dim = embed_dim
         self.frozen_text_encoder: nn.Module | None = None
         if keep_frozen_text_copy:
+            if getattr(text_encoder, "pretrained", True) is False:
+                logger.warning(
+                    "the frozen text copy (SIA's text_frozen report similarity) comes from a randomly initialised text "
+                    "encoder: its report features say nothing about the findings, so the SIA flags are arbitrary; give "
+                    "the text encoder name_or_path or pretrained_weights, or use similarity_source 'labels'"
+                )
             self.frozen_text_encoder = copy.deepcopy(text_encoder).eval()
             self.frozen_text_encoder.requires_grad_(False)
 

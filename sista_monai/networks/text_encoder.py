@@ -88,6 +88,8 @@ class HuggingFaceTextEncoder(nn.Module):
         if isinstance(getattr(self.model, "pooler", None), nn.Module):
             self.model.pooler = None
         self.out_channels = int(self.model.config.hidden_size)
+        self.pretrained = name_or_path is not None or pretrained_weights is not None
+        """Whether the weights come from a pretrained model (``False``: a random initialisation)."""
         self.freeze(freeze_layers)
 
     def _load_weights(self, folder: str) -> None:

@@ -93,6 +93,7 @@ def test_degenerate_probes_are_named() -> None:
     assert degenerate_reason("classification", {"metrics": {"auroc": 0.51}}) is None
     assert degenerate_reason("segmentation", {"metrics": {"mean_dice": 0.727, "positive_dice": 0.0}}).startswith("Dice 0")
     assert degenerate_reason("segmentation", {"metrics": {"mean_dice": 0.70, "positive_dice": 0.1}}) is None
+    assert degenerate_reason("segmentation", {"metrics": {"mean_dice": 1.0, "positive_dice": None}}).startswith("no test image")
     assert degenerate_reason("detection", {"metrics": {"map": 0.0}}) == "mAP 0.0: no correct box"
     assert degenerate_reason("detection", {"metrics": {"map": 0.2}}) is None
 

@@ -123,3 +123,10 @@ def test_guard_leaves_rows_with_enough_negatives_alone() -> None:
 def test_negative_min_negatives_raises() -> None:
     with pytest.raises(ValueError, match="min_negatives must be non-negative"):
         SemanticInstanceAlignmentLoss(threshold=0.5, min_negatives=-1)
+
+
+def test_rows_without_negatives_is_an_eliminate_mode_count() -> None:
+    everything = torch.ones(3, 3, dtype=torch.float64)
+    for mode in ("positive", "soft"):  # every column stays in the denominator: nothing to warn about
+        out = SemanticInstanceAlignmentLoss(threshold=0.5, temperature=1.0, mode=mode)(IMAGES, TEXTS, everything)
+        assert out["rows_without_negatives"].item() == 0.0 and out["false_negative_rate"].item() == 1.0

@@ -150,3 +150,19 @@ def test_pretrained_weights_need_config(tmp_path: Path) -> None:
     _saved_bert(tmp_path / "bert")
     with pytest.raises(ValueError, match="pretrained_weights"):
         HuggingFaceTextEncoder(tmp_path / "bert", pretrained_weights=tmp_path / "bert")
+
+
+def test_frozen_copy_of_a_random_text_encoder_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from sista_monai.networks import SISTAModel, ViTImageEncoder
+
+    image = ViTImageEncoder(img_size=32, patch_size=16, preset="tiny", num_layers=1)
+    with caplog.at_level("WARNING", logger="sista_monai.networks.sista"):
+        SISTAModel(image, HuggingFaceTextEncoder(config=TINY), embed_dim=8, keep_frozen_text_copy=True)
+    assert "randomly initialised text encoder" in caplog.text
+    caplog.clear()
+    folder = tmp_path / "bert"
+    _saved_bert(folder)
+    with caplog.at_level("WARNING", logger="sista_monai.networks.sista"):
+        SISTAModel(image, HuggingFaceTextEncoder(config=TINY, pretrained_weights=folder), embed_dim=8, keep_frozen_text_copy=True)
+        SISTAModel(image, HuggingFaceTextEncoder(config=TINY), embed_dim=8)  # no frozen copy: nothing to warn about
+    assert "randomly initialised" not in caplog.text
