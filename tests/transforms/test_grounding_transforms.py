@@ -8,38 +8,17 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from sista_monai.data.tokenizer import train_wordpiece_tokenizer
 from sista_monai.transforms.grounding import LESION_CLASSES, LesionMaskd, LesionWordd, ZoneWordMaskd, first_piece_words
 from sista_monai.transforms.report import ReportTokenizer, TokenizeReportd
 
-# The vocabulary learnt from these keeps "right", "left", "opacity", "effusion" whole and splits the rare
-# "pneumothorax", "retrocardiac" and "base" into pieces; "effusions" becomes "effusion" + "##s".
-TEXTS = [
-    "No pleural effusion.",
-    "Small right pleural effusion.",
-    "Small left pleural effusion.",
-    "Right lower lobe opacity.",
-    "Left lower lobe opacity.",
-    "Right upper lobe opacity.",
-    "The lungs are clear.",
-    "The heart size is normal.",
-    "Heart size is normal, lungs are clear.",
-    "No focal opacity in the right lung.",
-    "No focal opacity in the left lung.",
-    "Patchy opacity at the left base.",
-    "Moderate left pleural effusion.",
-    "Mild cardiomegaly is present.",
-    "Small right pneumothorax.",
-    "Bilateral effusions with retrocardiac atelectasis.",
-]
 REPORT = "Small right pneumothorax. Effusions with retrocardiac opacity at the left base."
 WORDS = ["small", "right", "pneumothorax", ".", "effusions", "with", "retrocardiac", "opacity", "at", "the", "left",
          "base", "."]
 
 
 @pytest.fixture(scope="module")
-def tokenizer_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_wordpiece_tokenizer(TEXTS, tmp_path_factory.mktemp("wp") / "tok", vocab_size=150)
+def tokenizer_folder(split_word_tokenizer: Path) -> Path:
+    return split_word_tokenizer
 
 
 @pytest.fixture(scope="module")

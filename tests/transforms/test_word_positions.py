@@ -8,39 +8,11 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset
 
-from sista_monai.data.tokenizer import train_wordpiece_tokenizer
 from sista_monai.transforms.report import ReportTokenizer, TokenizeReportd, word_positions
 
-# "pneumothorax" occurs once, so the WordPiece vocabulary (min_frequency 2) keeps it in pieces, while the frequent
-# words ("right", "no", "effusion") become whole tokens; "effusions" is "effusion" + "##s".
-TEXTS = [
-    "No pleural effusion.",
-    "Small right pleural effusion.",
-    "Small left pleural effusion.",
-    "Right lower lobe opacity.",
-    "Left lower lobe opacity.",
-    "Right upper lobe opacity.",
-    "The lungs are clear.",
-    "The heart size is normal.",
-    "Heart size is normal, lungs are clear.",
-    "No focal opacity in the right lung.",
-    "No focal opacity in the left lung.",
-    "Patchy opacity at the left base.",
-    "Moderate left pleural effusion.",
-    "Mild cardiomegaly is present.",
-    "Small right pneumothorax.",
-    "Bilateral effusions with retrocardiac atelectasis.",
-]
-
-
 @pytest.fixture(scope="module")
-def tokenizer_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_wordpiece_tokenizer(TEXTS, tmp_path_factory.mktemp("wp") / "tok", vocab_size=150)
-
-
-@pytest.fixture(scope="module")
-def report_tokenizer(tokenizer_folder: Path) -> ReportTokenizer:
-    return ReportTokenizer(str(tokenizer_folder), max_length=40, local_files_only=True)
+def report_tokenizer(split_word_tokenizer: Path) -> ReportTokenizer:
+    return ReportTokenizer(str(split_word_tokenizer), max_length=40, local_files_only=True)
 
 
 def test_word_positions_hand_made_ids() -> None:
@@ -137,12 +109,12 @@ def test_report_tokenizer_multi_piece_and_repeated_words(report_tokenizer: Repor
     assert (out["word_start"].tolist(), out["word_group"].tolist()) == expected
 
 
-def test_truncated_repeat_is_a_different_word(tokenizer_folder: Path) -> None:
-    probe = ReportTokenizer(str(tokenizer_folder), max_length=64)
+def test_truncated_repeat_is_a_different_word(split_word_tokenizer: Path) -> None:
+    probe = ReportTokenizer(str(split_word_tokenizer), max_length=64)
     n = len(probe.tokenizer.tokenize("pneumothorax"))
     # [CLS] right p ##.. right p ##.. [SEP]: cut the second "pneumothorax" after its first two pieces
     length = 1 + (1 + n) + 1 + 2 + 1
-    tokenizer = ReportTokenizer(str(tokenizer_folder), max_length=length)
+    tokenizer = ReportTokenizer(str(split_word_tokenizer), max_length=length)
     out = tokenizer("right pneumothorax right pneumothorax")
     second = 1 + (1 + n) + 1
     assert out["word_start"].tolist() == [-1, 1] + [2] * n + [2 + n, second, second, -1]
