@@ -122,6 +122,25 @@ class _WordTargets(MapTransform):
             self.tokens[index] = token
         self.word_start_key, self.word_mask_key = word_start_key, word_mask_key
 
+    output_key: str
+    background: bool | int
+    """The value of every token that is not a marked word (its type sets the output dtype)."""
+
+    def value(self, word: str) -> bool | int:
+        """The output at the first piece of ``word``."""
+        raise NotImplementedError
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            ids, words = self.words(d, key)
+            dtype = torch.bool if isinstance(self.background, bool) else torch.long
+            out = torch.full(ids.shape, self.background, dtype=dtype)
+            for position, word in words.items():
+                out[position] = self.value(word)
+            d[self.output_key] = out
+        return d
+
     def words(self, d: Mapping[Hashable, Any], key: Hashable) -> tuple[torch.Tensor, dict[int, str]]:
         ids = torch.as_tensor(d[key])
         start = d.get(self.word_start_key) if self.word_start_key else None
@@ -246,17 +265,10 @@ class ZoneWordMaskd(_WordTargets):
     ) -> None:
         super().__init__(keys, tokenizer, word_start_key, word_mask_key, local_files_only, allow_missing_keys)
         self.vocabulary = frozenset(w.lower() for w in words)
-        self.output_key = output_key
+        self.output_key, self.background = output_key, False
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            ids, words = self.words(d, key)
-            mask = torch.zeros(ids.shape, dtype=torch.bool)
-            for position, word in words.items():
-                mask[position] = word in self.vocabulary
-            d[self.output_key] = mask
-        return d
+    def value(self, word: str) -> bool:
+        return word in self.vocabulary
 
 
 class LesionWordd(_WordTargets):
@@ -286,14 +298,7 @@ class LesionWordd(_WordTargets):
     ) -> None:
         super().__init__(keys, tokenizer, word_start_key, word_mask_key, local_files_only, allow_missing_keys)
         self.word_class = {w.lower(): c for c, group in enumerate((words or LESION_WORDS).values()) for w in group}
-        self.output_key = output_key
+        self.output_key, self.background = output_key, -1
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            ids, words = self.words(d, key)
-            classes = torch.full(ids.shape, -1, dtype=torch.long)
-            for position, word in words.items():
-                classes[position] = self.word_class.get(word, -1)
-            d[self.output_key] = classes
-        return d
+    def value(self, word: str) -> int:
+        return self.word_class.get(word, -1)

@@ -223,7 +223,7 @@ def _output(output: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     return output
 
 
-def _main_rank_sum(values: list[float], device: torch.device) -> list[float]:
+def _sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
     if idist.get_world_size() <= 1:
         return values
     return idist.all_reduce(torch.tensor(values, dtype=torch.float64, device=device)).tolist()
@@ -296,9 +296,9 @@ class PointingGame(Metric):
         if self.report == "prior":
             accuracy, count = (float("nan"), 0) if self._grid is None else prior_accuracy(self.fitted_prior(self._grid), self._trials)
             # every rank fits the same prior on the whole training split and scores its own share of the trials
-            hits, count = _main_rank_sum([0.0 if count == 0 else accuracy * count, float(count)], self._device)
+            hits, count = _sum_over_ranks([0.0 if count == 0 else accuracy * count, float(count)], self._device)
             return hits / count if count else float("nan")
-        hits, trials, chance = _main_rank_sum(self._sums, self._device)
+        hits, trials, chance = _sum_over_ranks(self._sums, self._device)
         if self.report == "trials":
             return float(trials)
         if trials == 0:
@@ -473,6 +473,6 @@ class PatchesKept(Metric):
         self._sums[1] += tokens
 
     def compute(self) -> float:
-        kept, tokens = _main_rank_sum(self._sums, self._device)
+        kept, tokens = _sum_over_ranks(self._sums, self._device)
         return kept / tokens if tokens else float("nan")
 
