@@ -48,10 +48,14 @@ __all__ = [
     "format_effects",
     "format_table",
     "main",
+    "below_baseline",
     "degenerate_reason",
     "degenerate_runs",
+    "downstream_budgets",
+    "task_fractions",
     "paired_effect",
     "run_ablation",
+    "trivial_baselines",
 ]
 
 logger = logging.getLogger(__name__)
@@ -90,12 +94,39 @@ VARIANTS: tuple[Variant, ...] = (
 PRETRAIN_BUDGET: dict[str, Any] = {"epochs": 10, "val_interval": 5, "save_interval": 5, "warmup_epochs": 1}
 """Pretraining budget of the study (the bundle default is 30 epochs): sized for 2 CPU cores."""
 
-DOWNSTREAM_BUDGET: dict[str, Any] = {"epochs": 4, "min_iterations_per_epoch": 20}
-"""Downstream budget of the study (the bundles' default is 12 epochs of at least 27 steps)."""
+DOWNSTREAM_BUDGET: dict[str, dict[str, Any]] = {
+    "classification": {"epochs": 4, "min_iterations_per_epoch": 20},
+    "segmentation": {"epochs": 8, "min_iterations_per_epoch": 27},
+    "detection": {"epochs": 4, "min_iterations_per_epoch": 20},
+}
+"""Downstream budget of the study per task (the bundles' defaults: 30 x 10 steps for classification, 12 x 27 for
+segmentation and detection). Segmentation gets 216 steps: at 80, every encoder's probe still predicts a
+pneumothorax on most images and scores far below the all-empty prediction."""
 
 TASK_METRICS = {"classification": ("auroc", "RSNA-like AUROC"), "segmentation": ("mean_dice", "SIIM-like Dice"), "detection": ("map", "detection mAP")}
 THETAS = tuple(round(0.02 * k, 2) for k in range(51))
 SWEEP_VARIANTS = {"text_frozen": "sista", "labels": "sista_oracle", "text_online": "sista_text_online"}
+
+
+Fractions = Sequence[int] | Mapping[str, Sequence[int]]
+"""Downstream label fractions (percent): one list for every task, or a list per task."""
+
+
+def _pairs(tasks: Sequence[str], fractions: Fractions) -> list[tuple[str, int]]:
+    """``(task, fraction)`` in table order; ``fractions`` is one list for every task or a list per task."""
+    return [(task, fraction) for task in tasks for fraction in (fractions.get(task, ()) if isinstance(fractions, Mapping) else fractions)]
+
+
+def task_fractions(fractions: Sequence[int], items: Sequence[str], tasks: Sequence[str]) -> dict[str, list[int]]:
+    """The label fractions of each task: ``fractions``, or ``TASK=F[,F...]`` for the tasks named in ``items``."""
+    per_task = {task: list(fractions) for task in tasks}
+    for item in items:
+        task, sep, values = item.partition("=")
+        if not sep or task not in TASK_METRICS:
+            raise SystemExit(f"--task-fractions {item!r}: expected TASK=F[,F...] with TASK one of {', '.join(TASK_METRICS)}")
+        if task in per_task:
+            per_task[task] = [int(v) for v in values.split(",") if v]
+    return per_task
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -109,6 +140,24 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             overrides[key] = value
     return overrides
+
+
+def downstream_budgets(items: Sequence[str], tasks: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each task's downstream overrides: :data:`DOWNSTREAM_BUDGET` updated by ``[TASK:]KEY=VALUE`` items.
+
+    An item without a task prefix applies to every task; ``segmentation:epochs=12`` to that task only.
+    """
+    budgets = {task: dict(DOWNSTREAM_BUDGET.get(task, {})) for task in tasks}
+    for key, value in _parse_overrides(items).items():
+        task, sep, name = key.partition(":")
+        if not sep:
+            for budget in budgets.values():
+                budget[key] = value
+        elif task not in TASK_METRICS:
+            raise SystemExit(f"--set-downstream {key}: unknown task {task!r} (one of {', '.join(TASK_METRICS)})")
+        elif task in budgets:
+            budgets[task][name] = value
+    return budgets
 
 
 PRETRAIN_KEYS: tuple[tuple[str, str], ...] = (
@@ -176,7 +225,7 @@ def _run_seconds(out: Path) -> float:
 
 
 def downstream(task: str, encoder: Path | None, fraction: int, seed: int, root: Path, overrides: Mapping[str, Any], reuse: bool) -> float:
-    """Train one downstream bundle (frozen encoder) and return its test metric."""
+    """Train one downstream bundle (frozen encoder) with ``overrides`` (its budget) and return its test metric."""
     from monai.bundle import run as bundle_run
 
     from sista_monai.downstream.compare import TASKS
@@ -191,7 +240,7 @@ def downstream(task: str, encoder: Path | None, fraction: int, seed: int, root: 
             pretrained_encoder=str(encoder) if encoder is not None else "null",
             label_fraction=fraction,
             seed=seed,
-            **{**DOWNSTREAM_BUDGET, **overrides},
+            **overrides,
         )
         _record_seconds(root, time.perf_counter() - start)
     return _downstream_value(root, TASK_METRICS[task][0])
@@ -241,16 +290,24 @@ def _cell(values: Sequence[float] | None) -> str:
     return f"{mean:.3f} ± {std:.3f}" + ("" if n == len(values) else f" ({n} of {len(values)})")
 
 
-def format_table(results: Mapping[str, Any], tasks: Sequence[str], fractions: Sequence[int]) -> str:
-    """Markdown table: a row per variant (``random`` last), pretraining metrics then downstream metrics."""
+def format_table(results: Mapping[str, Any], tasks: Sequence[str], fractions: Fractions) -> str:
+    """Markdown table: a row per variant (``random`` last), pretraining metrics then downstream metrics, and the
+    image-free baselines (``results["baselines"]``, :func:`trivial_baselines`) as the last row when present."""
     columns = [label for _, label in PRETRAIN_KEYS]
-    columns += [f"{TASK_METRICS[task][1]}, {fraction} %" for task in tasks for fraction in fractions]
+    columns += [f"{TASK_METRICS[task][1]}, {fraction} %" for task, fraction in _pairs(tasks, fractions)]
     lines = ["| variant | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     labels = {v.name: v.label for v in VARIANTS} | {"random": "random initialisation (no pretraining)"}
     for name, entry in results["variants"].items():
         cells = [_cell(entry.get("pretrain", {}).get(key)) for key, _ in PRETRAIN_KEYS]
-        cells += [_cell(entry.get(task, {}).get(str(fraction))) for task in tasks for fraction in fractions]
+        cells += [_cell(entry.get(task, {}).get(str(fraction))) for task, fraction in _pairs(tasks, fractions)]
         lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+    baselines = results.get("baselines")
+    if baselines:
+        cells = [""] * len(PRETRAIN_KEYS)
+        for task, fraction in _pairs(tasks, fractions):
+            entry = baselines.get(task, {}).get(str(fraction))
+            cells.append("" if entry is None or entry["value"] is None else f"{entry['value']:.3f} ({entry['what']})")
+        lines.append("| image-free baseline (fitted on the labelled training images) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -317,7 +374,7 @@ def _effect_cell(values: Sequence[float] | None, baseline: Sequence[float] | Non
     return f"{mean:+.3f} [{effect['low']:+.3f}, {effect['high']:+.3f}], p {p} (better in {effect['better']} of {effect['n']})"
 
 
-def format_effects(results: Mapping[str, Any], tasks: Sequence[str], fractions: Sequence[int]) -> str:
+def format_effects(results: Mapping[str, Any], tasks: Sequence[str], fractions: Fractions) -> str:
     """Markdown table of paired differences between variants (:data:`EFFECTS`), seed by seed.
 
     A seed's pretraining and downstream runs share their seed with the baseline's, so the difference of the two
@@ -327,7 +384,7 @@ def format_effects(results: Mapping[str, Any], tasks: Sequence[str], fractions: 
     run are left out.
     """
     columns = [("pretrain", "lesion", "lesion grounding"), ("pretrain", "semantic_precision", "semantic P@5")]
-    columns += [(task, str(fraction), f"{TASK_METRICS[task][1]}, {fraction} %") for task in tasks for fraction in fractions]
+    columns += [(task, str(fraction), f"{TASK_METRICS[task][1]}, {fraction} %") for task, fraction in _pairs(tasks, fractions)]
     lines = ["| effect | " + " | ".join(c[2] for c in columns) + " |", "|---|" + "---|" * len(columns)]
     variants = results["variants"]
     for label, name, baseline in EFFECTS:
@@ -399,7 +456,7 @@ def _sigma_plot(results: Mapping[str, Any], out: Path) -> Path | None:
     return path
 
 
-def _plots(results: Mapping[str, Any], tasks: Sequence[str], fractions: Sequence[int], out: Path) -> list[Path]:
+def _plots(results: Mapping[str, Any], tasks: Sequence[str], fractions: Fractions, out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -409,11 +466,12 @@ def _plots(results: Mapping[str, Any], tasks: Sequence[str], fractions: Sequence
     names = list(results["variants"])
     for task in tasks:
         figure, axis = plt.subplots(figsize=(8, 3.5))
-        width = 0.8 / max(len(fractions), 1)
-        for k, fraction in enumerate(fractions):
+        shown = [fraction for t, fraction in _pairs([task], fractions)]
+        width = 0.8 / max(len(shown), 1)
+        for k, fraction in enumerate(shown):
             stats = [_mean_std(results["variants"][n].get(task, {}).get(str(fraction), [])) for n in names]
             axis.bar([i + k * width for i in range(len(names))], [s[0] for s in stats], width, yerr=[s[1] for s in stats], label=f"{fraction} % labels", capsize=3)
-        axis.set_xticks([i + width * (len(fractions) - 1) / 2 for i in range(len(names))], names, rotation=30, ha="right")
+        axis.set_xticks([i + width * (len(shown) - 1) / 2 for i in range(len(names))], names, rotation=30, ha="right")
         axis.set_ylabel(TASK_METRICS[task][1])
         axis.legend()
         figure.tight_layout()
@@ -446,32 +504,42 @@ def run_ablation(
     seeds: Sequence[int],
     variants: Sequence[Variant],
     tasks: Sequence[str],
-    fractions: Sequence[int],
+    fractions: Fractions,
     pretrain_overrides: Mapping[str, Any],
-    downstream_overrides: Mapping[str, Any],
+    downstream_overrides: Mapping[str, Mapping[str, Any]],
     reuse: bool = False,
     sweep: bool = True,
+    downstream_variants: Sequence[str] | None = None,
+    random: bool = True,
 ) -> dict[str, Any]:
-    """Run every pretraining variant, every downstream task and the θ sweep; returns ``summary.json``'s content."""
+    """Run every pretraining variant, the downstream tasks and the θ sweep; returns ``summary.json``'s content.
+
+    ``downstream_overrides`` maps each task to its overrides (:func:`downstream_budgets`); only the variants named
+    in ``downstream_variants`` (default: all) are trained downstream, the others give pretraining metrics only;
+    ``random=False`` leaves out the random-initialisation runs and the baselines (for an invocation running beside
+    another one on the same ``out``).
+    """
     results: dict[str, Any] = {"variants": {}, "theta_sweep": {}}
+    with_downstream = {v.name for v in variants} if downstream_variants is None else set(downstream_variants)
     for variant in variants:
         entry = results["variants"].setdefault(variant.name, {"pretrain": {}})
         for seed in seeds:
             root = pretrain(variant, seed, out, pretrain_overrides, reuse)
             for key, value in _pretrain_values(root).items():
                 entry["pretrain"].setdefault(key, []).append(value)
-            for task in tasks:
-                for fraction in fractions:
-                    run_root = out / task / f"{variant.name}_f{fraction}_s{seed}"
-                    value = downstream(task, root / "models" / "image_encoder.pt", fraction, seed, run_root, downstream_overrides, reuse)
-                    entry.setdefault(task, {}).setdefault(str(fraction), []).append(value)
-    if tasks:
+            if variant.name not in with_downstream:
+                continue
+            for task, fraction in _pairs(tasks, fractions):
+                run_root = out / task / f"{variant.name}_f{fraction}_s{seed}"
+                value = downstream(task, root / "models" / "image_encoder.pt", fraction, seed, run_root, downstream_overrides[task], reuse)
+                entry.setdefault(task, {}).setdefault(str(fraction), []).append(value)
+    if tasks and random:
         entry = results["variants"].setdefault("random", {})
         for seed in seeds:
-            for task in tasks:
-                for fraction in fractions:
-                    value = downstream(task, None, fraction, seed, out / task / f"random_f{fraction}_s{seed}", downstream_overrides, reuse)
-                    entry.setdefault(task, {}).setdefault(str(fraction), []).append(value)
+            for task, fraction in _pairs(tasks, fractions):
+                value = downstream(task, None, fraction, seed, out / task / f"random_f{fraction}_s{seed}", downstream_overrides[task], reuse)
+                entry.setdefault(task, {}).setdefault(str(fraction), []).append(value)
+        results["baselines"] = trivial_baselines(tasks, fractions, downstream_overrides)
     if sweep:
         by_name = {v.name: v for v in variants}
         for source, name in SWEEP_VARIANTS.items():
@@ -481,7 +549,70 @@ def run_ablation(
     return results
 
 
-def describe_sizes(pretrain_overrides: Mapping[str, Any], out: Path, tasks: Sequence[str], fractions: Sequence[int], seed: int) -> str:
+def _task_datalist(task: str, fraction: int, overrides: Mapping[str, Any]) -> tuple[Path, str]:
+    """The datalist file a downstream bundle reads with ``overrides`` and its training split at ``fraction`` %."""
+    from monai.bundle import ConfigParser
+
+    from sista_monai.downstream.compare import TASKS
+
+    parser = ConfigParser()
+    parser.read_config(TASKS[task].config_file)
+    parser.update({**overrides, "label_fraction": fraction})
+    return Path(parser.get_parsed_content("datalist")), str(parser.get_parsed_content("train_key"))
+
+
+def _masks(items: Sequence[Mapping[str, Any]]) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(item["label"]).convert("L")) > 0 for item in items])
+
+
+def trivial_baselines(tasks: Sequence[str], fractions: Fractions, overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The image-free baseline of each task and label fraction on the test split (:mod:`sista_monai.metrics.baselines`).
+
+    Returns ``{task: {fraction: {"value": v, "what": description, ...}}}``, ``value`` in the task's table metric.
+    """
+    from sista_monai.downstream.detection import detection_datalist
+    from sista_monai.downstream.segmentation import segmentation_datalist
+    from sista_monai.metrics.baselines import CONSTANT_SCORE_AUROC, detection_baseline, segmentation_baselines
+
+    baselines: dict[str, Any] = {}
+    for task, fraction in _pairs(tasks, fractions):
+        if task == "classification":
+            entry = {"value": CONSTANT_SCORE_AUROC, "what": "a constant score"}
+        else:
+            datalist, train_key = _task_datalist(task, fraction, overrides[task])
+            if task == "segmentation":
+                result = segmentation_baselines(_masks(segmentation_datalist(datalist, train_key)), _masks(segmentation_datalist(datalist, "test")))
+                best = "all_empty" if result["all_empty"]["mean_dice"] >= result["constant_mask"]["mean_dice"] else "constant_mask"
+                entry = {"value": result["best_mean_dice"], "what": f"the {best.replace('_', '-')} prediction", **result}
+            else:
+                training = [item["box"] for item in detection_datalist(datalist, train_key)]
+                test = [item["box"] for item in detection_datalist(datalist, "test")]
+                result = detection_baseline(training, test)
+                entry = {"value": result["map"], "what": f"{result['boxes']} constant boxes", "map50": result["map50"]}
+        baselines.setdefault(task, {})[str(fraction)] = entry
+    return baselines
+
+
+def below_baseline(results: Mapping[str, Any], tasks: Sequence[str], fractions: Fractions) -> list[str]:
+    """Each variant, task and fraction whose mean over seeds does not beat the image-free baseline, one line each."""
+    lines = []
+    for task, fraction in _pairs(tasks, fractions):
+        baseline = results.get("baselines", {}).get(task, {}).get(str(fraction))
+        if baseline is None or baseline["value"] is None:
+            continue
+        for name, entry in results["variants"].items():
+            mean, _, n = _mean_std(entry.get(task, {}).get(str(fraction), []))
+            if n and mean <= baseline["value"]:
+                lines.append(
+                    f"{name}: {TASK_METRICS[task][1]}, {fraction} %: {mean:.3f} ≤ {baseline['value']:.3f} ({baseline['what']})"
+                )
+    return lines
+
+
+def describe_sizes(pretrain_overrides: Mapping[str, Any], out: Path, tasks: Sequence[str], fractions: Fractions, seed: int) -> str:
     """The study's data and model sizes: pretraining's from its config and datalist, each downstream task's from
     the test reports of its random-initialisation runs (``training_images`` and the number of test images)."""
     from monai.bundle import ConfigParser
@@ -494,8 +625,11 @@ def describe_sizes(pretrain_overrides: Mapping[str, Any], out: Path, tasks: Sequ
     counts = "/".join(str(len(splits[s])) for s in ("training", "validation", "test"))
     downstream = []
     for task in tasks:
-        reports = [json.loads((out / task / f"random_f{f}_s{seed}" / "eval" / "metrics.json").read_text()) for f in fractions]
-        labelled = ", ".join(f"{f} % = {r['training_images']}" for f, r in zip(fractions, reports))
+        shown = [f for _, f in _pairs([task], fractions) if (out / task / f"random_f{f}_s{seed}" / "eval" / "metrics.json").is_file()]
+        if not shown:
+            continue
+        reports = [json.loads((out / task / f"random_f{f}_s{seed}" / "eval" / "metrics.json").read_text()) for f in shown]
+        labelled = ", ".join(f"{f} % = {r['training_images']}" for f, r in zip(shown, reports))
         downstream.append(f"{task} {labelled} labelled training images, {reports[0].get('n', reports[0].get('images'))} test images")
     encoder = parser.get_parsed_content("image_encoder")
     text = parser.get_parsed_content("text_encoder")
@@ -516,8 +650,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variants", nargs="+", default=[v.name for v in VARIANTS], choices=[v.name for v in VARIANTS])
     parser.add_argument("--tasks", nargs="*", default=list(TASK_METRICS), choices=list(TASK_METRICS))
     parser.add_argument("--fractions", type=int, nargs="+", default=[1, 10], help="downstream label fractions (percent)")
+    parser.add_argument(
+        "--task-fractions", nargs="+", default=[], metavar="TASK=F[,F]",
+        help="other label fractions for some tasks, e.g. segmentation=10 (its most expensive runs)",
+    )
+    parser.add_argument("--no-random", action="store_true", help="skip the random-initialisation runs (another invocation on --out runs them)")
     parser.add_argument("--set-pretrain", action="append", default=[], metavar="KEY=VALUE", help="pretraining override (JSON value)")
-    parser.add_argument("--set-downstream", action="append", default=[], metavar="KEY=VALUE", help="override of every downstream run")
+    parser.add_argument(
+        "--set-downstream", action="append", default=[], metavar="[TASK:]KEY=VALUE",
+        help="override of every downstream run, or of one task's runs with a TASK: prefix (e.g. segmentation:epochs=12)",
+    )
+    parser.add_argument(
+        "--downstream-variants", nargs="+", default=None, choices=[v.name for v in VARIANTS],
+        help="the variants trained downstream (default: every variant); the others give pretraining metrics only",
+    )
     parser.add_argument("--no-sweep", action="store_true", help="skip the θ sweep")
     parser.add_argument("--reuse", action="store_true", help="keep finished runs (resume an interrupted study)")
     parser.add_argument("--publish", default=None, help="also copy ablation.md (and the plots) there, e.g. bundles/pretrain/docs/ablation.md")
@@ -531,15 +677,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    pretrain_overrides, downstream_overrides = _parse_overrides(args.set_pretrain), _parse_overrides(args.set_downstream)
+    pretrain_overrides, downstream_overrides = _parse_overrides(args.set_pretrain), downstream_budgets(args.set_downstream, args.tasks)
+    fractions = task_fractions(args.fractions, args.task_fractions, args.tasks)
     variants = [v for v in VARIANTS if v.name in args.variants]
-    results = run_ablation(out, args.seeds, variants, args.tasks, args.fractions, pretrain_overrides, downstream_overrides, args.reuse, not args.no_sweep)
+    results = run_ablation(
+        out, args.seeds, variants, args.tasks, fractions, pretrain_overrides, downstream_overrides, args.reuse, not args.no_sweep,
+        args.downstream_variants, not args.no_random,
+    )
     wall = time.perf_counter() - start
     degenerate = degenerate_runs(out, args.tasks)
     results["degenerate_runs"] = degenerate
+    results["below_baseline"] = below = below_baseline(results, args.tasks, fractions)
     command = "python -m sista_monai.experiments ablation " + " ".join(sys.argv[1:] if argv is None else argv)
-    table = format_table(results, args.tasks, args.fractions)
-    plots = _plots(results, args.tasks, args.fractions, out)
+    table = format_table(results, args.tasks, fractions)
+    plots = _plots(results, args.tasks, fractions, out)
     results.update(
         {
             "command": command,
@@ -547,32 +698,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run_seconds": _run_seconds(out),
             "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}",
             "pretrain_budget": {**PRETRAIN_BUDGET, **pretrain_overrides},
-            "downstream_budget": {**DOWNSTREAM_BUDGET, **downstream_overrides},
+            "downstream_budget": downstream_overrides,
             "seeds": list(args.seeds),
         }
     )
     invocations_file = out / "invocations.json"
     invocations = json.loads(invocations_file.read_text()) if invocations_file.is_file() else []
-    invocations.append({"command": command, "seconds": wall, "reuse": bool(args.reuse), "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    import torch
+
+    invocations.append(
+        {"command": command, "seconds": wall, "reuse": bool(args.reuse), "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    )
     invocations_file.write_text(json.dumps(invocations, indent=2) + "\n")
     results["invocations"] = invocations
     (out / "summary.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     history = "; ".join(
-        f"{i['seconds'] / 60:.1f} min ({'--reuse, ' if i['reuse'] else ''}finished {i['finished']})" for i in invocations
+        f"{i['seconds'] / 60:.1f} min ({'--reuse, ' if i['reuse'] else ''}{i['threads']} thread(s), finished {i['finished']})"
+        if "threads" in i
+        else f"{i['seconds'] / 60:.1f} min ({'--reuse, ' if i['reuse'] else ''}finished {i['finished']})"
+        for i in invocations
     )
-    effects = format_effects(results, args.tasks, args.fractions)
+    effects = format_effects(results, args.tasks, fractions)
     text = (
         "# Ablation on the demo data\n\n"
         f"Command: `{command}`  \nHardware: {results['hardware']}  \nWall time of each invocation on this output "
         f"folder: {history}; {results['run_seconds'] / 60:.1f} min summed over every run's training and evaluation  \n"
         f"Seeds: {list(args.seeds)}; pretraining overrides {results['pretrain_budget']}; downstream overrides "
         f"{results['downstream_budget']} (frozen encoder); results: mean ± sample std over seeds; effects: mean paired "
-        "difference [bootstrap 95 % interval], paired t-test p; SIA flag precision is n/a when nothing is flagged (SIA off).  \n" + describe_sizes(pretrain_overrides, out, args.tasks, args.fractions, args.seeds[0]) + "\n\n"
+        "difference [bootstrap 95 % interval], paired t-test p; SIA flag precision is n/a when nothing is flagged (SIA off).  \n" + describe_sizes(pretrain_overrides, out, args.tasks, fractions, args.seeds[0]) + "\n\n"
         "## Results\n\n" + table + "\n\n"
         "## Effects\n\nDifference of a variant from its baseline, seed by seed (each seed's runs of the two variants share "
-        "their seed), as mean ± sample std over seeds, and the number of seeds where the variant scored higher.\n\n"
+        "their seed): mean difference [percentile bootstrap 95 % interval over seeds], two-sided paired t-test p, and the "
+        "number of seeds where the variant scored higher.\n\n"
         + effects + "\n\n## Degenerate downstream probes\n\n"
         + ("\n".join(f"- {line}" for line in degenerate) if degenerate else "None: every downstream run's probe ranks, segments or detects something.")
+        + "\n\n## Below the image-free baseline\n\nMeans over seeds that do not beat the last row of the results table.\n\n"
+        + ("\n".join(f"- {line}" for line in below) if below else "None: every mean beats its image-free baseline.")
         + "\n\n## Plots\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
     )
     (out / "ablation.md").write_text(text)

@@ -7,16 +7,21 @@ import math
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from bundle_helpers import tiny_pretrain_overrides
 
 from sista_monai.experiments.ablation import (
+    DOWNSTREAM_BUDGET,
     VARIANTS,
+    below_baseline,
     degenerate_reason,
+    downstream_budgets,
     degenerate_runs,
     format_effects,
     format_table,
     main,
     paired_effect,
+    trivial_baselines,
 )
 
 TINY_ENCODER = {"image_encoder#hidden_size": 32, "image_encoder#mlp_dim": 64, "image_encoder#num_layers": 1, "image_encoder#num_heads": 2}
@@ -48,6 +53,30 @@ def test_table_is_mean_and_sample_std_per_cell() -> None:
     # std of (0.2, 0.4) = 0.1414; columns not measured are empty
     assert table[2].endswith("| 0.300 ± 0.141 |  | 0.100 ± 0.000 |  |  | n/a |  |  | 0.700 ± 0.141 |")
     assert table[3] == "| random initialisation (no pretraining) |  |  |  |  |  |  |  |  | 0.500 ± 0.000 (1 of 2) |"
+
+
+def test_table_ends_with_the_image_free_baselines() -> None:
+    results = {
+        "variants": {"clip": {"segmentation": {"10": [0.8, 0.9]}}, "random": {"segmentation": {"10": [0.6, 0.7]}}},
+        "baselines": {"segmentation": {"10": {"value": 0.7273, "what": "the all-empty prediction"}}},
+    }
+    last = format_table(results, ["segmentation"], [10]).splitlines()[-1]
+    assert last == "| image-free baseline (fitted on the labelled training images) |" + "  |" * 8 + " 0.727 (the all-empty prediction) |"
+    # clip's mean 0.85 beats 0.7273; random's 0.65 does not
+    assert below_baseline(results, ["segmentation"], [10]) == [
+        "random: SIIM-like Dice, 10 %: 0.650 ≤ 0.727 (the all-empty prediction)"
+    ]
+
+
+def test_downstream_budgets_apply_to_every_task_or_to_one() -> None:
+    budgets = downstream_budgets(["epochs=2", "segmentation:epochs=12", "detection:batch_size=4"], ["classification", "segmentation"])
+    assert budgets == {
+        "classification": {**DOWNSTREAM_BUDGET["classification"], "epochs": 2},
+        "segmentation": {**DOWNSTREAM_BUDGET["segmentation"], "epochs": 12},
+    }
+    assert downstream_budgets([], ["segmentation"]) == {"segmentation": DOWNSTREAM_BUDGET["segmentation"]}
+    with pytest.raises(SystemExit, match="unknown task 'segmentaton'"):
+        downstream_budgets(["segmentaton:epochs=1"], ["segmentation"])
 
 
 def test_paired_effect_hand_computed() -> None:
@@ -114,7 +143,7 @@ def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
     pretrain = {**tiny_pretrain_overrides(data), "demo_plant_phi": False, "epochs": 2, "warmup_epochs": 1}
     downstream = {"dataset_dir": str(data), "demo_n": 40, "demo_size": 64, "resize_size": 64, "image_size": 48,
                   "batch_size": 8, "val_batch_size": 8, "epochs": 1, "min_iterations_per_epoch": 2, **TINY_ENCODER}
-    args = ["--seeds", "0", "--variants", "clip", "sista", "--tasks", "classification", "--fractions", "10",
+    args = ["--seeds", "0", "--variants", "clip", "sista", "--downstream-variants", "sista", "--tasks", "classification", "--fractions", "10",
             "--out", str(tmp_path / "out"), "--publish", str(tmp_path / "docs" / "ablation.md")]
     args += [a for k, v in pretrain.items() for a in ("--set-pretrain", f"{k}={json.dumps(v)}")]
     args += [a for k, v in downstream.items() for a in ("--set-downstream", f"{k}={json.dumps(v)}")]
@@ -122,8 +151,10 @@ def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
     out = tmp_path / "out"
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["variants"]) == {"clip", "sista", "random"}
-    assert len(list(out.rglob("ablation_seconds.json"))) == 2 + 3 and summary["run_seconds"] > 0  # 2 pretrainings, 3 downstream
-    for name in ("clip", "sista", "random"):
+    assert len(list(out.rglob("ablation_seconds.json"))) == 2 + 2 and summary["run_seconds"] > 0  # 2 pretrainings, 2 downstream
+    assert "classification" not in summary["variants"]["clip"]  # not in --downstream-variants: pretraining only
+    assert summary["baselines"]["classification"]["10"]["value"] == 0.5
+    for name in ("sista", "random"):
         (auroc,) = summary["variants"][name]["classification"]["10"]
         encoder = "random" if name == "random" else name
         run = json.loads((out / "classification" / f"{encoder}_f10_s0" / "eval" / "metrics.json").read_text())
@@ -149,6 +180,16 @@ def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
     assert "## Degenerate downstream probes" in text
     for name in ("plot_auroc.png", "theta_sweep.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG" and (tmp_path / "docs" / name).is_file()
+    assert "| image-free baseline (fitted on the labelled training images) |" in text and "## Below the image-free baseline" in text
+    # the segmentation and detection baselines read the datalists the bundles read
+    budgets = {task: {"dataset_dir": str(data), "demo_n": 40, "demo_size": 64} for task in ("segmentation", "detection")}
+    baselines = trivial_baselines(["segmentation", "detection"], [10], budgets)
+    test = json.loads((data / "datalist_segmentation.json").read_text())["test"]
+    empty = sum(not (Image.open(data / item["mask"]).getbbox()) for item in test)
+    assert baselines["segmentation"]["10"]["all_empty"]["mean_dice"] == pytest.approx(empty / len(test))
+    assert baselines["segmentation"]["10"]["value"] >= baselines["segmentation"]["10"]["all_empty"]["mean_dice"]
+    labelled_boxes = sum(len(item["boxes"]) for item in json.loads((data / "datalist_detection.json").read_text())["training_10"])
+    assert baselines["detection"]["10"]["what"] == f"{labelled_boxes} constant boxes"
 
 
 def test_sigma_sweep_plot_needs_two_sigmas(tmp_path: Path) -> None:
