@@ -50,7 +50,7 @@ def constant_mask(training_masks: np.ndarray) -> tuple[np.ndarray, float | None]
     if not len(positive):
         return np.zeros(masks.shape[1:], dtype=bool), None
     frequency = positive.mean(0)
-    best_mask, best_t, best_dice = None, None, -1.0
+    best_mask, best_t, best_dice = np.zeros(masks.shape[1:], dtype=bool), None, -1.0
     for t in sorted({float(f) for f in np.unique(frequency) if f > 0}):
         candidate = frequency >= t
         dice, _ = dice_iou(np.repeat(candidate[None], len(positive), 0), positive)
@@ -121,7 +121,7 @@ def detection_baseline(training_boxes: Sequence[Sequence[Sequence[float]]], test
 
     pool = _xyxy([box for boxes in training_boxes for box in boxes])
     if len(pool):
-        scores = box_iou(torch.as_tensor(pool), torch.as_tensor(pool)).double().mean(1).numpy()
+        scores = np.asarray(box_iou(torch.as_tensor(pool), torch.as_tensor(pool)), dtype=float).mean(1)
         order = np.argsort(-scores, kind="stable")[:max_detections]
         pool, scores = pool[order], scores[order]
     else:
