@@ -57,7 +57,9 @@ else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
     Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
-reinit__is_reduced, _ = optional_import("ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced")
+reinit__is_reduced, _ = optional_import(
+    "ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced"
+)
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 __all__ = [
@@ -270,9 +272,7 @@ def detection_map(
     )
     values, _ = metric(matched)
     last = int(max_detections)
-    ap = {
-        _key(t): [float(values[f"{name}_AP_IoU_{t:.2f}_MaxDet_{last}"]) for name in coco_names] for t in everything
-    }
+    ap = {_key(t): [float(values[f"{name}_AP_IoU_{t:.2f}_MaxDet_{last}"]) for name in coco_names] for t in everything}
     ranged_keys = [_key(t) for t in ranged]
     result["ap_by_iou"] = {key: _mean(per_class) for key, per_class in ap.items()}
     for k, cls in enumerate(present):
@@ -602,7 +602,12 @@ class DetectionReport:
             if image is not None and len(self.overlays) < self.num_overlays:
                 self.overlays.append(
                     overlay_boxes(
-                        image, true["box"], pred["box"], pred["score"], self.intensity_mean, self.intensity_std,
+                        image,
+                        true["box"],
+                        pred["box"],
+                        pred["score"],
+                        self.intensity_mean,
+                        self.intensity_std,
                         self.overlay_score_threshold,
                     )
                 )
@@ -623,6 +628,11 @@ class DetectionReport:
         )
         engine.logger.info(
             "%s split (%d images, %d ground-truth boxes): mAP@[%.2f:%.2f] %s, mAP@0.5 %s",
-            self.split, summary["images"], summary["gt_boxes"], self.iou_range[0], self.iou_range[1],
-            shown(summary["map"]), shown(summary["map50"]),
+            self.split,
+            summary["images"],
+            summary["gt_boxes"],
+            self.iou_range[0],
+            self.iou_range[1],
+            shown(summary["map"]),
+            shown(summary["map50"]),
         )

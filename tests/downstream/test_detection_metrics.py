@@ -51,7 +51,9 @@ def _gt(boxes: Any, labels: Any = None) -> dict[str, np.ndarray]:
     return {"box": boxes, "label": labels}
 
 
-def _item(target: dict[str, np.ndarray], prediction: dict[str, np.ndarray], size: tuple[int, int] = (64, 48)) -> dict[str, Any]:
+def _item(
+    target: dict[str, np.ndarray], prediction: dict[str, np.ndarray], size: tuple[int, int] = (64, 48)
+) -> dict[str, Any]:
     """One image of the evaluator's output (torch tensors, as the engine gives them)."""
     return {
         "image": torch.zeros(1, *size),
@@ -236,7 +238,9 @@ def test_detection_report_writes_metrics_and_overlays(tmp_path: Path, caplog: py
     batches = [items[:3], items[3:]]
     engine = Engine(lambda engine, batch: batch)
     DetectionMAP().attach(engine, "val_map")
-    report = DetectionReport(tmp_path / "eval", extra={"seed": 7}, split="test", num_overlays=3, overlay_score_threshold=None)
+    report = DetectionReport(
+        tmp_path / "eval", extra={"seed": 7}, split="test", num_overlays=3, overlay_score_threshold=None
+    )
     report.attach(engine)
     with caplog.at_level(logging.INFO):
         engine.run(batches)
@@ -248,12 +252,20 @@ def test_detection_report_writes_metrics_and_overlays(tmp_path: Path, caplog: py
     assert written["metrics"] == {"map": written["map"], "map50": written["map50"]}
     assert written["ap_by_iou"] == pytest.approx(expected["ap_by_iou"], abs=1e-12)
     assert written["ap_by_class"] == pytest.approx({"Lung Opacity": expected["map"]}, abs=1e-12)
-    assert (written["images"], written["gt_boxes"], written["pred_boxes"]) == (5, expected["gt_boxes"], expected["pred_boxes"])
+    assert (written["images"], written["gt_boxes"], written["pred_boxes"]) == (
+        5,
+        expected["gt_boxes"],
+        expected["pred_boxes"],
+    )
     assert written["engine_metrics"]["val_map"] == pytest.approx(expected["map"], abs=1e-12)
     assert written["split"] == "test" and written["seed"] == 7
     assert written["iou_rule"] == detection_map_rule() and "MGCA" in written["iou_rule"]
     assert written["overlays"] == ["overlays/test_00.png", "overlays/test_01.png", "overlays/test_02.png"]
-    assert sorted(p.name for p in (tmp_path / "eval" / "overlays").iterdir()) == ["test_00.png", "test_01.png", "test_02.png"]
+    assert sorted(p.name for p in (tmp_path / "eval" / "overlays").iterdir()) == [
+        "test_00.png",
+        "test_01.png",
+        "test_02.png",
+    ]
     assert Image.open(tmp_path / "eval" / "overlays" / "test_00.png").size == (64, 48)
     assert SECRET_NAME not in text and "patient" not in text and "/data" not in text
     logged = [r.getMessage() for r in caplog.records if "test split" in r.getMessage()]

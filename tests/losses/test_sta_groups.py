@@ -145,4 +145,6 @@ def test_three_tokens_hand_computed() -> None:
 def test_token_groups_shape_error() -> None:
     patch_emb, token_emb = random_inputs(batch=2, patches=3, tokens=4, dim=2)
     with pytest.raises(ValueError, match=r"token_groups must have shape \(B, T\) = \(2, 4\), got \(2, 3\)"):
-        SparseTokenAlignmentLoss()(patch_emb, token_emb, torch.ones(2, 4, dtype=torch.bool), token_groups=torch.zeros(2, 3))
+        SparseTokenAlignmentLoss()(
+            patch_emb, token_emb, torch.ones(2, 4, dtype=torch.bool), token_groups=torch.zeros(2, 3)
+        )
