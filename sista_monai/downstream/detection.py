@@ -700,7 +700,7 @@ class DetectionEvaluator(SupervisedEvaluator):
             detections = engine.detector(images, use_inferer=False)
         score_key = engine.detector.pred_score_key
         outputs: list[dict[str, Any]] = []
-        for index, (item, found) in enumerate(zip(batchdata, detections)):
+        for index, (item, found) in enumerate(zip(batchdata, detections, strict=True)):
             output: dict[str, Any] = {
                 Keys.IMAGE: item[Keys.IMAGE],
                 "pred_box": found[engine.detector.target_box_key].detach().float().cpu(),
@@ -784,7 +784,7 @@ class DetectionJSONWriter:
         return {**record, **self.extra}
 
     def __call__(self, engine: Engine) -> None:
-        for item, output in zip(engine.state.batch, engine.state.output):
+        for item, output in zip(engine.state.batch, engine.state.output, strict=True):
             image = item.get(self.image_key)
             source = source_file(image)
             if source is None:

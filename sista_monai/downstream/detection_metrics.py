@@ -263,9 +263,9 @@ def detection_map(
     matched = matching_batch(
         iou_fn=box_iou,
         iou_thresholds=metric.iou_thresholds,
-        pred_boxes=[p["box"][k] for p, k in zip(preds, kept)],
-        pred_classes=[remap[p["label"][k]] for p, k in zip(preds, kept)],
-        pred_scores=[p["score"][k] for p, k in zip(preds, kept)],
+        pred_boxes=[p["box"][k] for p, k in zip(preds, kept, strict=True)],
+        pred_classes=[remap[p["label"][k]] for p, k in zip(preds, kept, strict=True)],
+        pred_scores=[p["score"][k] for p, k in zip(preds, kept, strict=True)],
         gt_boxes=[g["box"] for g in gts],
         gt_classes=[remap[g["label"]] for g in gts],
         max_detections=int(max_detections),
@@ -595,7 +595,7 @@ class DetectionReport:
         predictions, targets, images = self.output_transform(engine.state.output)
         if not len(predictions) == len(targets) == len(images):
             raise ValueError(f"{len(predictions)} predictions, {len(targets)} targets and {len(images)} images")
-        for prediction, target, image in zip(predictions, targets, images):
+        for prediction, target, image in zip(predictions, targets, images, strict=True):
             pred, true = _record(prediction, with_score=True), _record(target, with_score=False)
             self.predictions.append(pred)
             self.targets.append(true)

@@ -518,7 +518,7 @@ class SegmentationReport:
         self.dice.append(dice)
         self.iou.append(iou)
         self.positive.append((true.reshape(true.shape[0], -1) > 0.5).any(1).float())
-        for p, t, image in zip(pred, true, images):
+        for p, t, image in zip(pred, true, images, strict=True):
             if len(self.overlays) >= self.num_overlays:
                 break
             self.overlays.append(overlay_image(torch.as_tensor(image), t, p, self.intensity_mean, self.intensity_std))

@@ -28,11 +28,11 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from sista_monai.handlers.export import atomic_write_bytes
-from sista_monai.visualize import overlay_heatmap
 from sista_monai.losses import SparseTokenAlignmentLoss
 from sista_monai.transforms import CleanReport, ExtractReportSections, ReportTokenizer
 from sista_monai.transforms.grounding import ZONE_WORDS
 from sista_monai.transforms.io import DICOM_SUFFIXES, RASTER_SUFFIXES
+from sista_monai.visualize import overlay_heatmap
 
 __all__ = ["image_files", "run_pretrain_inference"]
 

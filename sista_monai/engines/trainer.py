@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents, PrepareBatch
-from monai.utils import IgniteInfo, min_version, optional_import
 from monai.utils import CommonKeys as Keys
+from monai.utils import IgniteInfo, min_version, optional_import
 
 from sista_monai.losses import ReportSimilarity, finding_label_agreement
 

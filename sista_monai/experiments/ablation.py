@@ -730,7 +730,7 @@ def describe_sizes(
         reports = [
             json.loads((out / task / f"random_f{f}_s{seed}" / "eval" / "metrics.json").read_text()) for f in shown
         ]
-        labelled = ", ".join(f"{f} % = {r['training_images']}" for f, r in zip(shown, reports))
+        labelled = ", ".join(f"{f} % = {r['training_images']}" for f, r in zip(shown, reports, strict=True))
         downstream.append(
             f"{task} {labelled} labelled training images, {reports[0].get('n', reports[0].get('images'))} test images"
         )

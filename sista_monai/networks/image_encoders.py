@@ -93,7 +93,7 @@ class ViTImageEncoder(nn.Module):
                 sizes[key] = int(value)
         self.img_size = _pair(img_size)
         self.patch_size = _pair(patch_size)
-        if any(i % p for i, p in zip(self.img_size, self.patch_size)):
+        if any(i % p for i, p in zip(self.img_size, self.patch_size, strict=True)):
             raise ValueError(f"img_size {self.img_size} must be divisible by patch_size {self.patch_size}")
         self.patch_grid = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
         self.pooling = pooling

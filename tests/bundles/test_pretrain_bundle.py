@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
 from monai.bundle import run as bundle_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sista_monai.engines.evaluation import TARGETS
 from sista_monai.handlers import load_network_weights
 from sista_monai.networks import build_image_encoder
-
-from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
 
 CONFIGS = REPO_ROOT / "bundles" / "pretrain" / "configs"
 TRAIN = CONFIGS / "train.json"
@@ -197,7 +196,7 @@ def test_resume_equals_an_uninterrupted_run(tiny_demo: Path, tmp_path: Path) -> 
     assert a["trainer"]["iteration"] == b["trainer"]["iteration"] > 0
     for key, value in a["network"].items():
         torch.testing.assert_close(b["network"][key], value, rtol=0, atol=0, msg=lambda m, k=key: f"{k}: {m}")
-    for group_a, group_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+    for group_a, group_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         torch.testing.assert_close(group_b["exp_avg"], group_a["exp_avg"], rtol=0, atol=0)
 
 

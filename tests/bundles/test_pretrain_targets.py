@@ -9,13 +9,11 @@ must go. The evidence for each is in ``bundles/pretrain/docs/README.md`` ("Targe
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from bundle_helpers import run_cli
 
 from sista_monai.engines.evaluation import TARGETS
-
-from bundle_helpers import run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -16,11 +16,6 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from monai.bundle import ConfigParser
-from monai.bundle import run as bundle_run
-from monai.data import MetaTensor
-from monai.transforms import Compose
-
 from bundle_helpers import (
     REPO_ROOT,
     as_cli,
@@ -29,6 +24,10 @@ from bundle_helpers import (
     run_torchrun_two_processes,
     tiny_pretrained_encoder,
 )
+from monai.bundle import ConfigParser
+from monai.bundle import run as bundle_run
+from monai.data import MetaTensor
+from monai.transforms import Compose
 
 BUNDLE = REPO_ROOT / "bundles" / "rsna_pneumonia_classification"
 CONFIGS = BUNDLE / "configs"

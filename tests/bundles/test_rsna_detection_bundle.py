@@ -13,9 +13,6 @@ from typing import Any
 import pydicom
 import pytest
 import torch
-from monai.bundle import ConfigParser
-from monai.bundle import run as bundle_run
-
 from bundle_helpers import (
     REPO_ROOT,
     as_cli,
@@ -24,6 +21,8 @@ from bundle_helpers import (
     run_torchrun_two_processes,
     tiny_pretrained_encoder,
 )
+from monai.bundle import ConfigParser
+from monai.bundle import run as bundle_run
 
 BUNDLE = REPO_ROOT / "bundles" / "rsna_pneumonia_detection"
 CONFIGS = BUNDLE / "configs"
@@ -218,7 +217,7 @@ def test_torchscript_export_equals_eager(trained: dict[str, Any]) -> None:
         expected, actual = eager(image), scripted(image)
     assert len(expected) == len(actual) == 6  # classification then box regression maps of 3 levels
     assert [tuple(t.shape) for t in expected[:3]] == [(2, 3, 16, 16), (2, 3, 8, 8), (2, 3, 4, 4)]
-    for a, e in zip(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=0, atol=1e-5)
 
 

@@ -18,11 +18,6 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from monai.bundle import ConfigParser
-from monai.bundle import run as bundle_run
-from PIL import Image
-from scipy import ndimage
-
 from bundle_helpers import (
     REPO_ROOT,
     as_cli,
@@ -31,6 +26,10 @@ from bundle_helpers import (
     run_torchrun_two_processes,
     tiny_pretrained_encoder,
 )
+from monai.bundle import ConfigParser
+from monai.bundle import run as bundle_run
+from PIL import Image
+from scipy import ndimage
 
 BUNDLE = REPO_ROOT / "bundles" / "siim_pneumothorax_segmentation"
 CONFIGS = BUNDLE / "configs"

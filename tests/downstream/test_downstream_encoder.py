@@ -10,8 +10,8 @@ import torch
 
 from sista_monai.downstream import (
     ChestXrayClassifier,
-    as_flag,
     EncoderMismatchError,
+    as_flag,
     encoder_parameter_groups,
     encoder_source,
     label_fraction_key,

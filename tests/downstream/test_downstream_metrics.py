@@ -109,7 +109,7 @@ def test_bundle_test_evaluator_reports_hand_made_cases(
     parser["report_extra"] = {"case": "hand-made"}
     items = [
         {"image": torch.tensor([_logit(p)], dtype=torch.float32), "label": torch.tensor([float(y)])}
-        for p, y in zip(scores, LABELS)
+        for p, y in zip(scores, LABELS, strict=True)
     ]
     parser["test#dataloader"] = DataLoader(items, batch_size=4, shuffle=False)
     evaluator = parser.get_parsed_content("test#evaluator")

@@ -7,16 +7,16 @@ import math
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from bundle_helpers import tiny_pretrain_overrides
+from PIL import Image
 
 from sista_monai.experiments.ablation import (
     DOWNSTREAM_BUDGET,
     VARIANTS,
     below_baseline,
     degenerate_reason,
-    downstream_budgets,
     degenerate_runs,
+    downstream_budgets,
     format_effects,
     format_table,
     main,

@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides, tiny_pretrained_encoder
 from monai.bundle import run as bundle_run
 from PIL import Image
 from pydicom.encaps import encapsulate
-from pydicom.uid import BasicTextSRStorage, ExplicitVRLittleEndian, JPEG2000MC
+from pydicom.uid import JPEG2000MC, BasicTextSRStorage, ExplicitVRLittleEndian
 
-from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides, tiny_pretrained_encoder
 from sista_monai.data.prepare import main as prepare_main
 from sista_monai.data.validate import BadItemsError, check_items
 
@@ -434,8 +434,9 @@ def test_rerun_uses_remembered_results_and_notices_a_changed_file(
     datalist = json.loads(bad.datalist.read_text())
     images = {bad.root / i["image"] for split in ("training", "validation", "test") for i in datalist[split]}
     readable = len([path for path in images if path.is_file()])
-    with pytest.raises(Exception):
+    with pytest.raises(Exception) as info:
         bundle_run(config_file=config, **overrides)
+    assert len(bad_items_error(info.value).problems) == len(bad.expected)
     assert f"pre-flight: reading {readable} images (0 remembered)" in capsys.readouterr().out
     # repair one damaged file: only that file is read again, and it is no longer reported
     (split, index), (item_id, _) = next(iter(bad.expected.items()))

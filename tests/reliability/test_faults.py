@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import torch
+from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser
 from monai.data import PersistentDataset
@@ -43,8 +44,6 @@ from sista_monai.handlers import (
     stale_temporary_files,
 )
 from sista_monai.networks import ViTImageEncoder
-
-from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
 
 TRAIN = "bundles/pretrain/configs/train.json"
 MULTI_GPU = "bundles/pretrain/configs/multi_gpu_train.json"
@@ -313,7 +312,7 @@ def test_flipped_bytes_in_the_persistent_cache_are_detected_and_recomputed(
     plain_dir, verified_dir = tmp_path / "plain", tmp_path / "verified"
     expected = [PersistentDataset(items, transforms, cache_dir=plain_dir)[i] for i in range(len(items))]
     first = [VerifiedPersistentDataset(items, transforms, cache_dir=verified_dir)[i] for i in range(len(items))]
-    assert all(_same_item(a, b) for a, b in zip(expected, first))
+    assert all(_same_item(a, b) for a, b in zip(expected, first, strict=True))
     cache_files = sorted(verified_dir.glob("*.pt"))
     assert len(cache_files) == len(items) and all(
         VerifiedPersistentDataset.checksum_file(f).is_file() for f in cache_files

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
-
 from bundle_helpers import as_cli, run_cli, tiny_pretrain_overrides
+from PIL import Image
 
 SIZES = {"resize_size": 72, "image_size": 64}  # the detector needs a multiple of its 64-pixel stride
 TINY_ENCODER = {

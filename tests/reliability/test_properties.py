@@ -11,7 +11,6 @@ import contextlib
 import html
 import io
 import logging
-import math
 import tempfile
 import warnings
 from collections.abc import Iterator

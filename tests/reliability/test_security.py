@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 import torch
+from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
 from ignite.engine import Engine
 from monai.bundle.config_item import ComponentLocator
 from monai.handlers import CheckpointLoader
@@ -42,8 +43,6 @@ from sista_monai.handlers import (
 )
 from sista_monai.networks import ViTImageEncoder
 from sista_monai.offline import NetworkAccessError
-
-from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
 
 PROJECT_SOURCES = ("sista_monai", "transforms")
 ENTRY_POINTS = ("monai.bundle.scripts",)  # `python -m monai.bundle run` and `ckpt_export` load through it

@@ -14,14 +14,14 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
-from pydicom.uid import JPEGLosslessSV1, UID
+from pydicom.uid import UID, JPEGLosslessSV1
 
 from sista_monai.transforms import (
     ChestXrayReader,
     ChestXrayReadError,
     LoadChestXray,
-    LoadChestXrayd,
     LoadChestXrayD,
+    LoadChestXrayd,
     LoadChestXrayDict,
     apply_window,
     dicom_to_display,
