@@ -28,8 +28,13 @@ def _rank(rank: int, store: str, out_dir: str) -> None:
     dist.all_reduce(total)
     ran = distributed.finish_process_group()
     works = distributed._FINAL_WORKS
-    record = {"ran": ran, "total": total.item(), "initialized": dist.is_initialized(), "works": len(works),
-              "completed": bool(works and works[-1].is_completed())}
+    record = {
+        "ran": ran,
+        "total": total.item(),
+        "initialized": dist.is_initialized(),
+        "works": len(works),
+        "completed": bool(works and works[-1].is_completed()),
+    }
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(record))
 
 
@@ -44,8 +49,13 @@ def test_two_gloo_ranks_keep_the_final_barrier_work(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_gloo_exit_benchmark_runs_both_endings() -> None:
-    result = subprocess.run([sys.executable, "-m", "sista_monai.bench", "gloo_exit", "--trials", "1", "--json"],
-                            capture_output=True, text=True, timeout=600, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "sista_monai.bench", "gloo_exit", "--trials", "1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     counts = json.loads(result.stdout)["counts"]
     assert all(sum(c.values()) == 1 for c in counts.values())

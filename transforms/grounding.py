@@ -33,8 +33,27 @@ __all__ = [
 ]
 
 ZONE_WORDS = frozenset(
-    {"right", "left", "upper", "middle", "mid", "lower", "apical", "apex", "apices", "basal", "basilar", "base",
-     "bases", "lobe", "zone", "lingula", "lingular", "perihilar", "retrocardiac"}
+    {
+        "right",
+        "left",
+        "upper",
+        "middle",
+        "mid",
+        "lower",
+        "apical",
+        "apex",
+        "apices",
+        "basal",
+        "basilar",
+        "base",
+        "bases",
+        "lobe",
+        "zone",
+        "lingula",
+        "lingular",
+        "perihilar",
+        "retrocardiac",
+    }
 )
 """Words that locate a finding in the lungs (lower case, whole words)."""
 
@@ -73,7 +92,9 @@ def _load_tokenizer(tokenizer: Any, local_files_only: bool) -> Any:
     return tokenizer
 
 
-def first_piece_words(input_ids: torch.Tensor, word_start: torch.Tensor | None, tokens: Sequence[str]) -> dict[int, str]:
+def first_piece_words(
+    input_ids: torch.Tensor, word_start: torch.Tensor | None, tokens: Sequence[str]
+) -> dict[int, str]:
     """The words of a tokenised report, keyed by the position of their first piece.
 
     Args:

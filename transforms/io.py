@@ -319,7 +319,9 @@ def _read_raster(path: Path) -> ChestXray:
             else:
                 pixels = np.asarray(image.convert("L"), dtype=np.float32) / np.float32(255.0)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
-        raise ChestXrayReadError(path, f"cannot decode {path.suffix or 'image'} file ({type(err).__name__}: {err})") from err
+        raise ChestXrayReadError(
+            path, f"cannot decode {path.suffix or 'image'} file ({type(err).__name__}: {err})"
+        ) from err
     rows, columns = pixels.shape
     meta = {
         "format": fmt,
@@ -420,9 +422,11 @@ def _check_dicom_image(ds: pydicom.Dataset, path: Path, max_pixels: int) -> None
         except NotImplementedError as err:
             raise ChestXrayReadError(path, f"no decoder exists for transfer syntax {syntax.name} ({syntax})") from err
         if not decoder.is_available:
-            missing = "; ".join(f"{k}: {', '.join(v)}" for k, v in decoder.missing_dependencies.items()) if isinstance(
-                decoder.missing_dependencies, dict
-            ) else str(decoder.missing_dependencies)
+            missing = (
+                "; ".join(f"{k}: {', '.join(v)}" for k, v in decoder.missing_dependencies.items())
+                if isinstance(decoder.missing_dependencies, dict)
+                else str(decoder.missing_dependencies)
+            )
             raise ChestXrayReadError(
                 path, f"no decoder available for transfer syntax {syntax.name} ({syntax}); missing: {missing}"
             )

@@ -65,7 +65,9 @@ def deterministic_transforms(
     return chain
 
 
-def random_transforms(keys: KeysCollection = "image", crop_size: int | None = 224, train: bool = True) -> list[Transform]:
+def random_transforms(
+    keys: KeysCollection = "image", crop_size: int | None = 224, train: bool = True
+) -> list[Transform]:
     """Random crop for training, centre crop for evaluation; nothing when ``crop_size`` is ``None``."""
     if crop_size is None:
         return []

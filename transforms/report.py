@@ -151,9 +151,7 @@ def parse_mimic_report(text: str) -> dict[str, str]:
         raise TypeError(f"parse_mimic_report expects str, got {type(text).__name__}")
     text = _FINAL_REPORT_LINE.sub("", text)
     headers = [
-        match
-        for match in _MIMIC_HEADER.finditer(text)
-        if match.group("colon") == ":" or match.group("name").isupper()
+        match for match in _MIMIC_HEADER.finditer(text) if match.group("colon") == ":" or match.group("name").isupper()
     ]
     sections: dict[str, str] = {}
 
@@ -289,9 +287,7 @@ def compose_report_text(
     return separator.join(parts)
 
 
-def decode_report_bytes(
-    data: bytes, source: object, encoding: str = "utf-8", errors: str = "strict"
-) -> str:
+def decode_report_bytes(data: bytes, source: object, encoding: str = "utf-8", errors: str = "strict") -> str:
     """Decode the bytes of a report, naming the report when they are not valid text.
 
     A leading byte-order mark is removed.
@@ -482,12 +478,7 @@ _PATH_SUFFIXES = (".txt", ".xml")
 
 
 def _is_report_path(value: str) -> bool:
-    return (
-        "\n" not in value
-        and len(value) < 4096
-        and value.lower().endswith(_PATH_SUFFIXES)
-        and os.path.isfile(value)
-    )
+    return "\n" not in value and len(value) < 4096 and value.lower().endswith(_PATH_SUFFIXES) and os.path.isfile(value)
 
 
 class ExtractReportSections(Transform):

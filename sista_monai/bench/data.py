@@ -44,7 +44,10 @@ def write_detector_dicom(path: Path, rows: int = 2500, columns: int = 2048, seed
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:rows, 0:columns].astype(np.float32)
     body = np.exp(-(((xx - columns / 2) / (0.35 * columns)) ** 4) - (((yy - rows / 2) / (0.45 * rows)) ** 4))
-    lungs = np.exp(-(((np.abs(xx - columns / 2) - 0.2 * columns) / (0.1 * columns)) ** 2) - ((yy - 0.45 * rows) / (0.2 * rows)) ** 2)
+    lungs = np.exp(
+        -(((np.abs(xx - columns / 2) - 0.2 * columns) / (0.1 * columns)) ** 2)
+        - ((yy - 0.45 * rows) / (0.2 * rows)) ** 2
+    )
     image = 3000 * body - 1500 * lungs + rng.normal(0, 40, (rows, columns))
     stored = np.clip(image + 500, 0, 4095).astype(np.uint16)
     ds = pydicom.Dataset()
@@ -143,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
         return 0
-    sys.stdout.write(f"{'files':22s} {'n':>3s} {'baseline ms':>12s} {'monai ms':>9s} {'loader ms':>10s} "
-                     f"{'cached ms':>10s} {'loader/base':>12s} {'decode/cached':>14s}\n")
+    sys.stdout.write(
+        f"{'files':22s} {'n':>3s} {'baseline ms':>12s} {'monai ms':>9s} {'loader ms':>10s} "
+        f"{'cached ms':>10s} {'loader/base':>12s} {'decode/cached':>14s}\n"
+    )
     for name, r in results.items():
         sys.stdout.write(
             f"{name:22s} {r['files']:3d} {1e3 * r['baseline_s']:12.2f} {1e3 * r['monai_pydicom_reader_s']:9.2f} "

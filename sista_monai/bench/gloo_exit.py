@@ -38,7 +38,9 @@ def worker(ending: str) -> None:
 
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
     torch.manual_seed(dist.get_rank())
-    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8)))
+    model = torch.nn.parallel.DistributedDataParallel(
+        torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     for _ in range(20):
         loss = model(torch.randn(16, 64)).square().mean()
@@ -56,8 +58,18 @@ def worker(ending: str) -> None:
 def _trial(ending: str) -> tuple[str, str]:
     """Run one two-process job; returns its outcome (``ok``, ``abort`` or ``other``) and the output's tail."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "sista_monai.bench.gloo_exit", "--worker", ending]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "sista_monai.bench.gloo_exit",
+        "--worker",
+        ending,
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     output = result.stdout + result.stderr
     if result.returncode == 0:
@@ -84,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             if outcome == "other":
                 others.append(f"{ending}, trial {trial}:\n{tail}")
         if not args.json:
-            sys.stdout.write(f"\rtrial {trial + 1}/{args.trials}: " + ", ".join(f"{e} {counts[e]['abort']} aborts" for e in ENDINGS))
+            sys.stdout.write(
+                f"\rtrial {trial + 1}/{args.trials}: " + ", ".join(f"{e} {counts[e]['abort']} aborts" for e in ENDINGS)
+            )
             sys.stdout.flush()
     baseline_rate = counts["barrier"]["abort"] / args.trials
     clean = counts["finish"]["ok"]
@@ -102,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             label = "dist.barrier() (baseline)" if ending == "barrier" else "finish_process_group()"
             sys.stdout.write(f"| {label} | {args.trials} | {counts[ending]['abort']} | {counts[ending]['other']} |\n")
         if result["chance_of_no_abort_by_luck"] is not None:
-            sys.stdout.write(f"\nfinish_process_group() never aborted; at the baseline's rate ({baseline_rate:.3f}) "
-                             f"{clean} clean trials happen by luck with probability {result['chance_of_no_abort_by_luck']:.3g}\n")
+            sys.stdout.write(
+                f"\nfinish_process_group() never aborted; at the baseline's rate ({baseline_rate:.3f}) "
+                f"{clean} clean trials happen by luck with probability {result['chance_of_no_abort_by_luck']:.3g}\n"
+            )
     for other in others:
         sys.stderr.write(other + "\n")
     return 0

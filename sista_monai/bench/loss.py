@@ -367,9 +367,7 @@ def format_table(result: dict[str, Any]) -> str:
             f"{row[key] / mib:8.1f}" if key in row else f"{'-':>8}"
             for key in ("batched_peak_bytes", "sample_loop_peak_bytes", "sta_peak_bytes")
         ]
-        loop = (
-            f"{row['loop_s']:9.3f} {row['speedup_vs_loop']:7.1f}" if "loop_s" in row else f"{'-':>9} {'-':>7}"
-        )
+        loop = f"{row['loop_s']:9.3f} {row['speedup_vs_loop']:7.1f}" if "loop_s" in row else f"{'-':>9} {'-':>7}"
         memory_growth = row.get("sta_memory_growth_over_batch_growth")
         lines.append(
             f"{row['batch']:>5} {row['batched_s']:10.4f} {loop} "

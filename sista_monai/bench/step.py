@@ -26,8 +26,11 @@ from sista_monai.networks import HuggingFaceTextEncoder, SISTAModel, ViTImageEnc
 __all__ = ["main"]
 
 SIZES = {
-    "demo": {"img": 128, "vit": {"preset": "tiny", "hidden_size": 96, "mlp_dim": 192, "num_layers": 3, "num_heads": 4},
-             "bert": {"hidden_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 192}},
+    "demo": {
+        "img": 128,
+        "vit": {"preset": "tiny", "hidden_size": 96, "mlp_dim": 192, "num_layers": 3, "num_heads": 4},
+        "bert": {"hidden_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 192},
+    },
     "paper": {"img": 224, "vit": {"preset": "base"}, "bert": {}},
 }
 
@@ -65,8 +68,12 @@ def _manual_step(model, batch, loss_fn, similarity, optimiser, scheduler) -> flo
     optimiser.zero_grad(set_to_none=True)
     out = model(batch["image"], batch["input_ids"], batch["attention_mask"], batch["word_mask"])
     terms = loss_fn(
-        image_emb=out.image_emb, text_emb=out.text_emb, report_sim=similarity(batch["labels"]),
-        patch_emb=out.patch_emb, token_emb=out.token_emb, token_mask=out.token_mask,
+        image_emb=out.image_emb,
+        text_emb=out.text_emb,
+        report_sim=similarity(batch["labels"]),
+        patch_emb=out.patch_emb,
+        token_emb=out.token_emb,
+        token_mask=out.token_mask,
         label_agreement=finding_label_agreement(batch["labels"]),
     )
     terms["loss"].backward()
@@ -80,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print a table, or JSON with ``--json``."""
     parser = argparse.ArgumentParser(prog="python -m sista_monai.bench step", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--size", choices=sorted(SIZES), default="demo", help="encoder sizes (paper: ViT-B/16 + BERT-base)")
+    parser.add_argument(
+        "--size", choices=sorted(SIZES), default="demo", help="encoder sizes (paper: ViT-B/16 + BERT-base)"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--iterations", type=int, default=10, help="iterations per timed block")
     parser.add_argument("--rounds", type=int, default=5, help="alternating blocks of each (median reported)")
@@ -94,9 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     manual_optimiser, manual_scheduler = _optimiser(manual_model)
     optimiser, scheduler = _optimiser(model)
     trainer = SISTATrainer(
-        device=torch.device("cpu"), max_epochs=1, train_data_loader=[batch] * args.iterations, epoch_length=args.iterations,
-        network=model, optimizer=optimiser, loss_function=loss_fn, report_similarity=similarity,
-        scheduler=scheduler, grad_clip_norm=1.0, optim_set_to_none=True,
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=[batch] * args.iterations,
+        epoch_length=args.iterations,
+        network=model,
+        optimizer=optimiser,
+        loss_function=loss_fn,
+        report_similarity=similarity,
+        scheduler=scheduler,
+        grad_clip_norm=1.0,
+        optim_set_to_none=True,
     )
     trainer.logger.setLevel("WARNING")
 

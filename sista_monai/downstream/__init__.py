@@ -45,7 +45,7 @@ from .segmentation import (
     segmentation_summary,
 )
 from .training import FinalModelFallback
-from .transforms import EnsureChestXray, EnsureChestXrayd, EnsureChestXrayD, EnsureChestXrayDict
+from .transforms import EnsureChestXray, EnsureChestXrayD, EnsureChestXrayd, EnsureChestXrayDict
 
 __all__ = [
     "EMPTY_MASK_RULE",

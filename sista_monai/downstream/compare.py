@@ -51,7 +51,9 @@ class DownstreamTask:
 
 TASKS: dict[str, DownstreamTask] = {
     "classification": DownstreamTask("bundles/rsna_pneumonia_classification/configs/train.json", "auroc", "AUROC"),
-    "segmentation": DownstreamTask("bundles/siim_pneumothorax_segmentation/configs/train.json", "mean_dice", "mean Dice"),
+    "segmentation": DownstreamTask(
+        "bundles/siim_pneumothorax_segmentation/configs/train.json", "mean_dice", "mean Dice"
+    ),
     "detection": DownstreamTask("bundles/rsna_pneumonia_detection/configs/train.json", "map", "mAP"),
 }
 """Tasks by name."""
@@ -129,7 +131,9 @@ def run_comparison(
                         **dict(overrides or {}),
                     )
                 value = _read_metric(bundle_root, task.metric)
-                results.append(RunResult(name, int(fraction), int(seed), value, time.perf_counter() - start, str(bundle_root)))
+                results.append(
+                    RunResult(name, int(fraction), int(seed), value, time.perf_counter() - start, str(bundle_root))
+                )
                 logger.info("%s encoder, %d %% labels, seed %d: %s %.4f", name, fraction, seed, task.metric, value)
     return results
 
@@ -186,7 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds")
     parser.add_argument("--work-dir", default=None, help="folder of the runs (default: results/compare_<task>)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="config override for every run (JSON value), e.g. --set freeze_encoder=false",
     )
     parser.add_argument("--reuse", action="store_true", help="keep runs whose eval/metrics.json exists")

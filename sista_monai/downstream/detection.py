@@ -178,7 +178,9 @@ class ResNetFPNFeatures(nn.Module):
         freeze_encoder: frozen backbone (no gradients; batch-norm statistics kept) or fine-tuning.
     """
 
-    def __init__(self, encoder: nn.Module, returned_layers: Sequence[int] = (1, 2, 3), freeze_encoder: bool = True) -> None:
+    def __init__(
+        self, encoder: nn.Module, returned_layers: Sequence[int] = (1, 2, 3), freeze_encoder: bool = True
+    ) -> None:
         super().__init__()
         if not isinstance(encoder, ResNetImageEncoder):
             raise TypeError(f"ResNetFPNFeatures needs a ResNetImageEncoder, got {type(encoder).__name__}")
@@ -276,7 +278,9 @@ def detection_network(
         extractor = ResNetFPNFeatures(encoder, returned_layers, freeze_encoder)
         size_divisible = extractor.size_divisible
     else:
-        raise TypeError(f"unsupported image encoder {type(encoder).__name__}: expected ViTImageEncoder or ResNetImageEncoder")
+        raise TypeError(
+            f"unsupported image encoder {type(encoder).__name__}: expected ViTImageEncoder or ResNetImageEncoder"
+        )
     return SISTARetinaNet(
         extractor,
         encoder.config(),
@@ -382,7 +386,9 @@ def detection_datalist(
     path = Path(datalist)
     content = json.loads(path.read_text())
     if key not in content:
-        raise KeyError(f"{path.name} has no {key!r} split (has {sorted(k for k, v in content.items() if isinstance(v, list))})")
+        raise KeyError(
+            f"{path.name} has no {key!r} split (has {sorted(k for k, v in content.items() if isinstance(v, list))})"
+        )
     mode = content.get("box_mode", "xywh")
     if mode != "xywh":
         raise ValueError(f"{path.name}: box_mode must be 'xywh' (RSNA's [x, y, width, height]), got {mode!r}")
@@ -483,7 +489,9 @@ class BoxesToImagePixelsd(_BoxGridTransform):
 
     SOURCES = ("loaded", "plain")
 
-    def __init__(self, keys: KeysCollection, image_key: str = "image", source: str = "loaded", allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection, image_key: str = "image", source: str = "loaded", allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, image_key, allow_missing_keys)
         if source not in self.SOURCES:
             raise ValueError(f"source must be one of {self.SOURCES}, got {source!r}")
@@ -496,7 +504,9 @@ class BoxesToImagePixelsd(_BoxGridTransform):
         else:
             image = d[self.image_key]
             if not isinstance(image, MetaTensor):
-                raise TypeError(f"{self.image_key!r} must be a MetaTensor after a spatial transform, got {type(image).__name__}")
+                raise TypeError(
+                    f"{self.image_key!r} must be a MetaTensor after a spatial transform, got {type(image).__name__}"
+                )
             current = _affine_2d(image.affine)
             reference = torch.eye(3, dtype=torch.float64)
         matrix = torch.linalg.inv(current) @ reference
@@ -518,7 +528,9 @@ class BoxesToOriginalPixelsd(_BoxGridTransform):
         allow_missing_keys: skip absent keys.
     """
 
-    def __init__(self, keys: KeysCollection, image_key: str = "image", clip: bool = True, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection, image_key: str = "image", clip: bool = True, allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, image_key, allow_missing_keys)
         self.clip = clip
 
@@ -541,9 +553,7 @@ def _as_plain_tensor(value: Any, device: torch.device | str | None, dtype: torch
     return tensor.to(device=device, dtype=dtype) if dtype is not None else tensor.to(device=device)
 
 
-def _split_batch(
-    engine: Any, batch: Sequence[Mapping[str, Any]]
-) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+def _split_batch(engine: Any, batch: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     """Stack the images of a list batch (``no_collation``) and build the detector's targets."""
     if not isinstance(batch, (list, tuple)) or not batch:
         raise ValueError("the detection engines need a non-empty list batch (DataLoader collate_fn=no_collation)")
@@ -626,7 +636,12 @@ class DetectionTrainer(SupervisedTrainer):
             raise NonFiniteLossError(
                 f"non-finite detection loss at iteration {engine.state.iteration} (epoch {engine.state.epoch}): {terms}"
             )
-        if engine.amp and engine.scaler is not None and device_type == "cuda" and engine.amp_kwargs.get("dtype", torch.float16) == torch.float16:
+        if (
+            engine.amp
+            and engine.scaler is not None
+            and device_type == "cuda"
+            and engine.amp_kwargs.get("dtype", torch.float16) == torch.float16
+        ):
             engine.scaler.scale(loss).backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.scaler.step(engine.optimizer)
@@ -685,7 +700,7 @@ class DetectionEvaluator(SupervisedEvaluator):
             detections = engine.detector(images, use_inferer=False)
         score_key = engine.detector.pred_score_key
         outputs: list[dict[str, Any]] = []
-        for index, (item, found) in enumerate(zip(batchdata, detections)):
+        for index, (item, found) in enumerate(zip(batchdata, detections, strict=True)):
             output: dict[str, Any] = {
                 Keys.IMAGE: item[Keys.IMAGE],
                 "pred_box": found[engine.detector.target_box_key].detach().float().cpu(),
@@ -769,7 +784,7 @@ class DetectionJSONWriter:
         return {**record, **self.extra}
 
     def __call__(self, engine: Engine) -> None:
-        for item, output in zip(engine.state.batch, engine.state.output):
+        for item, output in zip(engine.state.batch, engine.state.output, strict=True):
             image = item.get(self.image_key)
             source = source_file(image)
             if source is None:

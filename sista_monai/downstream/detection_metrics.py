@@ -57,7 +57,9 @@ else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
     Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
-reinit__is_reduced, _ = optional_import("ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced")
+reinit__is_reduced, _ = optional_import(
+    "ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced"
+)
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 __all__ = [
@@ -261,18 +263,16 @@ def detection_map(
     matched = matching_batch(
         iou_fn=box_iou,
         iou_thresholds=metric.iou_thresholds,
-        pred_boxes=[p["box"][k] for p, k in zip(preds, kept)],
-        pred_classes=[remap[p["label"][k]] for p, k in zip(preds, kept)],
-        pred_scores=[p["score"][k] for p, k in zip(preds, kept)],
+        pred_boxes=[p["box"][k] for p, k in zip(preds, kept, strict=True)],
+        pred_classes=[remap[p["label"][k]] for p, k in zip(preds, kept, strict=True)],
+        pred_scores=[p["score"][k] for p, k in zip(preds, kept, strict=True)],
         gt_boxes=[g["box"] for g in gts],
         gt_classes=[remap[g["label"]] for g in gts],
         max_detections=int(max_detections),
     )
     values, _ = metric(matched)
     last = int(max_detections)
-    ap = {
-        _key(t): [float(values[f"{name}_AP_IoU_{t:.2f}_MaxDet_{last}"]) for name in coco_names] for t in everything
-    }
+    ap = {_key(t): [float(values[f"{name}_AP_IoU_{t:.2f}_MaxDet_{last}"]) for name in coco_names] for t in everything}
     ranged_keys = [_key(t) for t in ranged]
     result["ap_by_iou"] = {key: _mean(per_class) for key, per_class in ap.items()}
     for k, cls in enumerate(present):
@@ -595,14 +595,19 @@ class DetectionReport:
         predictions, targets, images = self.output_transform(engine.state.output)
         if not len(predictions) == len(targets) == len(images):
             raise ValueError(f"{len(predictions)} predictions, {len(targets)} targets and {len(images)} images")
-        for prediction, target, image in zip(predictions, targets, images):
+        for prediction, target, image in zip(predictions, targets, images, strict=True):
             pred, true = _record(prediction, with_score=True), _record(target, with_score=False)
             self.predictions.append(pred)
             self.targets.append(true)
             if image is not None and len(self.overlays) < self.num_overlays:
                 self.overlays.append(
                     overlay_boxes(
-                        image, true["box"], pred["box"], pred["score"], self.intensity_mean, self.intensity_std,
+                        image,
+                        true["box"],
+                        pred["box"],
+                        pred["score"],
+                        self.intensity_mean,
+                        self.intensity_std,
                         self.overlay_score_threshold,
                     )
                 )
@@ -623,6 +628,11 @@ class DetectionReport:
         )
         engine.logger.info(
             "%s split (%d images, %d ground-truth boxes): mAP@[%.2f:%.2f] %s, mAP@0.5 %s",
-            self.split, summary["images"], summary["gt_boxes"], self.iou_range[0], self.iou_range[1],
-            shown(summary["map"]), shown(summary["map50"]),
+            self.split,
+            summary["images"],
+            summary["gt_boxes"],
+            self.iou_range[0],
+            self.iou_range[1],
+            shown(summary["map"]),
+            shown(summary["map50"]),
         )

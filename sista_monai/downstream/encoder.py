@@ -217,7 +217,9 @@ def load_pretrained_encoder(
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - pickle refusals and corrupt archives both mean "not loadable"
-        raise EncoderMismatchError(f"{weights}: not a loadable weights-only state dict ({type(err).__name__}: {err})") from err
+        raise EncoderMismatchError(
+            f"{weights}: not a loadable weights-only state dict ({type(err).__name__}: {err})"
+        ) from err
     result = encoder.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise EncoderMismatchError(

@@ -120,7 +120,9 @@ class ClassificationJSONWriter:
     def write(self, probability: torch.Tensor | Sequence[float] | float, source: str) -> Path:
         """Write the JSON of one image named after ``source`` and return its path."""
         path = self.output_dir / f"{Path(source).stem}.json"
-        atomic_write_bytes(path, (json.dumps(self.record(probability, source), indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(
+            path, (json.dumps(self.record(probability, source), indent=2, sort_keys=True) + "\n").encode()
+        )
         self.written.append(path)
         return path
 
@@ -133,4 +135,3 @@ class ClassificationJSONWriter:
                 raise ValueError(f"the inference output has no source file name under {self.image_key!r}")
             self.write(item[self.pred_key], source)
         engine.logger.debug("wrote %d prediction files to %s", len(items), self.output_dir)
-

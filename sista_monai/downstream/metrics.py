@@ -215,7 +215,10 @@ def shown(value: float | None) -> str:
 
 
 def _main_rank() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+    return (
+        not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        or torch.distributed.get_rank() == 0
+    )
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -300,7 +303,9 @@ class ClassificationReport:
         if not _main_rank():
             return
         counts = binary_classification_metrics(scores, labels, self.threshold)
-        metrics = {name: _finite_or_none(float(engine.state.metrics.get(name, float("nan")))) for name in self.metric_names}
+        metrics = {
+            name: _finite_or_none(float(engine.state.metrics.get(name, float("nan")))) for name in self.metric_names
+        }
         summary: dict[str, Any] = {
             "split": self.split,
             "n": counts["n"],
@@ -316,17 +321,28 @@ class ClassificationReport:
             fpr, tpr, _ = roc_curve(scores.numpy(), labels.numpy())
             point = (1.0 - counts["specificity"], counts["sensitivity"])
             plot_roc_curve(
-                fpr, tpr, auroc, self.output_dir / self.roc_file, title=f"ROC curve, {self.split} split (n = {counts['n']})",
-                operating_point=point, threshold=self.threshold,
+                fpr,
+                tpr,
+                auroc,
+                self.output_dir / self.roc_file,
+                title=f"ROC curve, {self.split} split (n = {counts['n']})",
+                operating_point=point,
+                threshold=self.threshold,
             )
             summary["roc_curve"] = self.roc_file
         else:
             logger.warning("the %s split has a single class: no AUROC and no ROC curve", self.split)
             summary["roc_curve"] = None
-        atomic_write_bytes(self.output_dir / self.metrics_file, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(
+            self.output_dir / self.metrics_file, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
+        )
         self.summary = summary
         shown = ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a" for k, v in metrics.items())
         engine.logger.info(
             "%s split (%d images, %d positive): %s at threshold %g",
-            self.split, counts["n"], counts["positives"], shown, self.threshold,
+            self.split,
+            counts["n"],
+            counts["positives"],
+            shown,
+            self.threshold,
         )

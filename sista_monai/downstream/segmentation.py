@@ -186,7 +186,11 @@ class ViTSegmentationNet(nn.Module):
     def _grid(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(B, 1 + P, D)`` tokens → ``(B, D, gw, gh)`` (the ``[CLS]`` token dropped)."""
         patches = tokens[:, 1:]
-        return patches.reshape(patches.shape[0], self.grid[0], self.grid[1], self.hidden_size).permute(0, 3, 1, 2).contiguous()
+        return (
+            patches.reshape(patches.shape[0], self.grid[0], self.grid[1], self.hidden_size)
+            .permute(0, 3, 1, 2)
+            .contiguous()
+        )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """``(B, 1, W, H)`` → ``(B, out_channels, W, H)`` logits or probabilities."""
@@ -332,7 +336,9 @@ def segmentation_network(encoder: nn.Module, **kwargs: Any) -> nn.Module:
         if dropped:
             logger.debug("ResNet segmentation network: ignoring ViT decoder arguments %s", dropped)
         return ResNetSegmentationNet(encoder, **{k: v for k, v in kwargs.items() if k not in vit_only})
-    raise TypeError(f"unsupported image encoder {type(encoder).__name__}: expected ViTImageEncoder or ResNetImageEncoder")
+    raise TypeError(
+        f"unsupported image encoder {type(encoder).__name__}: expected ViTImageEncoder or ResNetImageEncoder"
+    )
 
 
 def segmentation_datalist(
@@ -351,7 +357,9 @@ def segmentation_datalist(
     path = Path(datalist)
     content = json.loads(path.read_text())
     if key not in content:
-        raise KeyError(f"{path.name} has no {key!r} split (has {sorted(k for k, v in content.items() if isinstance(v, list))})")
+        raise KeyError(
+            f"{path.name} has no {key!r} split (has {sorted(k for k, v in content.items() if isinstance(v, list))})"
+        )
     items = []
     for item in content[key]:
         if "image" not in item or mask_key not in item:
@@ -363,7 +371,9 @@ def segmentation_datalist(
     return items
 
 
-def dice_iou(prediction: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def dice_iou(
+    prediction: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image Dice and IoU of binary masks, with the empty-mask rule of :data:`EMPTY_MASK_RULE`.
 
     Args:
@@ -436,7 +446,10 @@ def overlay_image(
 
 
 def _main_rank() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+    return (
+        not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        or torch.distributed.get_rank() == 0
+    )
 
 
 class SegmentationReport:
@@ -505,7 +518,7 @@ class SegmentationReport:
         self.dice.append(dice)
         self.iou.append(iou)
         self.positive.append((true.reshape(true.shape[0], -1) > 0.5).any(1).float())
-        for p, t, image in zip(pred, true, images):
+        for p, t, image in zip(pred, true, images, strict=True):
             if len(self.overlays) >= self.num_overlays:
                 break
             self.overlays.append(overlay_image(torch.as_tensor(image), t, p, self.intensity_mean, self.intensity_std))
@@ -529,6 +542,10 @@ class SegmentationReport:
         )
         engine.logger.info(
             "%s split (%d images, %d with pneumothorax): mean Dice %s, mean IoU %s, Dice on positive images %s",
-            self.split, summary["n"], summary["positives"], shown(summary["mean_dice"]), shown(summary["mean_iou"]),
+            self.split,
+            summary["n"],
+            summary["positives"],
+            shown(summary["mean_dice"]),
+            shown(summary["mean_iou"]),
             shown(summary["positive_dice"]),
         )

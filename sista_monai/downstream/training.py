@@ -40,14 +40,20 @@ class FinalModelFallback:
         save_path: where the best-model saver writes, e.g. ``models/model.pt``.
     """
 
-    def __init__(self, best_model_saver: BestModelSaver, network: torch.nn.Module, save_path: str | os.PathLike) -> None:
+    def __init__(
+        self, best_model_saver: BestModelSaver, network: torch.nn.Module, save_path: str | os.PathLike
+    ) -> None:
         self.best_model_saver = best_model_saver
         self.network = network
         self.save_path = Path(save_path)
 
     def attach(self, engine: Engine) -> None:
         """Register at training completion on rank 0."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        if (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_rank() != 0
+        ):
             return
         engine.add_event_handler(Events.COMPLETED, self)
 

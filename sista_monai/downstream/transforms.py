@@ -93,7 +93,9 @@ class EnsureChestXray(Transform):
 
     def _dataset(self, meta: Mapping[str, Any]) -> pydicom.Dataset:
         ds = pydicom.Dataset()
-        ds.PhotometricInterpretation = str(_meta_value(meta, "PhotometricInterpretation") or self.photometric_interpretation)
+        ds.PhotometricInterpretation = str(
+            _meta_value(meta, "PhotometricInterpretation") or self.photometric_interpretation
+        )
         presentation = _meta_value(meta, "PresentationLUTShape")
         if presentation:
             ds.PresentationLUTShape = str(presentation)
@@ -127,7 +129,11 @@ class EnsureChestXray(Transform):
         meta = dict(image.meta) if isinstance(image, MetaTensor) else {}
         plane = self._plane(convert_to_numpy(image))
         display, voi_source = dicom_to_display(
-            self._dataset(meta), np.ascontiguousarray(plane), voi=self.voi, percentiles=self.percentiles, source="<array>"
+            self._dataset(meta),
+            np.ascontiguousarray(plane),
+            voi=self.voi,
+            percentiles=self.percentiles,
+            source="<array>",
         )
         meta["voi_source"] = voi_source
         meta["spatial_shape"] = np.asarray(display.shape)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .inference import image_files, run_pretrain_inference
 from .evaluation import TARGETS, summarise_test_metrics, write_test_report
+from .inference import image_files, run_pretrain_inference
 from .trainer import BATCH_KEYS, TARGET_KEYS, NonFiniteLossError, SISTAPrepareBatch, SISTATrainer
 
 __all__ = [

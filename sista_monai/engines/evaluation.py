@@ -38,7 +38,9 @@ def _metric(metrics: dict[str, float], name: str) -> float:
     return float(metrics.get(name, float("nan")))
 
 
-def summarise_test_metrics(metrics: dict[str, float], n_pairs: int, info: dict[str, Any] | None = None) -> dict[str, Any]:
+def summarise_test_metrics(
+    metrics: dict[str, float], n_pairs: int, info: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Arrange the evaluator's metrics under the keys of ``eval/metrics.json`` (a contract other tools read).
 
     Args:
@@ -66,7 +68,10 @@ def summarise_test_metrics(metrics: dict[str, float], n_pairs: int, info: dict[s
         "chance": _metric(metrics, "semantic_precision_chance"),
     }
     grounding = {
-        game: {report: _metric(metrics, f"{game}_pointing_{report}") for report in ("accuracy", "chance", "prior", "trials")}
+        game: {
+            report: _metric(metrics, f"{game}_pointing_{report}")
+            for report in ("accuracy", "chance", "prior", "trials")
+        }
         for game in ("lesion", "zone")
     }
     for game in grounding.values():
@@ -74,12 +79,20 @@ def summarise_test_metrics(metrics: dict[str, float], n_pairs: int, info: dict[s
     sia = {
         "source": info.get("sia", {}).get("source"),
         "threshold": info.get("sia", {}).get("threshold"),
-        **{name: _metric(metrics, f"sia_{name}") for name in ("flag_precision", "flag_recall", "flag_rate", "base_rate", "rows_without_negatives")},
+        **{
+            name: _metric(metrics, f"sia_{name}")
+            for name in ("flag_precision", "flag_recall", "flag_rate", "base_rate", "rows_without_negatives")
+        },
     }
-    sta = {"patches_kept": _metric(metrics, "sta_patches_kept"), "sparsity_threshold": info.get("sta", {}).get("sparsity_threshold")}
+    sta = {
+        "patches_kept": _metric(metrics, "sta_patches_kept"),
+        "sparsity_threshold": info.get("sta", {}).get("sparsity_threshold"),
+    }
     measured = {
         "lesion_grounding_over_prior": _ratio(grounding["lesion"]["accuracy"], grounding["lesion"]["prior"]),
-        "semantic_precision_over_chance": _ratio(retrieval["semantic"]["precision_at_5"], retrieval["semantic"]["chance"]),
+        "semantic_precision_over_chance": _ratio(
+            retrieval["semantic"]["precision_at_5"], retrieval["semantic"]["chance"]
+        ),
         "sia_flag_precision": sia["flag_precision"],
         "sia_flag_recall": sia["flag_recall"],
     }
@@ -116,7 +129,10 @@ def write_test_report(
     evaluator.run()
     n_pairs = len(evaluator.data_loader.dataset)
     summary = summarise_test_metrics(dict(evaluator.state.metrics), n_pairs, info)
-    rank0 = not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+    rank0 = (
+        not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        or torch.distributed.get_rank() == 0
+    )
     if rank0:
         atomic_write_bytes(Path(output_path), (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
         r, g, sia = summary["retrieval"], summary["grounding"], summary["sia"]
@@ -126,12 +142,29 @@ def write_test_report(
             "image->report R@1/5/10 = %.3f/%.3f/%.3f (chance R@5 %.3f); report->image R@5 = %.3f; "
             "SIA flags (%s, theta %s): precision %.3f, recall %.3f, rate %.4f (base rate %.3f); "
             "STA patches kept %.3f; targets met: %s",
-            n_pairs, g["lesion"]["accuracy"], g["lesion"]["prior"], g["lesion"]["chance"], g["lesion"]["trials"],
-            g["zone"]["accuracy"], g["zone"]["prior"], g["zone"]["chance"],
-            r["semantic"]["precision_at_5"], r["semantic"]["chance"],
-            r["image_to_report"]["R@1"], r["image_to_report"]["R@5"], r["image_to_report"]["R@10"], r["chance"]["R@5"],
-            r["report_to_image"]["R@5"], sia["source"], sia["threshold"], sia["flag_precision"], sia["flag_recall"],
-            sia["flag_rate"], sia["base_rate"], summary["sta"]["patches_kept"], summary["targets_met"],
+            n_pairs,
+            g["lesion"]["accuracy"],
+            g["lesion"]["prior"],
+            g["lesion"]["chance"],
+            g["lesion"]["trials"],
+            g["zone"]["accuracy"],
+            g["zone"]["prior"],
+            g["zone"]["chance"],
+            r["semantic"]["precision_at_5"],
+            r["semantic"]["chance"],
+            r["image_to_report"]["R@1"],
+            r["image_to_report"]["R@5"],
+            r["image_to_report"]["R@10"],
+            r["chance"]["R@5"],
+            r["report_to_image"]["R@5"],
+            sia["source"],
+            sia["threshold"],
+            sia["flag_precision"],
+            sia["flag_recall"],
+            sia["flag_rate"],
+            sia["base_rate"],
+            summary["sta"]["patches_kept"],
+            summary["targets_met"],
         )
         if heatmaps is not None:
             heatmaps()

@@ -28,11 +28,11 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from sista_monai.handlers.export import atomic_write_bytes
-from sista_monai.visualize import overlay_heatmap
 from sista_monai.losses import SparseTokenAlignmentLoss
 from sista_monai.transforms import CleanReport, ExtractReportSections, ReportTokenizer
 from sista_monai.transforms.grounding import ZONE_WORDS
 from sista_monai.transforms.io import DICOM_SUFFIXES, RASTER_SUFFIXES
+from sista_monai.visualize import overlay_heatmap
 
 __all__ = ["image_files", "run_pretrain_inference"]
 
@@ -91,14 +91,20 @@ def run_pretrain_inference(
         for path in files:
             image = image_transform({"image": str(path)})["image"].unsqueeze(0).to(device)
             image_emb, patch_emb, grid = network.encode_image(image)
-            record = {"source": path.name, "embed_dim": int(image_emb.shape[1]), "embedding": image_emb[0].cpu().tolist()}
+            record = {
+                "source": path.name,
+                "embed_dim": int(image_emb.shape[1]),
+                "embedding": image_emb[0].cpu().tolist(),
+            }
             written.append(atomic_write_bytes(output / f"{path.stem}.json", (json.dumps(record) + "\n").encode()))
             report = next((path.with_suffix(s) for s in (".txt", ".xml") if path.with_suffix(s).is_file()), None)
             if report is None:
                 continue
             tokens = report_tokenizer(clean(extract(report, source=report.name), source=report.name))
             _, token_emb, word_mask = network.encode_text(
-                tokens["input_ids"][None].to(device), tokens["attention_mask"][None].to(device), tokens["word_mask"][None].to(device),
+                tokens["input_ids"][None].to(device),
+                tokens["attention_mask"][None].to(device),
+                tokens["word_mask"][None].to(device),
                 tokens["word_start"][None].to(device),
             )
             weights = sta.alignment_weights(patch_emb, token_emb)[0]
@@ -113,7 +119,14 @@ def run_pretrain_inference(
                 written.append(png)
                 token = words[j] if write_all_words or words[j] in ZONE_WORDS else None
                 alignment.append({"index": j, "token": token, "weights": weights[j].cpu().reshape(grid).tolist()})
-            payload = {"source": path.name, "patch_grid": list(grid), "layout": "(x = column, y = row)", "tokens": alignment}
-            written.append(atomic_write_bytes(output / f"{path.stem}_alignment.json", (json.dumps(payload) + "\n").encode()))
+            payload = {
+                "source": path.name,
+                "patch_grid": list(grid),
+                "layout": "(x = column, y = row)",
+                "tokens": alignment,
+            }
+            written.append(
+                atomic_write_bytes(output / f"{path.stem}_alignment.json", (json.dumps(payload) + "\n").encode())
+            )
     logger.info("embedded %d images into %s", len(files), output)
     return written

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents, PrepareBatch
-from monai.utils import IgniteInfo, min_version, optional_import
 from monai.utils import CommonKeys as Keys
+from monai.utils import IgniteInfo, min_version, optional_import
 
 from sista_monai.losses import ReportSimilarity, finding_label_agreement
 
@@ -167,7 +167,9 @@ class SISTATrainer(SupervisedTrainer):
             logger.warning(
                 "epoch %d: %d SIA anchors had every unpaired report in the batch flagged as a false negative; %s. "
                 "Lower the flag rate (a higher sia_threshold, a centred report similarity) if this persists.",
-                engine.state.epoch, count, action,
+                engine.state.epoch,
+                count,
+                action,
             )
 
     def _accumulation(self, engine: SISTATrainer) -> tuple[bool, bool]:
@@ -240,7 +242,11 @@ class SISTATrainer(SupervisedTrainer):
         autocast = torch.autocast(device_type, **engine.amp_kwargs) if engine.amp else contextlib.nullcontext()
         with autocast:
             pred = engine.network(
-                batch["image"], batch["input_ids"], batch["attention_mask"], batch.get("word_mask"), batch.get("word_start")
+                batch["image"],
+                batch["input_ids"],
+                batch["attention_mask"],
+                batch.get("word_mask"),
+                batch.get("word_start"),
             )
         engine.state.output = {Keys.IMAGE: batch["image"], Keys.PRED: pred}
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
@@ -274,7 +280,11 @@ class SISTATrainer(SupervisedTrainer):
             engine.optimizer.zero_grad(set_to_none=True)
             engine.state.skipped_iterations += 1
         else:
-            scaler = engine.scaler if engine.amp and engine.amp_kwargs.get("dtype") == torch.float16 and device_type == "cuda" else None
+            scaler = (
+                engine.scaler
+                if engine.amp and engine.amp_kwargs.get("dtype") == torch.float16 and device_type == "cuda"
+                else None
+            )
             scaled = loss / engine.accumulation_steps
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)

@@ -80,13 +80,19 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("clip_sia", "+ SIA (text: frozen MLM encoder, centred cosine)", {"lambda_token": 0.0}),
     Variant("clip_sta", "+ STA", {"sia_threshold": 2.0}),
     Variant("sista", "SISTA (SIA text + STA)", {}),
-    Variant("sista_oracle", "SISTA, SIA from the labels oracle (θ 0.95: identical finding sets)", {"similarity_source": "labels", "sia_threshold": 0.95}),
+    Variant(
+        "sista_oracle",
+        "SISTA, SIA from the labels oracle (θ 0.95: identical finding sets)",
+        {"similarity_source": "labels", "sia_threshold": 0.95},
+    ),
     Variant("sista_dense", "SISTA, dense STA (σ = 0)", {"sta_sparsity_threshold": 0.0}),
     # 1/P with the demo's 8 x 8 patch grid (a None override would be dropped by MONAI's runner)
     Variant("sista_sigma_1p", "SISTA, STA σ = 1/P (SPARC's; 1/64 here)", {"sta_sparsity_threshold": 1 / 64}),
     Variant("sista_sigma_0.25", "SISTA, STA σ = 0.25", {"sta_sparsity_threshold": 0.25}),
     Variant("sista_sigma_0.75", "SISTA, STA σ = 0.75", {"sta_sparsity_threshold": 0.75}),
-    Variant("sista_text_online", "SISTA, similarity from the online text encoder", {"similarity_source": "text_online"}),
+    Variant(
+        "sista_text_online", "SISTA, similarity from the online text encoder", {"similarity_source": "text_online"}
+    ),
 )
 """The pretraining variants; ``random`` (no pretraining) is added to the downstream rows. The σ variants with
 ``sista`` (σ = 0.5, the bundle default) and ``sista_dense`` (σ = 0) make the σ sweep."""
@@ -103,7 +109,11 @@ DOWNSTREAM_BUDGET: dict[str, dict[str, Any]] = {
 segmentation and detection). Segmentation gets 216 steps: at 80, every encoder's probe still predicts a
 pneumothorax on most images and scores far below the all-empty prediction."""
 
-TASK_METRICS = {"classification": ("auroc", "RSNA-like AUROC"), "segmentation": ("mean_dice", "SIIM-like Dice"), "detection": ("map", "detection mAP")}
+TASK_METRICS = {
+    "classification": ("auroc", "RSNA-like AUROC"),
+    "segmentation": ("mean_dice", "SIIM-like Dice"),
+    "detection": ("map", "detection mAP"),
+}
 THETAS = tuple(round(0.02 * k, 2) for k in range(51))
 SWEEP_VARIANTS = {"text_frozen": "sista", "labels": "sista_oracle", "text_online": "sista_text_online"}
 
@@ -114,7 +124,11 @@ Fractions = Sequence[int] | Mapping[str, Sequence[int]]
 
 def _pairs(tasks: Sequence[str], fractions: Fractions) -> list[tuple[str, int]]:
     """``(task, fraction)`` in table order; ``fractions`` is one list for every task or a list per task."""
-    return [(task, fraction) for task in tasks for fraction in (fractions.get(task, ()) if isinstance(fractions, Mapping) else fractions)]
+    return [
+        (task, fraction)
+        for task in tasks
+        for fraction in (fractions.get(task, ()) if isinstance(fractions, Mapping) else fractions)
+    ]
 
 
 def task_fractions(fractions: Sequence[int], items: Sequence[str], tasks: Sequence[str]) -> dict[str, list[int]]:
@@ -123,7 +137,9 @@ def task_fractions(fractions: Sequence[int], items: Sequence[str], tasks: Sequen
     for item in items:
         task, sep, values = item.partition("=")
         if not sep or task not in TASK_METRICS:
-            raise SystemExit(f"--task-fractions {item!r}: expected TASK=F[,F...] with TASK one of {', '.join(TASK_METRICS)}")
+            raise SystemExit(
+                f"--task-fractions {item!r}: expected TASK=F[,F...] with TASK one of {', '.join(TASK_METRICS)}"
+            )
         if task in per_task:
             per_task[task] = [int(v) for v in values.split(",") if v]
     return per_task
@@ -205,11 +221,20 @@ def pretrain(variant: Variant, seed: int, out: Path, overrides: Mapping[str, Any
     root = out / "pretrain" / f"{variant.name}_s{seed}"
     report = root / "eval" / "metrics.json"
     # a report written before the grounding metrics existed cannot fill the table: such a run is redone
-    done = report.is_file() and (root / "models" / "image_encoder.pt").is_file() and "grounding" in json.loads(report.read_text())
+    done = (
+        report.is_file()
+        and (root / "models" / "image_encoder.pt").is_file()
+        and "grounding" in json.loads(report.read_text())
+    )
     if not (reuse and done):
         logger.info("pretraining %s, seed %d -> %s", variant.name, seed, root)
         start = time.perf_counter()
-        bundle_run(config_file=PRETRAIN_CONFIG, bundle_root=str(root), seed=seed, **{**PRETRAIN_BUDGET, **overrides, **variant.overrides})
+        bundle_run(
+            config_file=PRETRAIN_CONFIG,
+            bundle_root=str(root),
+            seed=seed,
+            **{**PRETRAIN_BUDGET, **overrides, **variant.overrides},
+        )
         _record_seconds(root, time.perf_counter() - start)
     return root
 
@@ -224,7 +249,9 @@ def _run_seconds(out: Path) -> float:
     return sum(json.loads(p.read_text())["seconds"] for p in out.rglob("ablation_seconds.json"))
 
 
-def downstream(task: str, encoder: Path | None, fraction: int, seed: int, root: Path, overrides: Mapping[str, Any], reuse: bool) -> float:
+def downstream(
+    task: str, encoder: Path | None, fraction: int, seed: int, root: Path, overrides: Mapping[str, Any], reuse: bool
+) -> float:
     """Train one downstream bundle (frozen encoder) with ``overrides`` (its budget) and return its test metric."""
     from monai.bundle import run as bundle_run
 
@@ -246,7 +273,9 @@ def downstream(task: str, encoder: Path | None, fraction: int, seed: int, root: 
     return _downstream_value(root, TASK_METRICS[task][0])
 
 
-def theta_sweep(bundle_root: Path, variant: Variant, overrides: Mapping[str, Any], thetas: Sequence[float] = THETAS) -> list[dict[str, float]]:
+def theta_sweep(
+    bundle_root: Path, variant: Variant, overrides: Mapping[str, Any], thetas: Sequence[float] = THETAS
+) -> list[dict[str, float]]:
     """SIA flag rate and precision on the test split of a finished pretraining run, for every θ.
 
     The run's network (``models/checkpoint_final.pt``) computes the report-similarity features of its own source;
@@ -265,11 +294,17 @@ def theta_sweep(bundle_root: Path, variant: Variant, overrides: Mapping[str, Any
     similarity = parser.get_parsed_content("report_similarity")  # the configured one: its centre included
     for theta in thetas:
         for report in ("rate", "precision"):
-            FalseNegativeFlags(threshold=theta, source=source, report=report, similarity=similarity).attach(evaluator, f"sweep_{report}_{theta:.2f}")
+            FalseNegativeFlags(threshold=theta, source=source, report=report, similarity=similarity).attach(
+                evaluator, f"sweep_{report}_{theta:.2f}"
+            )
     evaluator.run()
     metrics = evaluator.state.metrics
     return [
-        {"theta": float(t), "flag_rate": float(metrics[f"sweep_rate_{t:.2f}"]), "flag_precision": float(metrics[f"sweep_precision_{t:.2f}"])}
+        {
+            "theta": float(t),
+            "flag_rate": float(metrics[f"sweep_rate_{t:.2f}"]),
+            "flag_precision": float(metrics[f"sweep_precision_{t:.2f}"]),
+        }
         for t in thetas
     ]
 
@@ -343,7 +378,9 @@ def paired_effect(values: Sequence[float], baseline: Sequence[float], seed: int 
     import numpy as np
     from scipy import stats
 
-    differences = np.array([v - b for v, b in zip(values, baseline, strict=True) if math.isfinite(v) and math.isfinite(b)])
+    differences = np.array(
+        [v - b for v, b in zip(values, baseline, strict=True) if math.isfinite(v) and math.isfinite(b)]
+    )
     if differences.size == 0:
         return None
     rng = np.random.default_rng(seed)
@@ -384,13 +421,18 @@ def format_effects(results: Mapping[str, Any], tasks: Sequence[str], fractions: 
     run are left out.
     """
     columns = [("pretrain", "lesion", "lesion grounding"), ("pretrain", "semantic_precision", "semantic P@5")]
-    columns += [(task, str(fraction), f"{TASK_METRICS[task][1]}, {fraction} %") for task, fraction in _pairs(tasks, fractions)]
+    columns += [
+        (task, str(fraction), f"{TASK_METRICS[task][1]}, {fraction} %") for task, fraction in _pairs(tasks, fractions)
+    ]
     lines = ["| effect | " + " | ".join(c[2] for c in columns) + " |", "|---|" + "---|" * len(columns)]
     variants = results["variants"]
     for label, name, baseline in EFFECTS:
         if name not in variants or baseline not in variants:
             continue
-        cells = [_effect_cell(variants[name].get(group, {}).get(key), variants[baseline].get(group, {}).get(key)) for group, key, _ in columns]
+        cells = [
+            _effect_cell(variants[name].get(group, {}).get(key), variants[baseline].get(group, {}).get(key))
+            for group, key, _ in columns
+        ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -428,22 +470,38 @@ def degenerate_runs(out: Path, tasks: Sequence[str]) -> list[str]:
     return lines
 
 
-SIGMA_VARIANTS = {"sista_dense": 0.0, "sista_sigma_1p": 1 / 64, "sista_sigma_0.25": 0.25, "sista": 0.5, "sista_sigma_0.75": 0.75}
+SIGMA_VARIANTS = {
+    "sista_dense": 0.0,
+    "sista_sigma_1p": 1 / 64,
+    "sista_sigma_0.25": 0.25,
+    "sista": 0.5,
+    "sista_sigma_0.75": 0.75,
+}
 """σ of each variant of the σ sweep (``sista`` runs the bundle default, 0.5)."""
 
 
 def _sigma_plot(results: Mapping[str, Any], out: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
-    points = [(sigma, results["variants"][name]["pretrain"]) for name, sigma in SIGMA_VARIANTS.items() if name in results["variants"]]
+    points = [
+        (sigma, results["variants"][name]["pretrain"])
+        for name, sigma in SIGMA_VARIANTS.items()
+        if name in results["variants"]
+    ]
     if len(points) < 2:
         return None
     points.sort(key=lambda point: point[0])
     figure, (ground_axis, kept_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
     sigmas = [sigma for sigma, _ in points]
-    for key, label in (("lesion", "lesion grounding"), ("lesion_prior", "image-free prior"), ("zone", "zone grounding")):
+    for key, label in (
+        ("lesion", "lesion grounding"),
+        ("lesion_prior", "image-free prior"),
+        ("zone", "zone grounding"),
+    ):
         stats = [_mean_std(values.get(key, [])) for _, values in points]
-        ground_axis.errorbar(sigmas, [m for m, _, _ in stats], yerr=[sd for _, sd, _ in stats], marker="o", capsize=3, label=label)
+        ground_axis.errorbar(
+            sigmas, [m for m, _, _ in stats], yerr=[sd for _, sd, _ in stats], marker="o", capsize=3, label=label
+        )
     kept = [_mean_std(values.get("patches_kept", [])) for _, values in points]
     kept_axis.errorbar(sigmas, [m for m, _, _ in kept], yerr=[sd for _, sd, _ in kept], marker="o", capsize=3)
     ground_axis.set(xlabel="σ", ylabel="pointing accuracy (test)")
@@ -470,7 +528,14 @@ def _plots(results: Mapping[str, Any], tasks: Sequence[str], fractions: Fraction
         width = 0.8 / max(len(shown), 1)
         for k, fraction in enumerate(shown):
             stats = [_mean_std(results["variants"][n].get(task, {}).get(str(fraction), [])) for n in names]
-            axis.bar([i + k * width for i in range(len(names))], [s[0] for s in stats], width, yerr=[s[1] for s in stats], label=f"{fraction} % labels", capsize=3)
+            axis.bar(
+                [i + k * width for i in range(len(names))],
+                [s[0] for s in stats],
+                width,
+                yerr=[s[1] for s in stats],
+                label=f"{fraction} % labels",
+                capsize=3,
+            )
         axis.set_xticks([i + width * (len(shown) - 1) / 2 for i in range(len(names))], names, rotation=30, ha="right")
         axis.set_ylabel(TASK_METRICS[task][1])
         axis.legend()
@@ -531,13 +596,29 @@ def run_ablation(
                 continue
             for task, fraction in _pairs(tasks, fractions):
                 run_root = out / task / f"{variant.name}_f{fraction}_s{seed}"
-                value = downstream(task, root / "models" / "image_encoder.pt", fraction, seed, run_root, downstream_overrides[task], reuse)
+                value = downstream(
+                    task,
+                    root / "models" / "image_encoder.pt",
+                    fraction,
+                    seed,
+                    run_root,
+                    downstream_overrides[task],
+                    reuse,
+                )
                 entry.setdefault(task, {}).setdefault(str(fraction), []).append(value)
     if tasks and random:
         entry = results["variants"].setdefault("random", {})
         for seed in seeds:
             for task, fraction in _pairs(tasks, fractions):
-                value = downstream(task, None, fraction, seed, out / task / f"random_f{fraction}_s{seed}", downstream_overrides[task], reuse)
+                value = downstream(
+                    task,
+                    None,
+                    fraction,
+                    seed,
+                    out / task / f"random_f{fraction}_s{seed}",
+                    downstream_overrides[task],
+                    reuse,
+                )
                 entry.setdefault(task, {}).setdefault(str(fraction), []).append(value)
         results["baselines"] = trivial_baselines(tasks, fractions, downstream_overrides)
     if sweep:
@@ -568,7 +649,9 @@ def _masks(items: Sequence[Mapping[str, Any]]) -> Any:
     return np.stack([np.asarray(Image.open(item["label"]).convert("L")) > 0 for item in items])
 
 
-def trivial_baselines(tasks: Sequence[str], fractions: Fractions, overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def trivial_baselines(
+    tasks: Sequence[str], fractions: Fractions, overrides: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
     """The image-free baseline of each task and label fraction on the test split (:mod:`sista_monai.metrics.baselines`).
 
     Returns ``{task: {fraction: {"value": v, "what": description, ...}}}``, ``value`` in the task's table metric.
@@ -584,9 +667,19 @@ def trivial_baselines(tasks: Sequence[str], fractions: Fractions, overrides: Map
         else:
             datalist, train_key = _task_datalist(task, fraction, overrides[task])
             if task == "segmentation":
-                result = segmentation_baselines(_masks(segmentation_datalist(datalist, train_key)), _masks(segmentation_datalist(datalist, "test")))
-                best = "all_empty" if result["all_empty"]["mean_dice"] >= result["constant_mask"]["mean_dice"] else "constant_mask"
-                entry = {"value": result["best_mean_dice"], "what": f"the {best.replace('_', '-')} prediction", **result}
+                result = segmentation_baselines(
+                    _masks(segmentation_datalist(datalist, train_key)), _masks(segmentation_datalist(datalist, "test"))
+                )
+                best = (
+                    "all_empty"
+                    if result["all_empty"]["mean_dice"] >= result["constant_mask"]["mean_dice"]
+                    else "constant_mask"
+                )
+                entry = {
+                    "value": result["best_mean_dice"],
+                    "what": f"the {best.replace('_', '-')} prediction",
+                    **result,
+                }
             else:
                 training = [item["box"] for item in detection_datalist(datalist, train_key)]
                 test = [item["box"] for item in detection_datalist(datalist, "test")]
@@ -612,7 +705,9 @@ def below_baseline(results: Mapping[str, Any], tasks: Sequence[str], fractions: 
     return lines
 
 
-def describe_sizes(pretrain_overrides: Mapping[str, Any], out: Path, tasks: Sequence[str], fractions: Fractions, seed: int) -> str:
+def describe_sizes(
+    pretrain_overrides: Mapping[str, Any], out: Path, tasks: Sequence[str], fractions: Fractions, seed: int
+) -> str:
     """The study's data and model sizes: pretraining's from its config and datalist, each downstream task's from
     the test reports of its random-initialisation runs (``training_images`` and the number of test images)."""
     from monai.bundle import ConfigParser
@@ -625,12 +720,20 @@ def describe_sizes(pretrain_overrides: Mapping[str, Any], out: Path, tasks: Sequ
     counts = "/".join(str(len(splits[s])) for s in ("training", "validation", "test"))
     downstream = []
     for task in tasks:
-        shown = [f for _, f in _pairs([task], fractions) if (out / task / f"random_f{f}_s{seed}" / "eval" / "metrics.json").is_file()]
+        shown = [
+            f
+            for _, f in _pairs([task], fractions)
+            if (out / task / f"random_f{f}_s{seed}" / "eval" / "metrics.json").is_file()
+        ]
         if not shown:
             continue
-        reports = [json.loads((out / task / f"random_f{f}_s{seed}" / "eval" / "metrics.json").read_text()) for f in shown]
-        labelled = ", ".join(f"{f} % = {r['training_images']}" for f, r in zip(shown, reports))
-        downstream.append(f"{task} {labelled} labelled training images, {reports[0].get('n', reports[0].get('images'))} test images")
+        reports = [
+            json.loads((out / task / f"random_f{f}_s{seed}" / "eval" / "metrics.json").read_text()) for f in shown
+        ]
+        labelled = ", ".join(f"{f} % = {r['training_images']}" for f, r in zip(shown, reports, strict=True))
+        downstream.append(
+            f"{task} {labelled} labelled training images, {reports[0].get('n', reports[0].get('images'))} test images"
+        )
     encoder = parser.get_parsed_content("image_encoder")
     text = parser.get_parsed_content("text_encoder")
     size = parser.get_parsed_content("image_size")
@@ -644,29 +747,54 @@ def describe_sizes(pretrain_overrides: Mapping[str, Any], out: Path, tasks: Sequ
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m sista_monai.experiments ablation``."""
-    parser = argparse.ArgumentParser(prog="python -m sista_monai.experiments ablation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (pretraining and downstream)")
+    parser = argparse.ArgumentParser(
+        prog="python -m sista_monai.experiments ablation", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (pretraining and downstream)"
+    )
     parser.add_argument("--out", default="results/ablation", help="output folder")
     parser.add_argument("--variants", nargs="+", default=[v.name for v in VARIANTS], choices=[v.name for v in VARIANTS])
     parser.add_argument("--tasks", nargs="*", default=list(TASK_METRICS), choices=list(TASK_METRICS))
-    parser.add_argument("--fractions", type=int, nargs="+", default=[1, 10], help="downstream label fractions (percent)")
     parser.add_argument(
-        "--task-fractions", nargs="+", default=[], metavar="TASK=F[,F]",
+        "--fractions", type=int, nargs="+", default=[1, 10], help="downstream label fractions (percent)"
+    )
+    parser.add_argument(
+        "--task-fractions",
+        nargs="+",
+        default=[],
+        metavar="TASK=F[,F]",
         help="other label fractions for some tasks, e.g. segmentation=10 (its most expensive runs)",
     )
-    parser.add_argument("--no-random", action="store_true", help="skip the random-initialisation runs (another invocation on --out runs them)")
-    parser.add_argument("--set-pretrain", action="append", default=[], metavar="KEY=VALUE", help="pretraining override (JSON value)")
     parser.add_argument(
-        "--set-downstream", action="append", default=[], metavar="[TASK:]KEY=VALUE",
+        "--no-random",
+        action="store_true",
+        help="skip the random-initialisation runs (another invocation on --out runs them)",
+    )
+    parser.add_argument(
+        "--set-pretrain", action="append", default=[], metavar="KEY=VALUE", help="pretraining override (JSON value)"
+    )
+    parser.add_argument(
+        "--set-downstream",
+        action="append",
+        default=[],
+        metavar="[TASK:]KEY=VALUE",
         help="override of every downstream run, or of one task's runs with a TASK: prefix (e.g. segmentation:epochs=12)",
     )
     parser.add_argument(
-        "--downstream-variants", nargs="+", default=None, choices=[v.name for v in VARIANTS],
+        "--downstream-variants",
+        nargs="+",
+        default=None,
+        choices=[v.name for v in VARIANTS],
         help="the variants trained downstream (default: every variant); the others give pretraining metrics only",
     )
     parser.add_argument("--no-sweep", action="store_true", help="skip the θ sweep")
     parser.add_argument("--reuse", action="store_true", help="keep finished runs (resume an interrupted study)")
-    parser.add_argument("--publish", default=None, help="also copy ablation.md (and the plots) there, e.g. bundles/pretrain/docs/ablation.md")
+    parser.add_argument(
+        "--publish",
+        default=None,
+        help="also copy ablation.md (and the plots) there, e.g. bundles/pretrain/docs/ablation.md",
+    )
     return parser
 
 
@@ -677,12 +805,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    pretrain_overrides, downstream_overrides = _parse_overrides(args.set_pretrain), downstream_budgets(args.set_downstream, args.tasks)
+    pretrain_overrides, downstream_overrides = (
+        _parse_overrides(args.set_pretrain),
+        downstream_budgets(args.set_downstream, args.tasks),
+    )
     fractions = task_fractions(args.fractions, args.task_fractions, args.tasks)
     variants = [v for v in VARIANTS if v.name in args.variants]
     results = run_ablation(
-        out, args.seeds, variants, args.tasks, fractions, pretrain_overrides, downstream_overrides, args.reuse, not args.no_sweep,
-        args.downstream_variants, not args.no_random,
+        out,
+        args.seeds,
+        variants,
+        args.tasks,
+        fractions,
+        pretrain_overrides,
+        downstream_overrides,
+        args.reuse,
+        not args.no_sweep,
+        args.downstream_variants,
+        not args.no_random,
     )
     wall = time.perf_counter() - start
     degenerate = degenerate_runs(out, args.tasks)
@@ -707,7 +847,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     invocations.append(
-        {"command": command, "seconds": wall, "reuse": bool(args.reuse), "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        {
+            "command": command,
+            "seconds": wall,
+            "reuse": bool(args.reuse),
+            "threads": torch.get_num_threads(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
     )
     invocations_file.write_text(json.dumps(invocations, indent=2) + "\n")
     results["invocations"] = invocations
@@ -725,16 +871,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"folder: {history}; {results['run_seconds'] / 60:.1f} min summed over every run's training and evaluation  \n"
         f"Seeds: {list(args.seeds)}; pretraining overrides {results['pretrain_budget']}; downstream overrides "
         f"{results['downstream_budget']} (frozen encoder); results: mean ± sample std over seeds; effects: mean paired "
-        "difference [bootstrap 95 % interval], paired t-test p; SIA flag precision is n/a when nothing is flagged (SIA off).  \n" + describe_sizes(pretrain_overrides, out, args.tasks, fractions, args.seeds[0]) + "\n\n"
+        "difference [bootstrap 95 % interval], paired t-test p; SIA flag precision is n/a when nothing is flagged (SIA off).  \n"
+        + describe_sizes(pretrain_overrides, out, args.tasks, fractions, args.seeds[0])
+        + "\n\n"
         "## Results\n\n" + table + "\n\n"
         "## Effects\n\nDifference of a variant from its baseline, seed by seed (each seed's runs of the two variants share "
         "their seed): mean difference [percentile bootstrap 95 % interval over seeds], two-sided paired t-test p, and the "
         "number of seeds where the variant scored higher.\n\n"
-        + effects + "\n\n## Degenerate downstream probes\n\n"
-        + ("\n".join(f"- {line}" for line in degenerate) if degenerate else "None: every downstream run's probe ranks, segments or detects something.")
+        + effects
+        + "\n\n## Degenerate downstream probes\n\n"
+        + (
+            "\n".join(f"- {line}" for line in degenerate)
+            if degenerate
+            else "None: every downstream run's probe ranks, segments or detects something."
+        )
         + "\n\n## Below the image-free baseline\n\nMeans over seeds that do not beat the last row of the results table.\n\n"
         + ("\n".join(f"- {line}" for line in below) if below else "None: every mean beats its image-free baseline.")
-        + "\n\n## Plots\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
+        + "\n\n## Plots\n\n"
+        + "\n".join(f"![{p.stem}]({p.name})" for p in plots)
+        + "\n"
     )
     (out / "ablation.md").write_text(text)
     if args.publish:

@@ -91,7 +91,9 @@ def export_image_encoder(
         "sista_monai_version": _package_version(),
         **(extra or {}),
     }
-    meta = atomic_write_bytes(output_dir / f"{name}.json", (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
+    meta = atomic_write_bytes(
+        output_dir / f"{name}.json", (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode()
+    )
     return weights, meta
 
 
@@ -122,7 +124,11 @@ class ImageEncoderExporter:
 
     def attach(self, engine: Engine) -> None:
         """Register on rank 0 only."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        if (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_rank() != 0
+        ):
             return
         engine.add_event_handler(self.event, self)
 

@@ -86,7 +86,11 @@ class AlignmentHeatmaps:
 
     def __call__(self, engine: Any = None) -> list[Path]:
         """Write the PNGs; returns their paths (rank 0 only writes)."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        if (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_rank() != 0
+        ):
             return []
         tokenizer = self._token_names()
         network = getattr(self.network, "module", self.network)
@@ -103,7 +107,11 @@ class AlignmentHeatmaps:
                 if shown is None or not shown.any():
                     continue
                 out = network(
-                    batch["image"], batch["input_ids"], batch["attention_mask"], batch.get("word_mask"), batch.get("word_start")
+                    batch["image"],
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    batch.get("word_mask"),
+                    batch.get("word_start"),
                 )
                 weights = self.sta.alignment_weights(out.patch_emb, out.token_emb)  # local: no collective
                 for index in range(len(batch["image"])):

@@ -157,7 +157,15 @@ class RandomStates:
         """Restore states captured by :meth:`state_dict`."""
         random.setstate((3, tuple(int(v) for v in state["python"].tolist()), state["python_pos"]))
         has_gauss, gauss = state["numpy_gauss"]
-        np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), int(state["numpy_pos"]), int(has_gauss), float(gauss)))
+        np.random.set_state(
+            (
+                "MT19937",
+                state["numpy_keys"].numpy().astype(np.uint32),
+                int(state["numpy_pos"]),
+                int(has_gauss),
+                float(gauss),
+            )
+        )
         torch.set_rng_state(state["torch"])
         if state.get("cuda") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
@@ -377,7 +385,9 @@ class BestModelSaver:
         mode: ``"max"`` or ``"min"``.
     """
 
-    def __init__(self, network: torch.nn.Module, save_path: str | os.PathLike, metric_name: str | None = None, mode: str = "max") -> None:
+    def __init__(
+        self, network: torch.nn.Module, save_path: str | os.PathLike, metric_name: str | None = None, mode: str = "max"
+    ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.network = network
@@ -388,7 +398,11 @@ class BestModelSaver:
 
     def attach(self, engine: Engine) -> None:
         """Register on rank 0 only, after each evaluation epoch."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        if (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_rank() != 0
+        ):
             return
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
@@ -409,7 +423,9 @@ class BestModelSaver:
         engine.logger.info("best %s = %.4f: saved %s", name, value, self.save_path)
 
 
-def load_network_weights(path: str | os.PathLike, network: torch.nn.Module, map_location: Any = "cpu") -> torch.nn.Module:
+def load_network_weights(
+    path: str | os.PathLike, network: torch.nn.Module, map_location: Any = "cpu"
+) -> torch.nn.Module:
     """Load model weights from a full training checkpoint (its ``"network"`` entry) or a plain state dict.
 
     Loaded with ``torch.load(weights_only=True)``; a DDP wrapper is unwrapped.
@@ -451,7 +467,9 @@ class WeightsOnlyCheckpointLoader(CheckpointLoader):
             raise ValueError(f"{path}: {load_failure_reason(err)}") from err
         except RuntimeError as err:
             if "state_dict" in str(err):
-                raise ValueError(f"{path}: the weights do not fit the network ({str(err).splitlines()[0][:300]})") from err
+                raise ValueError(
+                    f"{path}: the weights do not fit the network ({str(err).splitlines()[0][:300]})"
+                ) from err
             raise ValueError(f"{path}: {load_failure_reason(err)}") from err
 
 

@@ -198,7 +198,11 @@ class SemanticInstanceAlignmentLoss(nn.Module):
         flagged = (report_sim >= self.threshold) & ~positive_mask
         negatives = (num_columns - 1) - flagged.sum(dim=1)
         # only eliminate mode loses a row's contrast when every unpaired column is flagged (counted before the guard)
-        rows_without_negatives = (negatives == 0).sum() if self.mode == "eliminate" else torch.zeros((), dtype=torch.long, device=flagged.device)
+        rows_without_negatives = (
+            (negatives == 0).sum()
+            if self.mode == "eliminate"
+            else torch.zeros((), dtype=torch.long, device=flagged.device)
+        )
         guard = self.mode == "eliminate" and self.min_negatives > 0
         excluded = self._keep_negatives(flagged, report_sim, negatives) if guard else flagged
 

@@ -133,7 +133,9 @@ class ReportSimilarity(nn.Module):
         return f"source={self.source!r}, gather_distributed={self.gather_distributed}, centred={centred}"
 
 
-def fit_report_center(network: nn.Module, data_loader: Any, source: str = "text_frozen", device: Any = None) -> torch.Tensor:
+def fit_report_center(
+    network: nn.Module, data_loader: Any, source: str = "text_frozen", device: Any = None
+) -> torch.Tensor:
     """The mean report feature of a split (the training reports), the centre of :class:`ReportSimilarity`.
 
     Args:

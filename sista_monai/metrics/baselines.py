@@ -86,7 +86,10 @@ def segmentation_baselines(training_masks: np.ndarray, test_masks: np.ndarray) -
     positive = torch.as_tensor(test.reshape(len(test), -1).any(1))
     mask, threshold = constant_mask(training if len(training) else np.zeros((0, *test.shape[1:]), dtype=bool))
     results: dict[str, Any] = {}
-    for name, prediction in (("all_empty", np.zeros_like(test)), ("constant_mask", np.repeat(mask[None], len(test), 0))):
+    for name, prediction in (
+        ("all_empty", np.zeros_like(test)),
+        ("constant_mask", np.repeat(mask[None], len(test), 0)),
+    ):
         dice, iou = dice_iou(prediction, test)
         results[name] = segmentation_summary(dice, iou, positive)
     results["constant_mask"]["threshold"] = threshold
@@ -99,7 +102,11 @@ def _xyxy(boxes: Sequence[Sequence[float]]) -> np.ndarray:
     return np.concatenate([array[:, :2], array[:, :2] + array[:, 2:]], axis=1)
 
 
-def detection_baseline(training_boxes: Sequence[Sequence[Sequence[float]]], test_boxes: Sequence[Sequence[Sequence[float]]], max_detections: int = 100) -> dict[str, Any]:
+def detection_baseline(
+    training_boxes: Sequence[Sequence[Sequence[float]]],
+    test_boxes: Sequence[Sequence[Sequence[float]]],
+    max_detections: int = 100,
+) -> dict[str, Any]:
     """Test mAP of the constant boxes: every labelled training box predicted on every test image.
 
     Each training box is scored by its mean IoU with all training boxes (itself included), so the boxes where

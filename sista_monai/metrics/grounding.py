@@ -42,7 +42,9 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from sista_monai.losses.similarity import REPORT_SIMILARITY_SOURCES, ReportSimilarity, finding_label_agreement
 
 Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
-reinit__is_reduced, _ = optional_import("ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced")
+reinit__is_reduced, _ = optional_import(
+    "ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced"
+)
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 __all__ = [
@@ -100,14 +102,18 @@ class PointingTrials:
         words: ``N`` hashable word identities (the word's piece ids), for the image-free prior.
     """
 
-    def __init__(self, sample: torch.Tensor, token: torch.Tensor, cells: torch.Tensor, words: list[tuple[int, ...]]) -> None:
+    def __init__(
+        self, sample: torch.Tensor, token: torch.Tensor, cells: torch.Tensor, words: list[tuple[int, ...]]
+    ) -> None:
         self.sample, self.token, self.cells, self.words = sample, token, cells, words
 
     def __len__(self) -> int:
         return len(self.words)
 
 
-def _word_keys(input_ids: torch.Tensor, word_start: torch.Tensor | None, sample: torch.Tensor, token: torch.Tensor) -> list[tuple[int, ...]]:
+def _word_keys(
+    input_ids: torch.Tensor, word_start: torch.Tensor | None, sample: torch.Tensor, token: torch.Tensor
+) -> list[tuple[int, ...]]:
     ids = input_ids.tolist()
     starts = word_start.tolist() if word_start is not None else None
     keys = []
@@ -178,7 +184,9 @@ def pointing_game(
     """
     if len(trials) == 0:
         return torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.float64)
-    similarity = torch.einsum("nd,npd->np", token_emb[trials.sample, trials.token].float(), patch_emb[trials.sample].float())
+    similarity = torch.einsum(
+        "nd,npd->np", token_emb[trials.sample, trials.token].float(), patch_emb[trials.sample].float()
+    )
     best = similarity.argmax(dim=1)
     cells = trials.cells.to(best.device)
     hit = torch.gather(cells, 1, best[:, None])[:, 0]
@@ -206,7 +214,9 @@ def fit_pointing_prior(trials: Iterable[PointingTrials]) -> tuple[dict[tuple[int
     return {word: int(counts.argmax()) for word, counts in per_word.items()}, int(total.argmax())
 
 
-def prior_accuracy(prior: tuple[dict[tuple[int, ...], int], int], trials: Iterable[PointingTrials]) -> tuple[float, int]:
+def prior_accuracy(
+    prior: tuple[dict[tuple[int, ...], int], int], trials: Iterable[PointingTrials]
+) -> tuple[float, int]:
     """Accuracy of the image-free pointer on ``trials``: ``(accuracy, number of trials)``; NaN without trials."""
     per_word, fallback = prior
     hits = count = 0
@@ -294,7 +304,9 @@ class PointingGame(Metric):
 
     def compute(self) -> float:
         if self.report == "prior":
-            accuracy, count = (float("nan"), 0) if self._grid is None else prior_accuracy(self.fitted_prior(self._grid), self._trials)
+            accuracy, count = (
+                (float("nan"), 0) if self._grid is None else prior_accuracy(self.fitted_prior(self._grid), self._trials)
+            )
             # every rank fits the same prior on the whole training split and scores its own share of the trials
             hits, count = _sum_over_ranks([0.0 if count == 0 else accuracy * count, float(count)], self._device)
             return hits / count if count else float("nan")
@@ -336,7 +348,14 @@ def flag_statistics(
     n = len(labels)
     if n < 2:
         nan = float("nan")
-        return {"flag_rate": nan, "flag_precision": nan, "flag_recall": nan, "base_rate": nan, "flagged_pairs": 0, "rows_without_negatives": nan}
+        return {
+            "flag_rate": nan,
+            "flag_precision": nan,
+            "flag_recall": nan,
+            "base_rate": nan,
+            "flagged_pairs": 0,
+            "rows_without_negatives": nan,
+        }
     similarity = similarity if similarity is not None else ReportSimilarity(source, gather_distributed=False)
     gather = similarity.gather_distributed
     similarity.gather_distributed = False
@@ -414,7 +433,11 @@ class FalseNegativeFlags(Metric):
         labels = targets.get("labels")
         if labels is None:
             raise KeyError("FalseNegativeFlags needs 'labels' in the batch")
-        features = labels if self.source == "labels" else getattr(pred, {"text_frozen": "frozen_text_features", "text_online": "text_emb"}[self.source])
+        features = (
+            labels
+            if self.source == "labels"
+            else getattr(pred, {"text_frozen": "frozen_text_features", "text_online": "text_emb"}[self.source])
+        )
         if features is None:
             raise ValueError("source 'text_frozen' needs a model with keep_frozen_text_copy=True")
         self._features.append(features.detach().float().to(self._device))
@@ -475,4 +498,3 @@ class PatchesKept(Metric):
     def compute(self) -> float:
         kept, tokens = _sum_over_ranks(self._sums, self._device)
         return kept / tokens if tokens else float("nan")
-

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from monai.utils import IgniteInfo, min_version, optional_import
 
 Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
-reinit__is_reduced, _ = optional_import("ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced")
+reinit__is_reduced, _ = optional_import(
+    "ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced"
+)
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 __all__ = [
@@ -45,7 +47,9 @@ DIRECTIONS = ("image_to_report", "report_to_image")
 
 def _similarity(image_emb: torch.Tensor, text_emb: torch.Tensor, direction: str) -> torch.Tensor:
     if image_emb.ndim != 2 or image_emb.shape != text_emb.shape:
-        raise ValueError(f"image_emb and text_emb must both be (N, D), got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
+        raise ValueError(
+            f"image_emb and text_emb must both be (N, D), got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}"
+        )
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     queries, candidates = (image_emb, text_emb) if direction == "image_to_report" else (text_emb, image_emb)
@@ -105,7 +109,11 @@ def _same_findings(labels: torch.Tensor) -> torch.Tensor:
 
 
 def semantic_precision(
-    image_emb: torch.Tensor, text_emb: torch.Tensor, labels: torch.Tensor, k: int = 5, direction: str = "image_to_report"
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    labels: torch.Tensor,
+    k: int = 5,
+    direction: str = "image_to_report",
 ) -> float:
     """Mean share of the top ``k`` retrieved candidates whose finding set equals the query's.
 
@@ -127,7 +135,9 @@ def semantic_precision(
     kth = sim.topk(k, dim=1).values[:, -1:]
     above, at = sim > kth, sim == kth
     slots = k - above.sum(dim=1, keepdim=True)
-    hits = (relevant * above).sum(dim=1, keepdim=True) + (relevant * at).sum(dim=1, keepdim=True) * slots / at.sum(dim=1, keepdim=True)
+    hits = (relevant * above).sum(dim=1, keepdim=True) + (relevant * at).sum(dim=1, keepdim=True) * slots / at.sum(
+        dim=1, keepdim=True
+    )
     return float((hits / k).mean())
 
 

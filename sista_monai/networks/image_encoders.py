@@ -83,12 +83,17 @@ class ViTImageEncoder(nn.Module):
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         sizes = dict(VIT_PRESETS[preset])
-        for key, value in (("hidden_size", hidden_size), ("mlp_dim", mlp_dim), ("num_layers", num_layers), ("num_heads", num_heads)):
+        for key, value in (
+            ("hidden_size", hidden_size),
+            ("mlp_dim", mlp_dim),
+            ("num_layers", num_layers),
+            ("num_heads", num_heads),
+        ):
             if value is not None:
                 sizes[key] = int(value)
         self.img_size = _pair(img_size)
         self.patch_size = _pair(patch_size)
-        if any(i % p for i, p in zip(self.img_size, self.patch_size)):
+        if any(i % p for i, p in zip(self.img_size, self.patch_size, strict=True)):
             raise ValueError(f"img_size {self.img_size} must be divisible by patch_size {self.patch_size}")
         self.patch_grid = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
         self.pooling = pooling
@@ -133,7 +138,9 @@ class ViTImageEncoder(nn.Module):
     def forward(self, image: torch.Tensor) -> ImageEncoderOutput:
         """Encode ``(B, C, *img_size)`` images."""
         if tuple(image.shape[2:]) != self.img_size:
-            raise ValueError(f"ViTImageEncoder expects inputs of spatial size {self.img_size}, got {tuple(image.shape[2:])}")
+            raise ValueError(
+                f"ViTImageEncoder expects inputs of spatial size {self.img_size}, got {tuple(image.shape[2:])}"
+            )
         tokens = self.vit.patch_embedding(image)
         tokens = torch.cat((self.vit.cls_token.expand(tokens.shape[0], -1, -1), tokens), dim=1)
         hidden_states = []
@@ -160,7 +167,9 @@ class ResNetImageEncoder(nn.Module):
         ValueError: unsupported depth.
     """
 
-    def __init__(self, depth: int = 50, img_size: int | tuple[int, int] = 224, in_channels: int = 1, conv1_stride: int = 2) -> None:
+    def __init__(
+        self, depth: int = 50, img_size: int | tuple[int, int] = 224, in_channels: int = 1, conv1_stride: int = 2
+    ) -> None:
         super().__init__()
         if depth not in _RESNETS:
             raise ValueError(f"depth must be one of {sorted(_RESNETS)}, got {depth}")

@@ -72,16 +72,22 @@ class HuggingFaceTextEncoder(nn.Module):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         self.pooling = pooling
         if name_or_path is not None and pretrained_weights is not None:
-            raise ValueError("pretrained_weights initialises a model built from config; with name_or_path leave it None")
+            raise ValueError(
+                "pretrained_weights initialises a model built from config; with name_or_path leave it None"
+            )
         if name_or_path is not None:
-            self.model = AutoModel.from_pretrained(os.fspath(name_or_path), local_files_only=local_files_only, revision=revision)
+            self.model = AutoModel.from_pretrained(
+                os.fspath(name_or_path), local_files_only=local_files_only, revision=revision
+            )
         else:
             settings = dict(config or {})
             model_type = settings.pop("model_type", "bert")
             if "vocab_size" not in settings:
                 if tokenizer is None:
                     raise ValueError("a from-scratch text encoder needs config['vocab_size'] or a tokenizer")
-                settings["vocab_size"] = len(AutoTokenizer.from_pretrained(os.fspath(tokenizer), local_files_only=local_files_only))
+                settings["vocab_size"] = len(
+                    AutoTokenizer.from_pretrained(os.fspath(tokenizer), local_files_only=local_files_only)
+                )
             self.model = AutoModel.from_config(AutoConfig.for_model(model_type, **settings))
             if pretrained_weights is not None:
                 self._load_weights(os.fspath(pretrained_weights))
@@ -174,7 +180,9 @@ def aggregate_word_pieces(
     valid = word_mask & (word_start >= 0)
     index = torch.where(valid, word_start, torch.zeros_like(word_start))
     weights = valid.to(hidden.dtype)
-    summed = torch.zeros_like(hidden).scatter_add(1, index.unsqueeze(-1).expand_as(hidden), hidden * weights.unsqueeze(-1))
+    summed = torch.zeros_like(hidden).scatter_add(
+        1, index.unsqueeze(-1).expand_as(hidden), hidden * weights.unsqueeze(-1)
+    )
     count = torch.zeros_like(weights).scatter_add(1, index, weights)
     positions = torch.arange(hidden.shape[1], device=hidden.device).expand_as(word_start)
     first = valid & (word_start == positions)

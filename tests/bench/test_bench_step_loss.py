@@ -18,10 +18,24 @@ def test_step_benchmark_json(capsys) -> None:
 
 
 def test_loss_benchmark_json(capsys) -> None:
-    argv = ["--json", "--batch-sizes", "8,16", "--repeats", "2", "--encoders", "tiny", "--tokens", "20", "--patches", "16", "--dim", "8"]
+    argv = [
+        "--json",
+        "--batch-sizes",
+        "8,16",
+        "--repeats",
+        "2",
+        "--encoders",
+        "tiny",
+        "--tokens",
+        "20",
+        "--patches",
+        "16",
+        "--dim",
+        "8",
+    ]
     assert loss_bench.main(argv) == 0
     out = capsys.readouterr().out
-    result = json.loads(out[out.index("{"):])
+    result = json.loads(out[out.index("{") :])
     assert [row["batch"] for row in result["rows"]] == [8, 16]
     for row in result["rows"]:
         assert row["max_abs_diff_vs_references"] < 1e-4  # the batched loss equals the loop references

@@ -74,7 +74,9 @@ def tiny_pretrained_encoder(folder: Path, train_config: Path, tiny_encoder: dict
     torch.manual_seed(0)
     encoder = ViTImageEncoder(**{**configured, "img_size": 128, **tiny_encoder})
     weights, _ = export_image_encoder(
-        encoder, folder, normalization={"mean": 0.5, "std": 0.25},
+        encoder,
+        folder,
+        normalization={"mean": 0.5, "std": 0.25},
         extra={"preprocessing": {"resize_longest": 144, "pad_square": 144, "crop": 128}},
     )
     return weights
@@ -106,9 +108,24 @@ def run_torchrun_two_processes(bundle: str, overrides: dict[str, Any], port: int
     import torch
 
     configs = f"['bundles/{bundle}/configs/train.json','bundles/{bundle}/configs/multi_gpu_train.json']"
-    result = run_cli(["python", "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-                      "-m", "monai.bundle", "run", "--config_file", configs]
-                     + as_cli({**overrides, "bundle_root": str(bundle_root)}), timeout=600)
+    result = run_cli(
+        [
+            "python",
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(port),
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            configs,
+        ]
+        + as_cli({**overrides, "bundle_root": str(bundle_root)}),
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     state = torch.load(bundle_root / "models" / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state)

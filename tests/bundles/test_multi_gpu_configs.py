@@ -12,7 +12,10 @@ CONFIGS = sorted((REPO_ROOT / "bundles").glob("*/configs/multi_gpu_train.json"))
 
 def test_all_four_bundles_have_one() -> None:
     assert {p.parts[-3] for p in CONFIGS} == {
-        "pretrain", "rsna_pneumonia_classification", "siim_pneumothorax_segmentation", "rsna_pneumonia_detection",
+        "pretrain",
+        "rsna_pneumonia_classification",
+        "siim_pneumothorax_segmentation",
+        "rsna_pneumonia_detection",
     }
 
 

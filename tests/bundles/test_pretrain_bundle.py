@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
 from monai.bundle import run as bundle_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sista_monai.engines.evaluation import TARGETS
 from sista_monai.handlers import load_network_weights
 from sista_monai.networks import build_image_encoder
-
-from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
 
 CONFIGS = REPO_ROOT / "bundles" / "pretrain" / "configs"
 TRAIN = CONFIGS / "train.json"
@@ -68,12 +67,18 @@ def test_readme_command_end_to_end_without_phi(tiny_demo: Path, tmp_path: Path) 
     assert metrics["n_pairs"] == len(json.loads((tiny_demo / "datalist_pretrain.json").read_text())["test"])
     assert metrics["retrieval"]["chance"]["R@5"] == pytest.approx(min(1.0, 5 / metrics["n_pairs"]))
     # chance levels and base rates recomputed here from the datalist's finding labels
-    labels = [tuple(v > 0.5 for v in item["labels"]) for item in json.loads((tiny_demo / "datalist_pretrain.json").read_text())["test"]]
+    labels = [
+        tuple(v > 0.5 for v in item["labels"])
+        for item in json.loads((tiny_demo / "datalist_pretrain.json").read_text())["test"]
+    ]
     n = len(labels)
     same = sum(a == b for a in labels for b in labels)
     assert metrics["retrieval"]["semantic"]["chance"] == pytest.approx(same / n**2)
     assert metrics["sia"]["base_rate"] == pytest.approx((same - n) / (n * (n - 1)))
-    assert metrics["sia"]["source"] == "text_frozen" and metrics["sia"]["threshold"] == json.loads(TRAIN.read_text())["sia_threshold"]
+    assert (
+        metrics["sia"]["source"] == "text_frozen"
+        and metrics["sia"]["threshold"] == json.loads(TRAIN.read_text())["sia_threshold"]
+    )
     assert metrics["grounding"]["lesion"]["trials"] > 0 and metrics["grounding"]["zone"]["trials"] > 0
     assert set(metrics["targets"]) == set(metrics["targets_met"]) == set(TARGETS)
     for key, target in metrics["targets"].items():
@@ -98,8 +103,10 @@ def test_readme_command_end_to_end_without_phi(tiny_demo: Path, tmp_path: Path) 
     assert {"loss", "loss_sia", "loss_sta", "false_negative_rate", "sparsity", "temperature", "lr"} <= scalars
 
     layered = "['bundles/pretrain/configs/train.json','bundles/pretrain/configs/evaluate.json']"
-    evaluation = run_cli(["python", "-m", "monai.bundle", "run", "--config_file", layered]
-                         + as_cli({"bundle_root": str(bundle_root), **tiny_pretrain_overrides(tiny_demo)}))
+    evaluation = run_cli(
+        ["python", "-m", "monai.bundle", "run", "--config_file", layered]
+        + as_cli({"bundle_root": str(bundle_root), **tiny_pretrain_overrides(tiny_demo)})
+    )
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     assert json.loads(_outputs(bundle_root)["metrics"].read_text()) == metrics  # same weights, same numbers
 
@@ -110,9 +117,17 @@ def test_readme_command_end_to_end_without_phi(tiny_demo: Path, tmp_path: Path) 
     (images / "study.txt").write_text(item["report"])
     inference = "['bundles/pretrain/configs/train.json','bundles/pretrain/configs/inference.json']"
     out = tmp_path / "inference_out"
-    inferred = run_cli(["python", "-m", "monai.bundle", "run", "--config_file", inference]
-                       + as_cli({"bundle_root": str(bundle_root), **tiny_pretrain_overrides(images),
-                                 "output_dir": str(out), "tokenizer": str(tiny_demo / "tokenizer")}))
+    inferred = run_cli(
+        ["python", "-m", "monai.bundle", "run", "--config_file", inference]
+        + as_cli(
+            {
+                "bundle_root": str(bundle_root),
+                **tiny_pretrain_overrides(images),
+                "output_dir": str(out),
+                "tokenizer": str(tiny_demo / "tokenizer"),
+            }
+        )
+    )
     assert inferred.returncode == 0, inferred.stderr[-3000:]
     embedding = json.loads((out / "study.json").read_text())["embedding"]
     assert len(embedding) == 16 and sum(v * v for v in embedding) == pytest.approx(1.0, abs=1e-4)
@@ -136,8 +151,18 @@ def test_bundle_copied_elsewhere_runs_with_bundle_root(tiny_demo: Path, tmp_path
 def test_metadata_verifies() -> None:
     if not SCHEMA.is_file():
         pytest.skip(f"the bundle metadata schema copy is not present at {SCHEMA}")
-    result = run_cli(["python", "-m", "monai.bundle", "verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"),
-                      "--filepath", str(SCHEMA)])
+    result = run_cli(
+        [
+            "python",
+            "-m",
+            "monai.bundle",
+            "verify_metadata",
+            "--meta_file",
+            str(CONFIGS / "metadata.json"),
+            "--filepath",
+            str(SCHEMA),
+        ]
+    )
     assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr
 
 
@@ -153,18 +178,25 @@ def test_resume_equals_an_uninterrupted_run(tiny_demo: Path, tmp_path: Path) -> 
         "$@checkpointer.attach(@train#trainer)",
         "$@train#trainer.add_event_handler(ignite.engine.Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())",
     ]
-    bundle_run(config_file=str(CONFIGS / "train.json"), bundle_root=str(interrupted), initialize=stop_after_one,
-               finalize=[], **overrides)
+    bundle_run(
+        config_file=str(CONFIGS / "train.json"),
+        bundle_root=str(interrupted),
+        initialize=stop_after_one,
+        finalize=[],
+        **overrides,
+    )
     checkpoint = interrupted / "models" / "checkpoint_1.pt"
     assert checkpoint.is_file()
-    bundle_run(config_file=str(CONFIGS / "train.json"), bundle_root=str(interrupted), resume_from=str(checkpoint), **overrides)
+    bundle_run(
+        config_file=str(CONFIGS / "train.json"), bundle_root=str(interrupted), resume_from=str(checkpoint), **overrides
+    )
 
     a = torch.load(straight / "models" / "checkpoint_final.pt", weights_only=True)
     b = torch.load(interrupted / "models" / "checkpoint_final.pt", weights_only=True)
     assert a["trainer"]["iteration"] == b["trainer"]["iteration"] > 0
     for key, value in a["network"].items():
         torch.testing.assert_close(b["network"][key], value, rtol=0, atol=0, msg=lambda m, k=key: f"{k}: {m}")
-    for group_a, group_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+    for group_a, group_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         torch.testing.assert_close(group_b["exp_avg"], group_a["exp_avg"], rtol=0, atol=0)
 
 
@@ -172,8 +204,24 @@ def test_torchrun_two_processes_on_cpu(tiny_demo: Path, tmp_path: Path) -> None:
     bundle_root = tmp_path / "ddp"
     layered = "['bundles/pretrain/configs/train.json','bundles/pretrain/configs/multi_gpu_train.json']"
     overrides = {"bundle_root": str(bundle_root), **tiny_pretrain_overrides(tiny_demo), "batch_size": 4}
-    result = run_cli(["python", "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-                      "-m", "monai.bundle", "run", "--config_file", layered] + as_cli(overrides), timeout=900)
+    result = run_cli(
+        [
+            "python",
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            layered,
+        ]
+        + as_cli(overrides),
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((bundle_root / "eval" / "metrics.json").read_text())
     assert metrics["n_pairs"] >= 1
@@ -182,7 +230,9 @@ def test_torchrun_two_processes_on_cpu(tiny_demo: Path, tmp_path: Path) -> None:
     assert len(writers) == 1, writers
     state = torch.load(bundle_root / "models" / "checkpoint_final.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state["network"])  # Ignite saves the unwrapped model
-    network = build_image_encoder(json.loads((bundle_root / "models" / "image_encoder.json").read_text())["architecture"])
+    network = build_image_encoder(
+        json.loads((bundle_root / "models" / "image_encoder.json").read_text())["architecture"]
+    )
     network.load_state_dict(torch.load(bundle_root / "models" / "image_encoder.pt", weights_only=True))
 
 

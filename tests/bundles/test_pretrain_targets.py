@@ -9,13 +9,11 @@ must go. The evidence for each is in ``bundles/pretrain/docs/README.md`` ("Targe
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from bundle_helpers import run_cli
 
 from sista_monai.engines.evaluation import TARGETS
-
-from bundle_helpers import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +26,18 @@ UNMET = {
 @pytest.fixture(scope="module")
 def default_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("default_run")
-    args = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/pretrain/configs/train.json",
-            "--bundle_root", str(root / "pretrain"), "--dataset_dir", str(root / "demo")]
+    args = [
+        "python",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "bundles/pretrain/configs/train.json",
+        "--bundle_root",
+        str(root / "pretrain"),
+        "--dataset_dir",
+        str(root / "demo"),
+    ]
     result = run_cli(args, timeout=1200, env={"OMP_NUM_THREADS": "2"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads((root / "pretrain" / "eval" / "metrics.json").read_text())

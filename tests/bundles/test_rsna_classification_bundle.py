@@ -16,18 +16,38 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from bundle_helpers import (
+    REPO_ROOT,
+    as_cli,
+    assert_no_planted_phi,
+    run_cli,
+    run_torchrun_two_processes,
+    tiny_pretrained_encoder,
+)
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from bundle_helpers import REPO_ROOT, as_cli, assert_no_planted_phi, run_cli, run_torchrun_two_processes, tiny_pretrained_encoder
-
 BUNDLE = REPO_ROOT / "bundles" / "rsna_pneumonia_classification"
 CONFIGS = BUNDLE / "configs"
 SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
-README_COMMAND = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/rsna_pneumonia_classification/configs/train.json"]
-INFERENCE_COMMAND = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/rsna_pneumonia_classification/configs/inference.json"]
+README_COMMAND = [
+    "python",
+    "-m",
+    "monai.bundle",
+    "run",
+    "--config_file",
+    "bundles/rsna_pneumonia_classification/configs/train.json",
+]
+INFERENCE_COMMAND = [
+    "python",
+    "-m",
+    "monai.bundle",
+    "run",
+    "--config_file",
+    "bundles/rsna_pneumonia_classification/configs/inference.json",
+]
 DEPLOY_REMOVED = ("LoadImage", "SaveImage")  # monai-deploy-app-sdk's DISALLOW_LOAD_SAVE name filter
 
 TINY_ENCODER = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
@@ -45,22 +65,51 @@ def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     encoder = tiny_pretrained_encoder(root / "pretrain_models", CONFIGS / "train.json", TINY_ENCODER)
     overrides = {
         # the tiny demo's own generator parameters, so that ensure_demo_data finds the shared folder current
-        "bundle_root": str(bundle_root), "dataset_dir": str(tiny_demo), "demo_n": 40, "demo_size": 64, "demo_plant_phi": True,
-        "pretrained_encoder": str(encoder), "epochs": 2, "batch_size": 8, "val_batch_size": 8, **ENCODER_OVERRIDES,
+        "bundle_root": str(bundle_root),
+        "dataset_dir": str(tiny_demo),
+        "demo_n": 40,
+        "demo_size": 64,
+        "demo_plant_phi": True,
+        "pretrained_encoder": str(encoder),
+        "epochs": 2,
+        "batch_size": 8,
+        "val_batch_size": 8,
+        **ENCODER_OVERRIDES,
     }
     result = run_cli(README_COMMAND + as_cli(overrides))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {"bundle_root": bundle_root, "encoder": encoder, "overrides": overrides, "console": result.stdout + result.stderr}
+    return {
+        "bundle_root": bundle_root,
+        "encoder": encoder,
+        "overrides": overrides,
+        "console": result.stdout + result.stderr,
+    }
 
 
 @pytest.fixture(scope="module")
 def exported(trained: dict[str, Any]) -> Path:
     """``ckpt_export`` exactly as the docs give it, run in the bundle folder."""
     bundle_root = trained["bundle_root"]
-    result = run_cli(cwd=bundle_root, args=["python",
-        "-m", "monai.bundle", "ckpt_export", "--net_id", "network_def", "--filepath", "models/model.ts",
-        "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
-    ] + as_cli(ENCODER_OVERRIDES))
+    result = run_cli(
+        cwd=bundle_root,
+        args=[
+            "python",
+            "-m",
+            "monai.bundle",
+            "ckpt_export",
+            "--net_id",
+            "network_def",
+            "--filepath",
+            "models/model.ts",
+            "--ckpt_file",
+            "models/model.pt",
+            "--meta_file",
+            "configs/metadata.json",
+            "--config_file",
+            "configs/inference.json",
+        ]
+        + as_cli(ENCODER_OVERRIDES),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return bundle_root / "models" / "model.ts"
 
@@ -112,7 +161,13 @@ def test_evaluate_config_reproduces_the_test_metrics(trained: dict[str, Any]) ->
 
 def test_label_fraction_and_random_init(trained: dict[str, Any], tmp_path: Path) -> None:
     # "null", not None: MONAI's bundle runner drops None overrides, as the command line's `--pretrained_encoder None`
-    overrides = {**trained["overrides"], "bundle_root": str(tmp_path), "pretrained_encoder": "null", "label_fraction": 1, "epochs": 1}
+    overrides = {
+        **trained["overrides"],
+        "bundle_root": str(tmp_path),
+        "pretrained_encoder": "null",
+        "label_fraction": 1,
+        "epochs": 1,
+    }
     bundle_run(config_file=str(CONFIGS / "train.json"), **overrides)
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert report["encoder"] == {"pretrained_encoder": None, "initialisation": "random"}
@@ -125,7 +180,12 @@ def test_inference_interface_on_demo_images(trained: dict[str, Any], tiny_demo: 
     for item in json.loads((tiny_demo / "datalist_classification.json").read_text())["test"][:3]:
         shutil.copy(tiny_demo / item["image"], images / Path(item["image"]).name)
     out = tmp_path / "out"
-    args = {"bundle_root": str(trained["bundle_root"]), "dataset_dir": str(images), "output_dir": str(out), **ENCODER_OVERRIDES}
+    args = {
+        "bundle_root": str(trained["bundle_root"]),
+        "dataset_dir": str(images),
+        "output_dir": str(out),
+        **ENCODER_OVERRIDES,
+    }
     result = run_cli(INFERENCE_COMMAND + as_cli(args))
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{p.stem}.json" for p in images.iterdir())
@@ -145,15 +205,39 @@ def test_torchscript_export_equals_eager(trained: dict[str, Any], exported: Path
 
 
 def test_verify_net_in_out_and_metadata(trained: dict[str, Any]) -> None:
-    result = run_cli(cwd=trained["bundle_root"], args=["python",
-        "-m", "monai.bundle", "verify_net_in_out", "--net_id", "network_def", "--meta_file", "configs/metadata.json",
-        "--config_file", "configs/inference.json", "--device", "cpu",
-    ] + as_cli(ENCODER_OVERRIDES))
+    result = run_cli(
+        cwd=trained["bundle_root"],
+        args=[
+            "python",
+            "-m",
+            "monai.bundle",
+            "verify_net_in_out",
+            "--net_id",
+            "network_def",
+            "--meta_file",
+            "configs/metadata.json",
+            "--config_file",
+            "configs/inference.json",
+            "--device",
+            "cpu",
+        ]
+        + as_cli(ENCODER_OVERRIDES),
+    )
     assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr, result.stderr[-3000:]
     if not SCHEMA.is_file():
         pytest.skip(f"the bundle metadata schema copy is not present at {SCHEMA}")
-    result = run_cli(["python", "-m", "monai.bundle", "verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"),
-                      "--filepath", str(SCHEMA)])
+    result = run_cli(
+        [
+            "python",
+            "-m",
+            "monai.bundle",
+            "verify_metadata",
+            "--meta_file",
+            str(CONFIGS / "metadata.json"),
+            "--filepath",
+            str(SCHEMA),
+        ]
+    )
     assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr
 
 
@@ -164,12 +248,19 @@ def _deploy_like(parser: ConfigParser, name: str) -> Compose:
 
 
 @pytest.mark.realdata
-def test_real_rsna_dicoms_and_the_deployment_contract(trained: dict[str, Any], exported: Path, realdata: Path, tmp_path: Path) -> None:
+def test_real_rsna_dicoms_and_the_deployment_contract(
+    trained: dict[str, Any], exported: Path, realdata: Path, tmp_path: Path
+) -> None:
     """inference.json on the real RSNA DICOMs, then what MONAI Deploy does: model.ts alone + the filtered
     pre/postprocessing on the (W, H, 1) array of each DICOM; the probabilities must agree."""
     dicoms = realdata / "rsna" / "dicoms"
     out = tmp_path / "out"
-    args = {"bundle_root": str(trained["bundle_root"]), "dataset_dir": str(dicoms), "output_dir": str(out), **ENCODER_OVERRIDES}
+    args = {
+        "bundle_root": str(trained["bundle_root"]),
+        "dataset_dir": str(dicoms),
+        "output_dir": str(out),
+        **ENCODER_OVERRIDES,
+    }
     result = run_cli(INFERENCE_COMMAND + as_cli(args))
     assert result.returncode == 0, result.stderr[-3000:]
     files = sorted(dicoms.glob("*.dcm"))
@@ -183,8 +274,12 @@ def test_real_rsna_dicoms_and_the_deployment_contract(trained: dict[str, Any], e
     assert "LoadImaged" not in [type(t).__name__ for t in preprocessing.transforms]
     for path in files:
         ds = pydicom.dcmread(path)
-        values = ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
-        image = MetaTensor(torch.from_numpy(np.ascontiguousarray(values.T[..., None])), meta={"original_channel_dim": "no_channel"})
+        values = ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1)) + float(
+            ds.get("RescaleIntercept", 0)
+        )
+        image = MetaTensor(
+            torch.from_numpy(np.ascontiguousarray(values.T[..., None])), meta={"original_channel_dim": "no_channel"}
+        )
         assert image.shape == (ds.Columns, ds.Rows, 1)
         inputs = preprocessing({"image": image})
         with torch.no_grad():
@@ -195,9 +290,13 @@ def test_real_rsna_dicoms_and_the_deployment_contract(trained: dict[str, Any], e
 
 
 def test_torchrun_two_processes_on_cpu(trained: dict[str, Any], tiny_demo: Path, tmp_path: Path) -> None:
-    run_torchrun_two_processes("rsna_pneumonia_classification", {**trained["overrides"], "epochs": 1, "batch_size": 4}, 29541, tmp_path)
+    run_torchrun_two_processes(
+        "rsna_pneumonia_classification", {**trained["overrides"], "epochs": 1, "batch_size": 4}, 29541, tmp_path
+    )
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert report["n"] == len(json.loads((tiny_demo / "datalist_classification.json").read_text())["test"])  # both ranks
+    assert report["n"] == len(
+        json.loads((tiny_demo / "datalist_classification.json").read_text())["test"]
+    )  # both ranks
 
 
 def _config(name: str) -> dict[str, Any]:

@@ -13,16 +13,36 @@ from typing import Any
 import pydicom
 import pytest
 import torch
+from bundle_helpers import (
+    REPO_ROOT,
+    as_cli,
+    assert_no_planted_phi,
+    run_cli,
+    run_torchrun_two_processes,
+    tiny_pretrained_encoder,
+)
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
-
-from bundle_helpers import REPO_ROOT, as_cli, assert_no_planted_phi, run_cli, run_torchrun_two_processes, tiny_pretrained_encoder
 
 BUNDLE = REPO_ROOT / "bundles" / "rsna_pneumonia_detection"
 CONFIGS = BUNDLE / "configs"
 SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
-README_COMMAND = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/rsna_pneumonia_detection/configs/train.json"]
-INFERENCE_COMMAND = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/rsna_pneumonia_detection/configs/inference.json"]
+README_COMMAND = [
+    "python",
+    "-m",
+    "monai.bundle",
+    "run",
+    "--config_file",
+    "bundles/rsna_pneumonia_detection/configs/train.json",
+]
+INFERENCE_COMMAND = [
+    "python",
+    "-m",
+    "monai.bundle",
+    "run",
+    "--config_file",
+    "bundles/rsna_pneumonia_detection/configs/inference.json",
+]
 
 TINY_ENCODER = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
 NETWORK_OVERRIDES = {**{f"image_encoder#{key}": value for key, value in TINY_ENCODER.items()}, "fpn_channels": 16}
@@ -42,13 +62,26 @@ def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     shutil.copytree(BUNDLE, bundle_root, ignore=shutil.ignore_patterns("models", "logs", "eval"))
     encoder = tiny_pretrained_encoder(root / "pretrain_models", CONFIGS / "train.json", TINY_ENCODER)
     overrides = {
-        "bundle_root": str(bundle_root), "dataset_dir": str(tiny_demo), "demo_n": 40, "demo_size": 64, "demo_plant_phi": True,
-        "pretrained_encoder": str(encoder), "epochs": 2, "min_iterations_per_epoch": 3, "batch_size": 8,
-        "val_batch_size": 8, **NETWORK_OVERRIDES,
+        "bundle_root": str(bundle_root),
+        "dataset_dir": str(tiny_demo),
+        "demo_n": 40,
+        "demo_size": 64,
+        "demo_plant_phi": True,
+        "pretrained_encoder": str(encoder),
+        "epochs": 2,
+        "min_iterations_per_epoch": 3,
+        "batch_size": 8,
+        "val_batch_size": 8,
+        **NETWORK_OVERRIDES,
     }
     result = run_cli(README_COMMAND + as_cli(overrides))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {"bundle_root": bundle_root, "encoder": encoder, "overrides": overrides, "console": result.stdout + result.stderr}
+    return {
+        "bundle_root": bundle_root,
+        "encoder": encoder,
+        "overrides": overrides,
+        "console": result.stdout + result.stderr,
+    }
 
 
 def _network(bundle_root: Path) -> torch.nn.Module:
@@ -77,7 +110,9 @@ def test_training_outputs(trained: dict[str, Any], tiny_demo: Path) -> None:
     assert report["iou_thresholds"] == pytest.approx([0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75])
     assert report["freeze_encoder"] is True and report["label_fraction"] == 100
     assert report["encoder"]["sha256"] == json.loads(trained["encoder"].with_suffix(".json").read_text())["sha256"]
-    assert report["overlays"] and all((bundle_root / "eval" / name).read_bytes()[:4] == b"\x89PNG" for name in report["overlays"])
+    assert report["overlays"] and all(
+        (bundle_root / "eval" / name).read_bytes()[:4] == b"\x89PNG" for name in report["overlays"]
+    )
     assert list((bundle_root / "logs").glob("events.*"))
     assert "val_map" in trained["console"] and "test split" in trained["console"]
     assert "corrupt cache" not in trained["console"].lower()  # the cached items load with weights_only=True
@@ -98,7 +133,13 @@ def test_evaluate_config_reproduces_the_test_metrics(trained: dict[str, Any]) ->
 
 
 def _inference(bundle_root: Path, images: Path, out: Path, **extra: Any) -> None:
-    args = {"bundle_root": str(bundle_root), "dataset_dir": str(images), "output_dir": str(out), **NETWORK_OVERRIDES, **extra}
+    args = {
+        "bundle_root": str(bundle_root),
+        "dataset_dir": str(images),
+        "output_dir": str(out),
+        **NETWORK_OVERRIDES,
+        **extra,
+    }
     result = run_cli(INFERENCE_COMMAND + as_cli(args))
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -107,7 +148,14 @@ def _expected_boxes(bundle_root: Path, path: Path, score_threshold: float) -> tu
     """The detector's boxes on the preprocessed image, mapped to the file's pixels by hand (square images)."""
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "inference.json"))
-    parser.update({"bundle_root": str(bundle_root), "device": "$torch.device('cpu')", "score_threshold": score_threshold, **NETWORK_OVERRIDES})
+    parser.update(
+        {
+            "bundle_root": str(bundle_root),
+            "device": "$torch.device('cpu')",
+            "score_threshold": score_threshold,
+            **NETWORK_OVERRIDES,
+        }
+    )
     network = parser.get_parsed_content("network")
     network.load_state_dict(torch.load(bundle_root / "models" / "model.pt", weights_only=True))
     detector = parser.get_parsed_content("detector")
@@ -141,10 +189,26 @@ def test_inference_interface_on_demo_images(trained: dict[str, Any], tiny_demo: 
 
 
 def test_torchscript_export_equals_eager(trained: dict[str, Any]) -> None:
-    result = run_cli(cwd=trained["bundle_root"], args=["python",
-        "-m", "monai.bundle", "ckpt_export", "--net_id", "network_def", "--filepath", "models/model.ts",
-        "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
-    ] + as_cli(NETWORK_OVERRIDES))
+    result = run_cli(
+        cwd=trained["bundle_root"],
+        args=[
+            "python",
+            "-m",
+            "monai.bundle",
+            "ckpt_export",
+            "--net_id",
+            "network_def",
+            "--filepath",
+            "models/model.ts",
+            "--ckpt_file",
+            "models/model.pt",
+            "--meta_file",
+            "configs/metadata.json",
+            "--config_file",
+            "configs/inference.json",
+        ]
+        + as_cli(NETWORK_OVERRIDES),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     eager = _network(trained["bundle_root"])
     scripted = torch.jit.load(str(trained["bundle_root"] / "models" / "model.ts")).eval()
@@ -153,20 +217,32 @@ def test_torchscript_export_equals_eager(trained: dict[str, Any]) -> None:
         expected, actual = eager(image), scripted(image)
     assert len(expected) == len(actual) == 6  # classification then box regression maps of 3 levels
     assert [tuple(t.shape) for t in expected[:3]] == [(2, 3, 16, 16), (2, 3, 8, 8), (2, 3, 4, 4)]
-    for a, e in zip(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=0, atol=1e-5)
 
 
 def test_metadata_verifies() -> None:
     if not SCHEMA.is_file():
         pytest.skip(f"the bundle metadata schema copy is not present at {SCHEMA}")
-    result = run_cli(["python", "-m", "monai.bundle", "verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"),
-                      "--filepath", str(SCHEMA)])
+    result = run_cli(
+        [
+            "python",
+            "-m",
+            "monai.bundle",
+            "verify_metadata",
+            "--meta_file",
+            str(CONFIGS / "metadata.json"),
+            "--filepath",
+            str(SCHEMA),
+        ]
+    )
     assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr
 
 
 @pytest.mark.realdata
-def test_real_rsna_dicoms_give_boxes_in_original_pixels(trained: dict[str, Any], realdata: Path, tmp_path: Path) -> None:
+def test_real_rsna_dicoms_give_boxes_in_original_pixels(
+    trained: dict[str, Any], realdata: Path, tmp_path: Path
+) -> None:
     dicoms = realdata / "rsna" / "dicoms"
     out = tmp_path / "out"
     _inference(trained["bundle_root"], dicoms, out)
@@ -185,9 +261,13 @@ def test_real_rsna_dicoms_give_boxes_in_original_pixels(trained: dict[str, Any],
 
 
 def test_torchrun_two_processes_on_cpu(trained: dict[str, Any], tiny_demo: Path, tmp_path: Path) -> None:
-    run_torchrun_two_processes("rsna_pneumonia_detection", {**trained["overrides"], "epochs": 1, "batch_size": 4}, 29543, tmp_path)
+    run_torchrun_two_processes(
+        "rsna_pneumonia_detection", {**trained["overrides"], "epochs": 1, "batch_size": 4}, 29543, tmp_path
+    )
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert report["images"] == len(json.loads((tiny_demo / "datalist_detection.json").read_text())["test"])  # both ranks
+    assert report["images"] == len(
+        json.loads((tiny_demo / "datalist_detection.json").read_text())["test"]
+    )  # both ranks
 
 
 def test_configs_agree_with_each_other_and_with_the_pretraining_defaults() -> None:
@@ -195,9 +275,18 @@ def test_configs_agree_with_each_other_and_with_the_pretraining_defaults() -> No
     pretrain = json.loads((REPO_ROOT / "bundles" / "pretrain" / "configs" / "train.json").read_text())
     for key in ("image_encoder", "resize_size", "image_size", "intensity_mean", "intensity_std"):
         assert train[key] == inference[key] == pretrain[key], key
-    for key in ("fpn_channels", "anchor_shapes", "class_names", "score_threshold", "nms_threshold", "detections_per_image"):
+    for key in (
+        "fpn_channels",
+        "anchor_shapes",
+        "class_names",
+        "score_threshold",
+        "nms_threshold",
+        "detections_per_image",
+    ):
         assert train[key] == inference[key], key
-    assert {k: v for k, v in train["detector"].items() if k != "network"} == {k: v for k, v in inference["detector"].items() if k != "network"}
+    assert {k: v for k, v in train["detector"].items() if k != "network"} == {
+        k: v for k, v in inference["detector"].items() if k != "network"
+    }
     assert train["pretrained_encoder"] == "bundles/pretrain/models/image_encoder.pt" and train["freeze_encoder"] is True
     loader, *rest = inference["preprocessing"]["transforms"]
     assert loader["_target_"] == "LoadImaged"

@@ -18,18 +18,38 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from bundle_helpers import (
+    REPO_ROOT,
+    as_cli,
+    assert_no_planted_phi,
+    run_cli,
+    run_torchrun_two_processes,
+    tiny_pretrained_encoder,
+)
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 from PIL import Image
 from scipy import ndimage
 
-from bundle_helpers import REPO_ROOT, as_cli, assert_no_planted_phi, run_cli, run_torchrun_two_processes, tiny_pretrained_encoder
-
 BUNDLE = REPO_ROOT / "bundles" / "siim_pneumothorax_segmentation"
 CONFIGS = BUNDLE / "configs"
 SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
-README_COMMAND = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/siim_pneumothorax_segmentation/configs/train.json"]
-INFERENCE_COMMAND = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/siim_pneumothorax_segmentation/configs/inference.json"]
+README_COMMAND = [
+    "python",
+    "-m",
+    "monai.bundle",
+    "run",
+    "--config_file",
+    "bundles/siim_pneumothorax_segmentation/configs/train.json",
+]
+INFERENCE_COMMAND = [
+    "python",
+    "-m",
+    "monai.bundle",
+    "run",
+    "--config_file",
+    "bundles/siim_pneumothorax_segmentation/configs/inference.json",
+]
 
 TINY_ENCODER = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
 NETWORK_OVERRIDES = {**{f"image_encoder#{key}": value for key, value in TINY_ENCODER.items()}, "feature_size": 4}
@@ -49,21 +69,51 @@ def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     shutil.copytree(BUNDLE, bundle_root, ignore=shutil.ignore_patterns("models", "logs", "eval"))
     encoder = tiny_pretrained_encoder(root / "pretrain_models", CONFIGS / "train.json", TINY_ENCODER)
     overrides = {
-        "bundle_root": str(bundle_root), "dataset_dir": str(tiny_demo), "demo_n": 40, "demo_size": 64, "demo_plant_phi": True,
-        "pretrained_encoder": str(encoder), "epochs": 2, "min_iterations_per_epoch": 3, "batch_size": 8, "val_batch_size": 8, **NETWORK_OVERRIDES,
+        "bundle_root": str(bundle_root),
+        "dataset_dir": str(tiny_demo),
+        "demo_n": 40,
+        "demo_size": 64,
+        "demo_plant_phi": True,
+        "pretrained_encoder": str(encoder),
+        "epochs": 2,
+        "min_iterations_per_epoch": 3,
+        "batch_size": 8,
+        "val_batch_size": 8,
+        **NETWORK_OVERRIDES,
     }
     result = run_cli(README_COMMAND + as_cli(overrides))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {"bundle_root": bundle_root, "encoder": encoder, "overrides": overrides, "console": result.stdout + result.stderr}
+    return {
+        "bundle_root": bundle_root,
+        "encoder": encoder,
+        "overrides": overrides,
+        "console": result.stdout + result.stderr,
+    }
 
 
 @pytest.fixture(scope="module")
 def exported(trained: dict[str, Any]) -> Path:
     """``ckpt_export`` exactly as the docs give it, run in the bundle folder."""
-    result = run_cli(cwd=trained["bundle_root"], args=["python",
-        "-m", "monai.bundle", "ckpt_export", "--net_id", "network_def", "--filepath", "models/model.ts",
-        "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
-    ] + as_cli(NETWORK_OVERRIDES))
+    result = run_cli(
+        cwd=trained["bundle_root"],
+        args=[
+            "python",
+            "-m",
+            "monai.bundle",
+            "ckpt_export",
+            "--net_id",
+            "network_def",
+            "--filepath",
+            "models/model.ts",
+            "--ckpt_file",
+            "models/model.pt",
+            "--meta_file",
+            "configs/metadata.json",
+            "--config_file",
+            "configs/inference.json",
+        ]
+        + as_cli(NETWORK_OVERRIDES),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return trained["bundle_root"] / "models" / "model.ts"
 
@@ -83,7 +133,9 @@ def test_training_outputs(trained: dict[str, Any], tiny_demo: Path) -> None:
     assert report["engine_metrics"]["mean_iou"] == pytest.approx(report["mean_iou"], abs=1e-5)
     assert report["freeze_encoder"] is True and report["label_fraction"] == 100
     assert report["encoder"]["sha256"] == json.loads(trained["encoder"].with_suffix(".json").read_text())["sha256"]
-    assert report["overlays"] and all((bundle_root / "eval" / name).read_bytes()[:4] == b"\x89PNG" for name in report["overlays"])
+    assert report["overlays"] and all(
+        (bundle_root / "eval" / name).read_bytes()[:4] == b"\x89PNG" for name in report["overlays"]
+    )
     assert list((bundle_root / "logs").glob("events.*"))
     assert "val_mean_dice" in trained["console"] and "test split" in trained["console"]
     assert "corrupt cache" not in trained["console"].lower()  # the cached items load with weights_only=True
@@ -109,7 +161,12 @@ def test_inference_interface_on_demo_images(trained: dict[str, Any], tiny_demo: 
     for item in json.loads((tiny_demo / "datalist_segmentation.json").read_text())["test"][:3]:
         shutil.copy(tiny_demo / item["image"], images / Path(item["image"]).name)
     out = tmp_path / "out"
-    args = {"bundle_root": str(trained["bundle_root"]), "dataset_dir": str(images), "output_dir": str(out), **NETWORK_OVERRIDES}
+    args = {
+        "bundle_root": str(trained["bundle_root"]),
+        "dataset_dir": str(images),
+        "output_dir": str(out),
+        **NETWORK_OVERRIDES,
+    }
     result = run_cli(INFERENCE_COMMAND + as_cli(args))
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{p.stem}.png" for p in images.iterdir())
@@ -140,10 +197,17 @@ def test_written_mask_lies_on_the_ground_truth_at_the_original_size(tmp_path: Pa
     out = tmp_path / "out"
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "inference.json"))
-    parser.update({
-        "bundle_root": str(tmp_path), "dataset_dir": str(images), "output_dir": str(out), "output_ext": output_ext,
-        "device": "$torch.device('cpu')", "network_def": _BrightRegion(), "handlers": [],
-    })
+    parser.update(
+        {
+            "bundle_root": str(tmp_path),
+            "dataset_dir": str(images),
+            "output_dir": str(out),
+            "output_ext": output_ext,
+            "device": "$torch.device('cpu')",
+            "network_def": _BrightRegion(),
+            "handlers": [],
+        }
+    )
     parser.get_parsed_content("evaluator").run()
     written = out / f"case_01{output_ext}"
     assert [p.name for p in out.iterdir()] == [written.name]
@@ -173,23 +237,54 @@ def test_torchscript_export_equals_eager(trained: dict[str, Any], exported: Path
 
 
 def test_verify_net_in_out_and_metadata(trained: dict[str, Any]) -> None:
-    result = run_cli(cwd=trained["bundle_root"], args=["python",
-        "-m", "monai.bundle", "verify_net_in_out", "--net_id", "network_def", "--meta_file", "configs/metadata.json",
-        "--config_file", "configs/inference.json", "--device", "cpu",
-    ] + as_cli(NETWORK_OVERRIDES))
+    result = run_cli(
+        cwd=trained["bundle_root"],
+        args=[
+            "python",
+            "-m",
+            "monai.bundle",
+            "verify_net_in_out",
+            "--net_id",
+            "network_def",
+            "--meta_file",
+            "configs/metadata.json",
+            "--config_file",
+            "configs/inference.json",
+            "--device",
+            "cpu",
+        ]
+        + as_cli(NETWORK_OVERRIDES),
+    )
     assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr, result.stderr[-3000:]
     if not SCHEMA.is_file():
         pytest.skip(f"the bundle metadata schema copy is not present at {SCHEMA}")
-    result = run_cli(["python", "-m", "monai.bundle", "verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"),
-                      "--filepath", str(SCHEMA)])
+    result = run_cli(
+        [
+            "python",
+            "-m",
+            "monai.bundle",
+            "verify_metadata",
+            "--meta_file",
+            str(CONFIGS / "metadata.json"),
+            "--filepath",
+            str(SCHEMA),
+        ]
+    )
     assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr
 
 
 @pytest.mark.realdata
-def test_real_siim_dicoms_give_masks_of_the_original_size(trained: dict[str, Any], realdata: Path, tmp_path: Path) -> None:
+def test_real_siim_dicoms_give_masks_of_the_original_size(
+    trained: dict[str, Any], realdata: Path, tmp_path: Path
+) -> None:
     dicoms = realdata / "siim" / "dicoms"
     out = tmp_path / "out"
-    args = {"bundle_root": str(trained["bundle_root"]), "dataset_dir": str(dicoms), "output_dir": str(out), **NETWORK_OVERRIDES}
+    args = {
+        "bundle_root": str(trained["bundle_root"]),
+        "dataset_dir": str(dicoms),
+        "output_dir": str(out),
+        **NETWORK_OVERRIDES,
+    }
     result = run_cli(INFERENCE_COMMAND + as_cli(args))
     assert result.returncode == 0, result.stderr[-3000:]
     files = sorted(p for p in dicoms.iterdir() if p.suffix.lower() in (".dcm", ".dicom", ".dic"))
@@ -201,7 +296,9 @@ def test_real_siim_dicoms_give_masks_of_the_original_size(trained: dict[str, Any
 
 
 def test_torchrun_two_processes_on_cpu(trained: dict[str, Any], tiny_demo: Path, tmp_path: Path) -> None:
-    run_torchrun_two_processes("siim_pneumothorax_segmentation", {**trained["overrides"], "epochs": 1, "batch_size": 4}, 29542, tmp_path)
+    run_torchrun_two_processes(
+        "siim_pneumothorax_segmentation", {**trained["overrides"], "epochs": 1, "batch_size": 4}, 29542, tmp_path
+    )
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert report["n"] == len(json.loads((tiny_demo / "datalist_segmentation.json").read_text())["test"])  # both ranks
 
@@ -217,8 +314,14 @@ def test_configs_agree_with_each_other_and_with_the_pretraining_defaults() -> No
     assert train["loss"]["_target_"] == "DiceFocalLoss" and train["freeze_encoder"] is True
     loader, *rest = inference["preprocessing"]["transforms"]
     assert loader["_target_"] == "LoadImaged"
-    assert [t["_target_"] for t in rest[:-1]] == [t["_target_"] for t in train["preprocessing"] if t["_target_"] != "LoadImaged"][1:]
+    assert [t["_target_"] for t in rest[:-1]] == [
+        t["_target_"] for t in train["preprocessing"] if t["_target_"] != "LoadImaged"
+    ][1:]
     assert rest[-1]["_target_"] == "CenterSpatialCropd"
     meta = _config("metadata.json")["network_data_format"]
-    assert meta["inputs"]["image"]["spatial_shape"] == meta["outputs"]["pred"]["spatial_shape"] == [train["image_size"]] * 2
+    assert (
+        meta["inputs"]["image"]["spatial_shape"]
+        == meta["outputs"]["pred"]["spatial_shape"]
+        == [train["image_size"]] * 2
+    )
     assert meta["outputs"]["pred"]["format"] == "segmentation"

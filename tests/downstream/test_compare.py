@@ -14,7 +14,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _runs() -> list[RunResult]:
-    values = {("pretrained", 1): [0.70, 0.80, 0.90], ("random", 1): [0.5, 0.5, 0.8], ("pretrained", 10): [0.9, 0.9, 0.9]}
+    values = {
+        ("pretrained", 1): [0.70, 0.80, 0.90],
+        ("random", 1): [0.5, 0.5, 0.8],
+        ("pretrained", 10): [0.9, 0.9, 0.9],
+    }
     return [
         RunResult(encoder, fraction, seed, value, 1.0, f"{encoder}_f{fraction}_s{seed}")
         for (encoder, fraction), seeds in values.items()

@@ -51,7 +51,9 @@ def _gt(boxes: Any, labels: Any = None) -> dict[str, np.ndarray]:
     return {"box": boxes, "label": labels}
 
 
-def _item(target: dict[str, np.ndarray], prediction: dict[str, np.ndarray], size: tuple[int, int] = (64, 48)) -> dict[str, Any]:
+def _item(
+    target: dict[str, np.ndarray], prediction: dict[str, np.ndarray], size: tuple[int, int] = (64, 48)
+) -> dict[str, Any]:
     """One image of the evaluator's output (torch tensors, as the engine gives them)."""
     return {
         "image": torch.zeros(1, *size),
@@ -196,7 +198,9 @@ def test_a_class_without_ground_truth_is_left_out() -> None:
 
 def test_detection_map_metric_on_an_ignite_engine() -> None:
     predictions, targets = _random_split(seed=0, images=7)
-    batches = [[_item(t, p) for t, p in zip(targets[i : i + 3], predictions[i : i + 3])] for i in range(0, 7, 3)]
+    batches = [
+        [_item(t, p) for t, p in zip(targets[i : i + 3], predictions[i : i + 3], strict=True)] for i in range(0, 7, 3)
+    ]
     assert [len(b) for b in batches] == [3, 3, 1]
     engine = Engine(lambda engine, batch: batch)
     DetectionMAP().attach(engine, "map")
@@ -209,7 +213,7 @@ def test_detection_map_metric_on_an_ignite_engine() -> None:
 
     # a second run on other data: the metric is reset at the epoch start
     predictions2, targets2 = _random_split(seed=1, images=4)
-    engine.run([[_item(t, p) for t, p in zip(targets2, predictions2)]])
+    engine.run([[_item(t, p) for t, p in zip(targets2, predictions2, strict=True)]])
     expected2 = detection_map(predictions2, targets2)
     assert expected2["map"] != pytest.approx(expected["map"], abs=1e-6)
     assert engine.state.metrics["map"] == pytest.approx(expected2["map"], abs=1e-12)
@@ -219,12 +223,12 @@ def test_detection_map_metric_on_an_ignite_engine() -> None:
 
 def test_detection_output_accepts_a_dict_of_per_image_lists() -> None:
     predictions, targets = _random_split(seed=2, images=3)
-    items = [_item(t, p) for t, p in zip(targets, predictions)]
+    items = [_item(t, p) for t, p in zip(targets, predictions, strict=True)]
     batch = {key: [item[key] for item in items] for key in items[0]}
     batch["image"] = torch.stack([item["image"] for item in items])
     from_list, from_dict = detection_output(items), detection_output(batch)
     assert [len(part) for part in from_dict] == [3, 3, 3]
-    for a, b in zip(from_list[0] + from_list[1], from_dict[0] + from_dict[1]):
+    for a, b in zip(from_list[0] + from_list[1], from_dict[0] + from_dict[1], strict=True):
         assert all(torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])) for k in a)
     with pytest.raises(KeyError, match="pred_score"):
         detection_output([{k: v for k, v in items[0].items() if k != "pred_score"}])
@@ -232,11 +236,13 @@ def test_detection_output_accepts_a_dict_of_per_image_lists() -> None:
 
 def test_detection_report_writes_metrics_and_overlays(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     predictions, targets = _random_split(seed=3, images=5)
-    items = [_item(t, p) for t, p in zip(targets, predictions)]
+    items = [_item(t, p) for t, p in zip(targets, predictions, strict=True)]
     batches = [items[:3], items[3:]]
     engine = Engine(lambda engine, batch: batch)
     DetectionMAP().attach(engine, "val_map")
-    report = DetectionReport(tmp_path / "eval", extra={"seed": 7}, split="test", num_overlays=3, overlay_score_threshold=None)
+    report = DetectionReport(
+        tmp_path / "eval", extra={"seed": 7}, split="test", num_overlays=3, overlay_score_threshold=None
+    )
     report.attach(engine)
     with caplog.at_level(logging.INFO):
         engine.run(batches)
@@ -248,12 +254,20 @@ def test_detection_report_writes_metrics_and_overlays(tmp_path: Path, caplog: py
     assert written["metrics"] == {"map": written["map"], "map50": written["map50"]}
     assert written["ap_by_iou"] == pytest.approx(expected["ap_by_iou"], abs=1e-12)
     assert written["ap_by_class"] == pytest.approx({"Lung Opacity": expected["map"]}, abs=1e-12)
-    assert (written["images"], written["gt_boxes"], written["pred_boxes"]) == (5, expected["gt_boxes"], expected["pred_boxes"])
+    assert (written["images"], written["gt_boxes"], written["pred_boxes"]) == (
+        5,
+        expected["gt_boxes"],
+        expected["pred_boxes"],
+    )
     assert written["engine_metrics"]["val_map"] == pytest.approx(expected["map"], abs=1e-12)
     assert written["split"] == "test" and written["seed"] == 7
     assert written["iou_rule"] == detection_map_rule() and "MGCA" in written["iou_rule"]
     assert written["overlays"] == ["overlays/test_00.png", "overlays/test_01.png", "overlays/test_02.png"]
-    assert sorted(p.name for p in (tmp_path / "eval" / "overlays").iterdir()) == ["test_00.png", "test_01.png", "test_02.png"]
+    assert sorted(p.name for p in (tmp_path / "eval" / "overlays").iterdir()) == [
+        "test_00.png",
+        "test_01.png",
+        "test_02.png",
+    ]
     assert Image.open(tmp_path / "eval" / "overlays" / "test_00.png").size == (64, 48)
     assert SECRET_NAME not in text and "patient" not in text and "/data" not in text
     logged = [r.getMessage() for r in caplog.records if "test split" in r.getMessage()]
@@ -298,7 +312,7 @@ def _worker(rank: int, world: int, store: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         predictions, targets = _random_split(seed=4, images=6)
-        mine = [_item(t, p) for k, (t, p) in enumerate(zip(targets, predictions)) if k % world == rank]
+        mine = [_item(t, p) for k, (t, p) in enumerate(zip(targets, predictions, strict=True)) if k % world == rank]
         engine = Engine(lambda engine, batch: batch)
         DetectionMAP().attach(engine, "map")
         DetectionReport(Path(out_dir) / f"eval{rank}", num_overlays=1).attach(engine)

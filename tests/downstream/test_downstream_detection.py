@@ -26,7 +26,15 @@ from sista_monai.downstream.detection import (
 from sista_monai.networks import ResNetImageEncoder, ViTImageEncoder
 from sista_monai.transforms import LoadChestXrayd
 
-TINY_VIT = {"img_size": 64, "patch_size": 16, "preset": "tiny", "hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
+TINY_VIT = {
+    "img_size": 64,
+    "patch_size": 16,
+    "preset": "tiny",
+    "hidden_size": 32,
+    "mlp_dim": 64,
+    "num_layers": 1,
+    "num_heads": 2,
+}
 
 
 def _vit() -> ViTImageEncoder:
@@ -69,7 +77,9 @@ def test_detector_trains_and_leaves_a_frozen_encoder_unchanged(arch: str) -> Non
     # anchors have the same size in pixels on both encoders: level scale = stride / 8
     finest = detector.anchor_generator.cell_anchors[0]
     scale = network.feature_extractor.strides[0] / 8
-    torch.testing.assert_close(finest[:, 2:] - finest[:, :2], torch.tensor([[16.0, 16.0], [12.0, 20.0], [20.0, 12.0]]) * scale)
+    torch.testing.assert_close(
+        finest[:, 2:] - finest[:, :2], torch.tensor([[16.0, 16.0], [12.0, 20.0], [20.0, 12.0]]) * scale
+    )
     groups = encoder_parameter_groups(network, 1e-2)
     assert [g["name"] for g in groups] == ["head"]
     optimizer = torch.optim.SGD(groups[0]["params"], lr=1e-2)
@@ -119,7 +129,11 @@ def _write_dicom(dicom_writer, path: Path, rows: int, cols: int, box: tuple[int,
 def test_a_box_survives_the_preprocessing_round_trip(tmp_path: Path, dicom_writer) -> None:
     rows, cols, box = 300, 420, (250, 60, 90, 120)  # non-square: x is the column, y the row
     _write_dicom(dicom_writer, tmp_path / "a.dcm", rows, cols, box)
-    item = {"image": str(tmp_path / "a.dcm"), "box": torch.tensor([list(box)], dtype=torch.float32), "label": torch.tensor([0])}
+    item = {
+        "image": str(tmp_path / "a.dcm"),
+        "box": torch.tensor([list(box)], dtype=torch.float32),
+        "label": torch.tensor([0]),
+    }
     data = Compose(_preprocessing(144, 128))(item)
     image = data["image"]
     assert tuple(image.shape) == (1, 128, 128)
@@ -142,7 +156,11 @@ def test_a_box_survives_the_preprocessing_round_trip(tmp_path: Path, dicom_write
 
 def test_flip_and_clip_follow_the_image(tmp_path: Path, dicom_writer) -> None:
     _write_dicom(dicom_writer, tmp_path / "b.dcm", 128, 128, (100, 30, 40, 20))  # runs past the right edge after crop
-    item = {"image": str(tmp_path / "b.dcm"), "box": torch.tensor([[100.0, 30.0, 40.0, 20.0]]), "label": torch.tensor([0])}
+    item = {
+        "image": str(tmp_path / "b.dcm"),
+        "box": torch.tensor([[100.0, 30.0, 40.0, 20.0]]),
+        "label": torch.tensor([0]),
+    }
     data = Compose(_preprocessing(128, 112) + [ClipBoxToImaged("box", "label", "image", remove_empty=True)])(item)
     torch.testing.assert_close(data["box"], torch.tensor([[92.0, 22.0, 112.0, 42.0]]))
     flipped = RandFlipBoxd("image", "box", "image", prob=1.0, spatial_axis=0)(data)
@@ -158,7 +176,9 @@ def test_boxes_follow_a_random_crop_of_a_cached_plain_tensor() -> None:
     image[:, 40:60, 70:100] = 1.0  # x (dim 0) 40..60, y (dim 1) 70..100
     crop = RandSpatialCropd("image", [128, 128], random_size=False)
     crop.set_random_state(3)
-    data = BoxesToImagePixelsd("box", "image", source="plain")(crop({"image": image, "box": torch.tensor([[40.0, 70.0, 60.0, 100.0]])}))
+    data = BoxesToImagePixelsd("box", "image", source="plain")(
+        crop({"image": image, "box": torch.tensor([[40.0, 70.0, 60.0, 100.0]])})
+    )
     x0, y0 = [int(v) for v in data["image"].affine[:2, 3]]  # the crop's offset
     torch.testing.assert_close(data["box"], torch.tensor([[40.0 - x0, 70.0 - y0, 60.0 - x0, 100.0 - y0]]))
     bright = (data["image"][0] > 0.5).nonzero()
@@ -187,7 +207,10 @@ def test_deploy_array_input_maps_back_to_its_own_pixels() -> None:
 def test_detection_datalist_resolves_paths_and_names_bad_rows(tmp_path: Path) -> None:
     content = {
         "box_mode": "xywh",
-        "training": [{"id": "p1", "image": "images/p1.dcm", "boxes": [[1, 2, 3, 4]], "labels": [0]}, {"id": "p2", "image": "images/p2.dcm", "boxes": [], "labels": []}],
+        "training": [
+            {"id": "p1", "image": "images/p1.dcm", "boxes": [[1, 2, 3, 4]], "labels": [0]},
+            {"id": "p2", "image": "images/p2.dcm", "boxes": [], "labels": []},
+        ],
         "test": [
             {"id": "bad", "image": "images/b.dcm", "boxes": [[1, 2, 0, 4]], "labels": [0]},
             {"id": "fine", "image": "images/f.dcm", "boxes": [], "labels": []},
@@ -198,7 +221,12 @@ def test_detection_datalist_resolves_paths_and_names_bad_rows(tmp_path: Path) ->
     path = tmp_path / "datalist_detection.json"
     path.write_text(json.dumps(content))
     items = detection_datalist(path, "training")
-    assert items[0] == {"id": "p1", "image": str(tmp_path / "images/p1.dcm"), "box": [[1.0, 2.0, 3.0, 4.0]], "label": [0]}
+    assert items[0] == {
+        "id": "p1",
+        "image": str(tmp_path / "images/p1.dcm"),
+        "box": [[1.0, 2.0, 3.0, 4.0]],
+        "label": [0],
+    }
     assert items[1]["box"] == [] and items[1]["label"] == []
     with pytest.raises(ValueError, match=r"2 bad item\(s\)") as raised:  # every bad item in one message
         detection_datalist(path, "test")
@@ -211,10 +239,16 @@ def test_detection_datalist_resolves_paths_and_names_bad_rows(tmp_path: Path) ->
 
 
 def test_json_writer_sorts_by_score_and_writes_rsna_boxes(tmp_path: Path) -> None:
-    image = MetaTensor(torch.zeros(1, 128, 128), meta={"filename_or_obj": "/in/patient_x.dcm", "spatial_shape": np.array([1024, 768])})
+    image = MetaTensor(
+        torch.zeros(1, 128, 128), meta={"filename_or_obj": "/in/patient_x.dcm", "spatial_shape": np.array([1024, 768])}
+    )
     writer = DetectionJSONWriter(tmp_path, class_names={"0": "Lung Opacity"})
     record = writer.record(
-        {"pred_box": torch.tensor([[10.0, 20.0, 110.0, 220.0], [0.0, 0.0, 5.0, 5.0]]), "pred_score": torch.tensor([0.2, 0.9]), "pred_label": torch.tensor([0, 0])},
+        {
+            "pred_box": torch.tensor([[10.0, 20.0, 110.0, 220.0], [0.0, 0.0, 5.0, 5.0]]),
+            "pred_score": torch.tensor([0.2, 0.9]),
+            "pred_label": torch.tensor([0, 0]),
+        },
         image,
     )
     assert record["image"] == "patient_x.dcm" and (record["width"], record["height"]) == (1024, 768)
@@ -237,8 +271,12 @@ def test_trainer_stops_on_a_non_finite_loss_naming_the_iteration() -> None:
     bad = {**good, "image": torch.full((1, 64, 64), float("nan"))}
     loader = DataLoader([good, good, bad, good], batch_size=2, collate_fn=no_collation)
     trainer = DetectionTrainer(
-        device=torch.device("cpu"), max_epochs=1, train_data_loader=loader, network=network,
-        optimizer=torch.optim.SGD([p for p in network.parameters() if p.requires_grad], lr=1e-3), detector=detector,
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=loader,
+        network=network,
+        optimizer=torch.optim.SGD([p for p in network.parameters() if p.requires_grad], lr=1e-3),
+        detector=detector,
     )
     before = {k: v.clone() for k, v in network.state_dict().items()}
     with pytest.raises(NonFiniteLossError, match=r"iteration 2 \(epoch 1\)"):

@@ -10,8 +10,8 @@ import torch
 
 from sista_monai.downstream import (
     ChestXrayClassifier,
-    as_flag,
     EncoderMismatchError,
+    as_flag,
     encoder_parameter_groups,
     encoder_source,
     label_fraction_key,
@@ -28,7 +28,15 @@ PREPROCESSING = {
 
 
 def _vit(**kwargs) -> ViTImageEncoder:
-    config = {"img_size": 32, "patch_size": 16, "preset": "tiny", "hidden_size": 16, "mlp_dim": 32, "num_layers": 1, "num_heads": 2}
+    config = {
+        "img_size": 32,
+        "patch_size": 16,
+        "preset": "tiny",
+        "hidden_size": 16,
+        "mlp_dim": 32,
+        "num_layers": 1,
+        "num_heads": 2,
+    }
     return ViTImageEncoder(**{**config, **kwargs})
 
 
@@ -37,7 +45,10 @@ def exported(tmp_path: Path) -> tuple[Path, ViTImageEncoder]:
     torch.manual_seed(1)
     encoder = _vit()
     weights, _ = export_image_encoder(
-        encoder, tmp_path, normalization=PREPROCESSING["normalization"], extra={"preprocessing": PREPROCESSING["preprocessing"]}
+        encoder,
+        tmp_path,
+        normalization=PREPROCESSING["normalization"],
+        extra={"preprocessing": PREPROCESSING["preprocessing"]},
     )
     return weights, encoder
 
@@ -81,13 +92,18 @@ def test_other_architecture_family_is_refused(exported: tuple[Path, ViTImageEnco
 
 def test_input_size_mismatch_is_refused(exported: tuple[Path, ViTImageEncoder]) -> None:
     weights, _ = exported
-    with pytest.raises(EncoderMismatchError, match=r"input size: the file was trained at \[32, 32\], the bundle configures \[48, 48\]"):
+    with pytest.raises(
+        EncoderMismatchError, match=r"input size: the file was trained at \[32, 32\], the bundle configures \[48, 48\]"
+    ):
         load_pretrained_encoder(_vit(img_size=48), weights)
 
 
 def test_preprocessing_mismatch_is_refused(exported: tuple[Path, ViTImageEncoder]) -> None:
     weights, _ = exported
-    wrong = {"normalization": {"mean": 0.45, "std": 0.25}, "preprocessing": {"resize_longest": 40, "pad_square": 40, "crop": 36}}
+    wrong = {
+        "normalization": {"mean": 0.45, "std": 0.25},
+        "preprocessing": {"resize_longest": 40, "pad_square": 40, "crop": 36},
+    }
     with pytest.raises(EncoderMismatchError) as error:
         load_pretrained_encoder(_vit(), weights, wrong)
     assert "normalization mean: the encoder was pretrained with 0.5, the bundle uses 0.45" in str(error.value)
@@ -126,7 +142,10 @@ def test_foreign_sidecar_format_is_refused(exported: tuple[Path, ViTImageEncoder
         load_pretrained_encoder(_vit(), weights)
 
 
-@pytest.mark.parametrize(("fraction", "key"), [(1, "training_1"), (10, "training_10"), (100, "training"), ("10", "training_10"), (1.0, "training_1")])
+@pytest.mark.parametrize(
+    ("fraction", "key"),
+    [(1, "training_1"), (10, "training_10"), (100, "training"), ("10", "training_10"), (1.0, "training_1")],
+)
 def test_label_fraction_keys(fraction: int | str | float, key: str) -> None:
     assert label_fraction_key(fraction) == key
 
@@ -165,7 +184,10 @@ def test_positive_class_weight_balances_the_classes() -> None:
         positive_class_weight([{"label": 0}] * 3)
 
 
-@pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), ("false", False), ("True", True), ("no", False), (1, True), (0, False)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(True, True), (False, False), ("false", False), ("True", True), ("no", False), (1, True), (0, False)],
+)
 def test_flags_as_typed_on_the_command_line(value: object, expected: bool) -> None:
     assert as_flag(value) is expected
 

@@ -85,13 +85,21 @@ def _logit(p: float) -> float:
 @pytest.mark.parametrize(
     ("scores", "expected"),
     [
-        ([0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01], {"auroc": 1.0, "accuracy": 1.0, "f1": 1.0, "sensitivity": 1.0, "specificity": 1.0}),
-        ([0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9], {"auroc": 0.0, "sensitivity": 0.0, "specificity": 2 / 6}),
+        (
+            [0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01],
+            {"auroc": 1.0, "accuracy": 1.0, "f1": 1.0, "sensitivity": 1.0, "specificity": 1.0},
+        ),
+        (
+            [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9],
+            {"auroc": 0.0, "sensitivity": 0.0, "specificity": 2 / 6},
+        ),
         (KNOWN_SCORES, {"auroc": KNOWN_AUROC, **KNOWN}),
     ],
     ids=["perfect", "reversed", "known_confusion_matrix"],
 )
-def test_bundle_test_evaluator_reports_hand_made_cases(tmp_path: Path, scores: list[float], expected: dict[str, float]) -> None:
+def test_bundle_test_evaluator_reports_hand_made_cases(
+    tmp_path: Path, scores: list[float], expected: dict[str, float]
+) -> None:
     """The train.json test evaluator (MONAI SupervisedEvaluator + ROCAUC/ConfusionMatrix) on logits given as images."""
     parser = ConfigParser()
     parser.read_config(str(TRAIN_CONFIG))
@@ -101,7 +109,7 @@ def test_bundle_test_evaluator_reports_hand_made_cases(tmp_path: Path, scores: l
     parser["report_extra"] = {"case": "hand-made"}
     items = [
         {"image": torch.tensor([_logit(p)], dtype=torch.float32), "label": torch.tensor([float(y)])}
-        for p, y in zip(scores, LABELS)
+        for p, y in zip(scores, LABELS, strict=True)
     ]
     parser["test#dataloader"] = DataLoader(items, batch_size=4, shuffle=False)
     evaluator = parser.get_parsed_content("test#evaluator")

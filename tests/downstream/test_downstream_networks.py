@@ -9,7 +9,9 @@ from sista_monai.downstream import ChestXrayClassifier, GlobalImageFeatures
 from sista_monai.networks import ResNetImageEncoder, ViTImageEncoder
 
 ENCODERS = {
-    "vit_cls": lambda: ViTImageEncoder(img_size=32, patch_size=16, preset="tiny", hidden_size=16, mlp_dim=32, num_layers=2, num_heads=2),
+    "vit_cls": lambda: ViTImageEncoder(
+        img_size=32, patch_size=16, preset="tiny", hidden_size=16, mlp_dim=32, num_layers=2, num_heads=2
+    ),
     "vit_mean": lambda: ViTImageEncoder(
         img_size=32, patch_size=16, preset="tiny", hidden_size=16, mlp_dim=32, num_layers=1, num_heads=2, pooling="mean"
     ),

@@ -75,7 +75,9 @@ def test_dice_iou_accepts_numpy_and_rejects_mismatched_shapes() -> None:
 
 
 def _vit(layers: int = 2) -> ViTImageEncoder:
-    return ViTImageEncoder(img_size=32, patch_size=16, preset="tiny", hidden_size=16, mlp_dim=32, num_layers=layers, num_heads=2)
+    return ViTImageEncoder(
+        img_size=32, patch_size=16, preset="tiny", hidden_size=16, mlp_dim=32, num_layers=layers, num_heads=2
+    )
 
 
 @pytest.mark.parametrize("kind", ["vit", "resnet"])
@@ -113,7 +115,11 @@ def test_vit_network_options_and_refusals() -> None:
         out = network.eval()(torch.randn(1, 1, 32, 32))
     assert float(out.min()) >= 0 and float(out.max()) <= 1
     with pytest.raises(ValueError, match="16x16"):
-        ViTSegmentationNet(ViTImageEncoder(img_size=32, patch_size=8, preset="tiny", hidden_size=16, mlp_dim=32, num_layers=1, num_heads=2))
+        ViTSegmentationNet(
+            ViTImageEncoder(
+                img_size=32, patch_size=8, preset="tiny", hidden_size=16, mlp_dim=32, num_layers=1, num_heads=2
+            )
+        )
     with pytest.raises(ValueError, match="skip_blocks"):
         ViTSegmentationNet(_vit(2), skip_blocks=[0, 1, 5])
     with pytest.raises(ValueError, match="conv1_stride"):

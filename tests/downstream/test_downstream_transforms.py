@@ -20,8 +20,12 @@ from sista_monai.transforms import ChestXrayReader, LoadChestXray, LoadChestXray
 def _deploy_array(path: Path, **meta: object) -> MetaTensor:
     """What DICOMSeriesToVolumeOperator + the bundle operator hand a bundle: modality-LUT values, (W, H, 1)."""
     ds = pydicom.dcmread(path)
-    values = ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1.0)) + float(ds.get("RescaleIntercept", 0.0))
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(values.T[..., None])), meta={"original_channel_dim": "no_channel", **meta})
+    values = ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1.0)) + float(
+        ds.get("RescaleIntercept", 0.0)
+    )
+    return MetaTensor(
+        torch.from_numpy(np.ascontiguousarray(values.T[..., None])), meta={"original_channel_dim": "no_channel", **meta}
+    )
 
 
 @pytest.fixture
@@ -35,7 +39,9 @@ def test_loaded_images_pass_through_unchanged(dicom_writer: Callable[..., Path],
     assert EnsureChestXray()(loaded) is loaded
 
 
-def test_array_without_window_matches_the_loaders_percentile_window(dicom_writer: Callable[..., Path], ramp: np.ndarray) -> None:
+def test_array_without_window_matches_the_loaders_percentile_window(
+    dicom_writer: Callable[..., Path], ramp: np.ndarray
+) -> None:
     path = dicom_writer("a.dcm", ramp)
     loaded = LoadChestXray()(path)
     converted = EnsureChestXray()(_deploy_array(path))
@@ -44,15 +50,27 @@ def test_array_without_window_matches_the_loaders_percentile_window(dicom_writer
     assert torch.equal(converted.as_tensor(), loaded.as_tensor())
 
 
-def test_array_with_window_and_polarity_metadata_matches_the_loader(dicom_writer: Callable[..., Path], ramp: np.ndarray) -> None:
+def test_array_with_window_and_polarity_metadata_matches_the_loader(
+    dicom_writer: Callable[..., Path], ramp: np.ndarray
+) -> None:
     path = dicom_writer(
-        "b.dcm", ramp, PhotometricInterpretation="MONOCHROME1", WindowCenter=1500, WindowWidth=2000, RescaleSlope=2, RescaleIntercept=-100
+        "b.dcm",
+        ramp,
+        PhotometricInterpretation="MONOCHROME1",
+        WindowCenter=1500,
+        WindowWidth=2000,
+        RescaleSlope=2,
+        RescaleIntercept=-100,
     )
     loaded = LoadChestXray()(path)
-    converted = EnsureChestXray()(_deploy_array(path, PhotometricInterpretation="MONOCHROME1", WindowCenter=1500, WindowWidth=2000))
+    converted = EnsureChestXray()(
+        _deploy_array(path, PhotometricInterpretation="MONOCHROME1", WindowCenter=1500, WindowWidth=2000)
+    )
     assert converted.meta["voi_source"] == "window"
     assert torch.allclose(converted.as_tensor(), loaded.as_tensor(), atol=1e-6)
-    by_arguments = EnsureChestXray(photometric_interpretation="MONOCHROME1", window_center=1500, window_width=2000)(_deploy_array(path))
+    by_arguments = EnsureChestXray(photometric_interpretation="MONOCHROME1", window_center=1500, window_width=2000)(
+        _deploy_array(path)
+    )
     assert torch.allclose(by_arguments.as_tensor(), loaded.as_tensor(), atol=1e-6)
 
 
@@ -69,10 +87,14 @@ def test_multichannel_arrays_are_refused() -> None:
         EnsureChestXray()(np.zeros((30, 40, 3), dtype=np.float32))
 
 
-def test_dictionary_form_and_monai_loadimaged_with_the_chest_reader(dicom_writer: Callable[..., Path], ramp: np.ndarray) -> None:
+def test_dictionary_form_and_monai_loadimaged_with_the_chest_reader(
+    dicom_writer: Callable[..., Path], ramp: np.ndarray
+) -> None:
     """inference.json loads with MONAI's LoadImaged (which MONAI Deploy removes by name) and the chest reader."""
     path = dicom_writer("d.dcm", ramp, WindowCenter=1000, WindowWidth=1500)
-    by_monai = LoadImaged("image", reader=ChestXrayReader(), image_only=True, ensure_channel_first=True)({"image": str(path)})
+    by_monai = LoadImaged("image", reader=ChestXrayReader(), image_only=True, ensure_channel_first=True)(
+        {"image": str(path)}
+    )
     by_project = LoadChestXrayd("image")({"image": str(path)})
     assert torch.equal(by_monai["image"].as_tensor(), by_project["image"].as_tensor())
     assert by_monai["image"].meta["voi_source"] == "window"
@@ -104,8 +126,16 @@ def test_inference_datalist(tmp_path: Path) -> None:
 
 
 def test_json_writer_names_the_file_after_the_input(tmp_path: Path) -> None:
-    writer = ClassificationJSONWriter(tmp_path / "out", threshold=0.4, class_names={"0": "no opacity", "1": "Lung Opacity"})
+    writer = ClassificationJSONWriter(
+        tmp_path / "out", threshold=0.4, class_names={"0": "no opacity", "1": "Lung Opacity"}
+    )
     path = writer.write(torch.tensor([0.42]), "/data/in/study-7.dcm")
     assert path == tmp_path / "out" / "study-7.json"
     record = json.loads(path.read_text())
-    assert record == {"image": "study-7.dcm", "probability": pytest.approx(0.42), "prediction": 1, "threshold": 0.4, "label": "Lung Opacity"}
+    assert record == {
+        "image": "study-7.dcm",
+        "probability": pytest.approx(0.42),
+        "prediction": 1,
+        "threshold": 0.4,
+        "label": "Lung Opacity",
+    }

@@ -7,16 +7,16 @@ import math
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from bundle_helpers import tiny_pretrain_overrides
+from PIL import Image
 
 from sista_monai.experiments.ablation import (
     DOWNSTREAM_BUDGET,
     VARIANTS,
     below_baseline,
     degenerate_reason,
-    downstream_budgets,
     degenerate_runs,
+    downstream_budgets,
     format_effects,
     format_table,
     main,
@@ -24,7 +24,12 @@ from sista_monai.experiments.ablation import (
     trivial_baselines,
 )
 
-TINY_ENCODER = {"image_encoder#hidden_size": 32, "image_encoder#mlp_dim": 64, "image_encoder#num_layers": 1, "image_encoder#num_heads": 2}
+TINY_ENCODER = {
+    "image_encoder#hidden_size": 32,
+    "image_encoder#mlp_dim": 64,
+    "image_encoder#num_layers": 1,
+    "image_encoder#num_heads": 2,
+}
 
 
 def test_variants_switch_off_exactly_one_part_each() -> None:
@@ -34,14 +39,20 @@ def test_variants_switch_off_exactly_one_part_each() -> None:
     assert by_name["sista"] == {}
     assert by_name["sista_oracle"] == {"similarity_source": "labels", "sia_threshold": 0.95}
     assert by_name["sista_dense"] == {"sta_sparsity_threshold": 0.0}
-    assert [by_name[f"sista_sigma_{s}"]["sta_sparsity_threshold"] for s in ("1p", "0.25", "0.75")] == [1 / 64, 0.25, 0.75]
+    assert [by_name[f"sista_sigma_{s}"]["sta_sparsity_threshold"] for s in ("1p", "0.25", "0.75")] == [
+        1 / 64,
+        0.25,
+        0.75,
+    ]
 
 
 def test_table_is_mean_and_sample_std_per_cell() -> None:
     results = {
         "variants": {
-            "clip": {"pretrain": {"lesion": [0.2, 0.4], "flag_precision": [float("nan")] * 2, "zone": [0.1, 0.1]},
-                     "classification": {"1": [0.6, 0.8]}},
+            "clip": {
+                "pretrain": {"lesion": [0.2, 0.4], "flag_precision": [float("nan")] * 2, "zone": [0.1, 0.1]},
+                "classification": {"1": [0.6, 0.8]},
+            },
             "random": {"classification": {"1": [0.5, float("nan")]}},
         }
     }
@@ -61,7 +72,12 @@ def test_table_ends_with_the_image_free_baselines() -> None:
         "baselines": {"segmentation": {"10": {"value": 0.7273, "what": "the all-empty prediction"}}},
     }
     last = format_table(results, ["segmentation"], [10]).splitlines()[-1]
-    assert last == "| image-free baseline (fitted on the labelled training images) |" + "  |" * 8 + " 0.727 (the all-empty prediction) |"
+    assert (
+        last
+        == "| image-free baseline (fitted on the labelled training images) |"
+        + "  |" * 8
+        + " 0.727 (the all-empty prediction) |"
+    )
     # clip's mean 0.85 beats 0.7273; random's 0.65 does not
     assert below_baseline(results, ["segmentation"], [10]) == [
         "random: SIIM-like Dice, 10 %: 0.650 ≤ 0.727 (the all-empty prediction)"
@@ -69,7 +85,9 @@ def test_table_ends_with_the_image_free_baselines() -> None:
 
 
 def test_downstream_budgets_apply_to_every_task_or_to_one() -> None:
-    budgets = downstream_budgets(["epochs=2", "segmentation:epochs=12", "detection:batch_size=4"], ["classification", "segmentation"])
+    budgets = downstream_budgets(
+        ["epochs=2", "segmentation:epochs=12", "detection:batch_size=4"], ["classification", "segmentation"]
+    )
     assert budgets == {
         "classification": {**DOWNSTREAM_BUDGET["classification"], "epochs": 2},
         "segmentation": {**DOWNSTREAM_BUDGET["segmentation"], "epochs": 12},
@@ -95,8 +113,14 @@ def test_paired_effect_hand_computed() -> None:
 def test_effects_are_paired_differences_seed_by_seed() -> None:
     results = {
         "variants": {
-            "clip": {"pretrain": {"lesion": [0.2, 0.4, 0.3], "semantic_precision": [0.1, 0.1, 0.1]}, "classification": {"1": [0.6, 0.8, 0.7]}},
-            "clip_sia": {"pretrain": {"lesion": [0.3, 0.3, 0.5], "semantic_precision": [0.1, 0.2, float("nan")]}, "classification": {"1": [0.7, 0.7, 0.7]}},
+            "clip": {
+                "pretrain": {"lesion": [0.2, 0.4, 0.3], "semantic_precision": [0.1, 0.1, 0.1]},
+                "classification": {"1": [0.6, 0.8, 0.7]},
+            },
+            "clip_sia": {
+                "pretrain": {"lesion": [0.3, 0.3, 0.5], "semantic_precision": [0.1, 0.2, float("nan")]},
+                "classification": {"1": [0.7, 0.7, 0.7]},
+            },
             "sista": {"pretrain": {"lesion": [0.2, 0.4]}, "classification": {"1": [0.9, 0.9, 0.9]}},
             "random": {"classification": {"1": [0.5, 0.5, 0.6]}},
         }
@@ -120,9 +144,13 @@ def test_degenerate_probes_are_named() -> None:
     assert degenerate_reason("classification", {"metrics": {"auroc": 0.5}}) == "AUROC 0.5: constant scores"
     assert degenerate_reason("classification", {"metrics": {"auroc": None}}) is not None
     assert degenerate_reason("classification", {"metrics": {"auroc": 0.51}}) is None
-    assert degenerate_reason("segmentation", {"metrics": {"mean_dice": 0.727, "positive_dice": 0.0}}).startswith("Dice 0")
+    assert degenerate_reason("segmentation", {"metrics": {"mean_dice": 0.727, "positive_dice": 0.0}}).startswith(
+        "Dice 0"
+    )
     assert degenerate_reason("segmentation", {"metrics": {"mean_dice": 0.70, "positive_dice": 0.1}}) is None
-    assert degenerate_reason("segmentation", {"metrics": {"mean_dice": 1.0, "positive_dice": None}}).startswith("no test image")
+    assert degenerate_reason("segmentation", {"metrics": {"mean_dice": 1.0, "positive_dice": None}}).startswith(
+        "no test image"
+    )
     assert degenerate_reason("detection", {"metrics": {"map": 0.0}}) == "mAP 0.0: no correct box"
     assert degenerate_reason("detection", {"metrics": {"map": 0.2}}) is None
 
@@ -141,17 +169,44 @@ def test_degenerate_runs_scans_the_output_folder(tmp_path: Path) -> None:
 def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
     data = tmp_path / "demo"
     pretrain = {**tiny_pretrain_overrides(data), "demo_plant_phi": False, "epochs": 2, "warmup_epochs": 1}
-    downstream = {"dataset_dir": str(data), "demo_n": 40, "demo_size": 64, "resize_size": 64, "image_size": 48,
-                  "batch_size": 8, "val_batch_size": 8, "epochs": 1, "min_iterations_per_epoch": 2, **TINY_ENCODER}
-    args = ["--seeds", "0", "--variants", "clip", "sista", "--downstream-variants", "sista", "--tasks", "classification", "--fractions", "10",
-            "--out", str(tmp_path / "out"), "--publish", str(tmp_path / "docs" / "ablation.md")]
+    downstream = {
+        "dataset_dir": str(data),
+        "demo_n": 40,
+        "demo_size": 64,
+        "resize_size": 64,
+        "image_size": 48,
+        "batch_size": 8,
+        "val_batch_size": 8,
+        "epochs": 1,
+        "min_iterations_per_epoch": 2,
+        **TINY_ENCODER,
+    }
+    args = [
+        "--seeds",
+        "0",
+        "--variants",
+        "clip",
+        "sista",
+        "--downstream-variants",
+        "sista",
+        "--tasks",
+        "classification",
+        "--fractions",
+        "10",
+        "--out",
+        str(tmp_path / "out"),
+        "--publish",
+        str(tmp_path / "docs" / "ablation.md"),
+    ]
     args += [a for k, v in pretrain.items() for a in ("--set-pretrain", f"{k}={json.dumps(v)}")]
     args += [a for k, v in downstream.items() for a in ("--set-downstream", f"{k}={json.dumps(v)}")]
     assert main(args) == 0
     out = tmp_path / "out"
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["variants"]) == {"clip", "sista", "random"}
-    assert len(list(out.rglob("ablation_seconds.json"))) == 2 + 2 and summary["run_seconds"] > 0  # 2 pretrainings, 2 downstream
+    assert (
+        len(list(out.rglob("ablation_seconds.json"))) == 2 + 2 and summary["run_seconds"] > 0
+    )  # 2 pretrainings, 2 downstream
     assert "classification" not in summary["variants"]["clip"]  # not in --downstream-variants: pretraining only
     assert summary["baselines"]["classification"]["10"]["value"] == 0.5
     for name in ("sista", "random"):
@@ -161,7 +216,9 @@ def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
         assert auroc == pytest.approx(run["metrics"]["auroc"], nan_ok=True)  # the table reads each run's own report
     for name in ("clip", "sista"):
         report = json.loads((out / "pretrain" / f"{name}_s0" / "eval" / "metrics.json").read_text())
-        assert summary["variants"][name]["pretrain"]["lesion"] == [pytest.approx(report["grounding"]["lesion"]["accuracy"], nan_ok=True)]
+        assert summary["variants"][name]["pretrain"]["lesion"] == [
+            pytest.approx(report["grounding"]["lesion"]["accuracy"], nan_ok=True)
+        ]
     assert summary["variants"]["clip"]["pretrain"]["flag_rate"] == [0.0]  # θ = 2 flags nothing
     sweep = summary["theta_sweep"]["text_frozen"]
     rates = [p["flag_rate"] for p in sweep]
@@ -173,30 +230,50 @@ def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
     text = (tmp_path / "docs" / "ablation.md").read_text()
     assert "| CLIP only" in text and "| random initialisation" in text and "Wall time" in text
     splits = json.loads((data / "datalist_pretrain.json").read_text())
-    assert "{}/{}/{} training/validation/test studies".format(*(len(splits[s]) for s in ("training", "validation", "test"))) in text
-    labelled = json.loads((out / "classification" / "random_f10_s0" / "eval" / "metrics.json").read_text())["training_images"]
+    assert (
+        "{}/{}/{} training/validation/test studies".format(
+            *(len(splits[s]) for s in ("training", "validation", "test"))
+        )
+        in text
+    )
+    labelled = json.loads((out / "classification" / "random_f10_s0" / "eval" / "metrics.json").read_text())[
+        "training_images"
+    ]
     assert f"classification 10 % = {labelled} labelled training images" in text
     assert summary["degenerate_runs"] == degenerate_runs(out, ["classification"])
     assert "## Degenerate downstream probes" in text
     for name in ("plot_auroc.png", "theta_sweep.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG" and (tmp_path / "docs" / name).is_file()
-    assert "| image-free baseline (fitted on the labelled training images) |" in text and "## Below the image-free baseline" in text
+    assert (
+        "| image-free baseline (fitted on the labelled training images) |" in text
+        and "## Below the image-free baseline" in text
+    )
     # the segmentation and detection baselines read the datalists the bundles read
-    budgets = {task: {"dataset_dir": str(data), "demo_n": 40, "demo_size": 64} for task in ("segmentation", "detection")}
+    budgets = {
+        task: {"dataset_dir": str(data), "demo_n": 40, "demo_size": 64} for task in ("segmentation", "detection")
+    }
     baselines = trivial_baselines(["segmentation", "detection"], [10], budgets)
     test = json.loads((data / "datalist_segmentation.json").read_text())["test"]
     empty = sum(not (Image.open(data / item["mask"]).getbbox()) for item in test)
     assert baselines["segmentation"]["10"]["all_empty"]["mean_dice"] == pytest.approx(empty / len(test))
     assert baselines["segmentation"]["10"]["value"] >= baselines["segmentation"]["10"]["all_empty"]["mean_dice"]
-    labelled_boxes = sum(len(item["boxes"]) for item in json.loads((data / "datalist_detection.json").read_text())["training_10"])
+    labelled_boxes = sum(
+        len(item["boxes"]) for item in json.loads((data / "datalist_detection.json").read_text())["training_10"]
+    )
     assert baselines["detection"]["10"]["what"] == f"{labelled_boxes} constant boxes"
 
 
 def test_sigma_sweep_plot_needs_two_sigmas(tmp_path: Path) -> None:
     from sista_monai.experiments.ablation import _sigma_plot
 
-    one = {"variants": {"sista": {"pretrain": {"lesion": [0.2], "lesion_prior": [0.4], "zone": [0.1], "patches_kept": [0.5]}}}}
+    one = {
+        "variants": {
+            "sista": {"pretrain": {"lesion": [0.2], "lesion_prior": [0.4], "zone": [0.1], "patches_kept": [0.5]}}
+        }
+    }
     assert _sigma_plot(one, tmp_path) is None
-    two = {"variants": {**one["variants"], "sista_dense": {"pretrain": {"lesion": [0.1, 0.2], "patches_kept": [1.0, 1.0]}}}}
+    two = {
+        "variants": {**one["variants"], "sista_dense": {"pretrain": {"lesion": [0.1, 0.2], "patches_kept": [1.0, 1.0]}}}
+    }
     path = _sigma_plot(two, tmp_path)
     assert path == tmp_path / "sigma_sweep.png" and path.read_bytes()[:4] == b"\x89PNG"

@@ -38,7 +38,15 @@ def test_weighted_sum_of_terms_and_diagnostics() -> None:
     torch.testing.assert_close(out["loss"], 0.7 * sia_out["loss"] + 2.5 * sta_out["loss"])
     torch.testing.assert_close(out["loss_sia"], sia_out["loss"].detach())
     torch.testing.assert_close(out["loss_sta"], sta_out["loss"].detach())
-    assert set(out) == {"loss", "loss_sia", "loss_sta", "false_negative_rate", "rows_without_negatives", "temperature", "sparsity"}
+    assert set(out) == {
+        "loss",
+        "loss_sia",
+        "loss_sta",
+        "false_negative_rate",
+        "rows_without_negatives",
+        "temperature",
+        "sparsity",
+    }
     assert out["false_negative_rate"].item() > 0
     assert out["loss"].requires_grad
     assert all(not value.requires_grad for key, value in out.items() if key != "loss")

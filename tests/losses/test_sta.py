@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 from torch.nn import functional as F
-
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sista_monai.losses import SparseTokenAlignmentLoss
@@ -118,7 +117,7 @@ def test_matches_loop_reference_values_and_gradients() -> None:
     torch.testing.assert_close(out["weights"][4, 0], torch.full((7,), 1 / 7, dtype=torch.float64))
     grads = torch.autograd.grad(out["loss"], (patch_emb, token_emb))
     expected_grads = torch.autograd.grad(expected, (patch_emb, token_emb))
-    for grad, expected_grad in zip(grads, expected_grads):
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-10)
     assert grads[1][2].abs().max().item() == 0.0  # the empty report receives no gradient
 

@@ -37,7 +37,7 @@ def grouped_loop_reference(
             vector = sum(weights[k] * patches[b, k] for k in range(num_patches))
             grouped[j] = vector / vector.norm()
 
-        def same_word(j: int, k: int) -> bool:
+        def same_word(j: int, k: int, b: int = b) -> bool:
             return groups is not None and j != k and groups[b][j] >= 0 and groups[b][j] == groups[b][k]
 
         terms = []
@@ -86,7 +86,7 @@ def test_matches_loop_reference_with_repeated_groups(sigma: float | None) -> Non
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     grads = torch.autograd.grad(out, (patch_emb, token_emb))
     expected_grads = torch.autograd.grad(expected, (patch_emb, token_emb))
-    for grad, expected_grad in zip(grads, expected_grads):
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-7)
     # the groups change the loss: leaving same-word pairs out is not a no-op here
     ungrouped = loss(patch_emb, token_emb, mask)["loss"]
@@ -145,4 +145,6 @@ def test_three_tokens_hand_computed() -> None:
 def test_token_groups_shape_error() -> None:
     patch_emb, token_emb = random_inputs(batch=2, patches=3, tokens=4, dim=2)
     with pytest.raises(ValueError, match=r"token_groups must have shape \(B, T\) = \(2, 4\), got \(2, 3\)"):
-        SparseTokenAlignmentLoss()(patch_emb, token_emb, torch.ones(2, 4, dtype=torch.bool), token_groups=torch.zeros(2, 3))
+        SparseTokenAlignmentLoss()(
+            patch_emb, token_emb, torch.ones(2, 4, dtype=torch.bool), token_groups=torch.zeros(2, 3)
+        )

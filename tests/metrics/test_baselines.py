@@ -59,7 +59,9 @@ def test_segmentation_baselines_without_positive_training_masks_equal_all_empty(
     test = np.stack([_mask(*SQUARE), _mask(), _mask()])
     result = segmentation_baselines(np.stack([_mask()]), test)
     assert result["constant_mask"]["threshold"] is None
-    assert result["constant_mask"]["mean_dice"] == pytest.approx(result["all_empty"]["mean_dice"]) == pytest.approx(2 / 3)
+    assert (
+        result["constant_mask"]["mean_dice"] == pytest.approx(result["all_empty"]["mean_dice"]) == pytest.approx(2 / 3)
+    )
 
 
 def test_segmentation_baselines_reject_bad_input():

@@ -98,7 +98,9 @@ def _trials(words: list[tuple[int, ...]], inside: list[list[int]]) -> PointingTr
     cells = torch.zeros(len(words), 4, dtype=torch.bool)
     for row, patches in enumerate(inside):
         cells[row, patches] = True
-    return PointingTrials(torch.zeros(len(words), dtype=torch.long), torch.zeros(len(words), dtype=torch.long), cells, words)
+    return PointingTrials(
+        torch.zeros(len(words), dtype=torch.long), torch.zeros(len(words), dtype=torch.long), cells, words
+    )
 
 
 def test_prior_fitted_per_word_with_fallback_and_ties() -> None:
@@ -124,7 +126,11 @@ def _output(batch: dict[str, torch.Tensor], tokens: torch.Tensor) -> dict:
 def test_pointing_game_metric_with_prior() -> None:
     tokens = torch.zeros(1, 4, 4)
     tokens[0, 0, 3] = 1.0
-    accuracy, prior, trials = PointingGame("accuracy", "lesion"), PointingGame("prior", "lesion", prior_data=[_batch()]), PointingGame("trials", "lesion")
+    accuracy, prior, trials = (
+        PointingGame("accuracy", "lesion"),
+        PointingGame("prior", "lesion", prior_data=[_batch()]),
+        PointingGame("trials", "lesion"),
+    )
     for metric in (accuracy, prior, trials):
         metric.reset()
         metric.update(metric._output_transform(_output(_batch(), tokens)))
@@ -149,7 +155,9 @@ def test_flag_statistics_hand_computed() -> None:
     assert stats["base_rate"] == pytest.approx(2 / 12)
     # rows 0-2 have 2 flags among 3 others: in a batch of 3 both others are flagged with probability 1/3
     assert stats["rows_without_negatives"] == pytest.approx(3 * (1 / 3) / 4)
-    assert flag_statistics(features, labels, 0.9, "text_frozen", batch_size=2)["rows_without_negatives"] == pytest.approx(3 * (2 / 3) / 4)
+    assert flag_statistics(features, labels, 0.9, "text_frozen", batch_size=2)[
+        "rows_without_negatives"
+    ] == pytest.approx(3 * (2 / 3) / 4)
     assert flag_statistics(features, labels, 0.9, "text_frozen")["rows_without_negatives"] == 0.0  # B = N = 4
 
 
@@ -169,9 +177,15 @@ def test_false_negative_flags_metric() -> None:
     for report in ("precision", "recall", "rate", "base_rate", "rows_without_negatives"):
         metric = FalseNegativeFlags(0.9, "text_frozen", report, batch_size=3)
         metric.reset()
-        metric.update(metric._output_transform({"pred": SimpleNamespace(frozen_text_features=features), "label": {"labels": labels}}))
+        metric.update(
+            metric._output_transform(
+                {"pred": SimpleNamespace(frozen_text_features=features), "label": {"labels": labels}}
+            )
+        )
         values[report] = metric.compute()
-    assert values == pytest.approx({"precision": 2 / 6, "recall": 1.0, "rate": 0.5, "base_rate": 2 / 12, "rows_without_negatives": 0.25})
+    assert values == pytest.approx(
+        {"precision": 2 / 6, "recall": 1.0, "rate": 0.5, "base_rate": 2 / 12, "rows_without_negatives": 0.25}
+    )
 
 
 def test_patches_kept() -> None:
@@ -182,20 +196,40 @@ def test_patches_kept() -> None:
     metric.reset()
     patches = torch.eye(4).unsqueeze(0)
     tokens = torch.tensor([[[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.9]]])
-    metric.update(metric._output_transform({"pred": SimpleNamespace(patch_emb=patches, token_emb=tokens, token_mask=torch.tensor([[True, True]])), "label": {}}))
+    metric.update(
+        metric._output_transform(
+            {
+                "pred": SimpleNamespace(patch_emb=patches, token_emb=tokens, token_mask=torch.tensor([[True, True]])),
+                "label": {},
+            }
+        )
+    )
     # token 0: min-max -> [1, 0, 0, 0], only patch 0 >= 0.5; token 1: [1, 1, 1, 0] -> three patches
     assert metric.compute() == pytest.approx((1 / 4 + 3 / 4) / 2)
 
 
 def test_summary_targets_from_measured_ratios() -> None:
     metrics = {
-        "lesion_pointing_accuracy": 0.6, "lesion_pointing_prior": 0.3, "lesion_pointing_chance": 0.1, "lesion_pointing_trials": 40.0,
-        "zone_pointing_accuracy": 0.2, "zone_pointing_prior": 0.5, "zone_pointing_chance": 0.1, "zone_pointing_trials": 80.0,
-        "semantic_precision_at_5": 0.49, "semantic_precision_chance": 0.25,
-        "sia_flag_precision": 0.8, "sia_flag_recall": 0.49, "sia_flag_rate": 0.1, "sia_base_rate": 0.13, "sia_rows_without_negatives": 0.0,
+        "lesion_pointing_accuracy": 0.6,
+        "lesion_pointing_prior": 0.3,
+        "lesion_pointing_chance": 0.1,
+        "lesion_pointing_trials": 40.0,
+        "zone_pointing_accuracy": 0.2,
+        "zone_pointing_prior": 0.5,
+        "zone_pointing_chance": 0.1,
+        "zone_pointing_trials": 80.0,
+        "semantic_precision_at_5": 0.49,
+        "semantic_precision_chance": 0.25,
+        "sia_flag_precision": 0.8,
+        "sia_flag_recall": 0.49,
+        "sia_flag_rate": 0.1,
+        "sia_base_rate": 0.13,
+        "sia_rows_without_negatives": 0.0,
         "sta_patches_kept": 0.2,
     }
-    summary = summarise_test_metrics(metrics, 88, {"sia": {"source": "text_frozen", "threshold": 0.7}, "sta": {"sparsity_threshold": 0.5}})
+    summary = summarise_test_metrics(
+        metrics, 88, {"sia": {"source": "text_frozen", "threshold": 0.7}, "sta": {"sparsity_threshold": 0.5}}
+    )
     assert summary["measured"]["lesion_grounding_over_prior"] == pytest.approx(2.0)
     assert summary["measured"]["semantic_precision_over_chance"] == pytest.approx(1.96)
     assert summary["targets_met"] == {

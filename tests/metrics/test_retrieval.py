@@ -7,7 +7,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sista_monai.metrics import RetrievalRecall, SemanticPrecision, retrieval_recall, semantic_chance, semantic_precision, text_groups
+from sista_monai.metrics import (
+    RetrievalRecall,
+    SemanticPrecision,
+    retrieval_recall,
+    semantic_chance,
+    semantic_precision,
+    text_groups,
+)
 
 
 def _scores(rows: list[list[float]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,8 +17,14 @@ from sista_monai.networks import (
     build_image_encoder,
 )
 
-SMALL_BERT = {"vocab_size": 120, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "intermediate_size": 64, "max_position_embeddings": 128}
+SMALL_BERT = {
+    "vocab_size": 120,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 128,
+}
 
 
 def _tokens(batch: int = 3, length: int = 12, vocab: int = 120) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +95,10 @@ def test_resnet_patches_are_the_last_stage_cells() -> None:
 
 
 def test_encoder_config_round_trip() -> None:
-    for encoder in (ViTImageEncoder(img_size=32, patch_size=8, preset="tiny"), ResNetImageEncoder(depth=10, img_size=64)):
+    for encoder in (
+        ViTImageEncoder(img_size=32, patch_size=8, preset="tiny"),
+        ResNetImageEncoder(depth=10, img_size=64),
+    ):
         rebuilt = build_image_encoder(encoder.config())
         rebuilt.load_state_dict(encoder.state_dict())  # same architecture: every key and shape matches
         assert rebuilt.config() == encoder.config()
@@ -166,5 +175,7 @@ def test_sista_model_outputs_and_frozen_copy() -> None:
     assert not model.frozen_text_encoder.training
     for key, value in model.frozen_text_encoder.state_dict().items():
         assert torch.equal(value, before[key]), key
-    assert not torch.equal(model.text_encoder.state_dict()["model.embeddings.word_embeddings.weight"],
-                           before["model.embeddings.word_embeddings.weight"])
+    assert not torch.equal(
+        model.text_encoder.state_dict()["model.embeddings.word_embeddings.weight"],
+        before["model.embeddings.word_embeddings.weight"],
+    )

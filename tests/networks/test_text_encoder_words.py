@@ -12,8 +12,14 @@ from transformers import BertConfig, BertModel
 from sista_monai.networks import HuggingFaceTextEncoder
 from sista_monai.networks.text_encoder import aggregate_word_pieces
 
-TINY = {"vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "intermediate_size": 32, "max_position_embeddings": 32}
+TINY = {
+    "vocab_size": 50,
+    "hidden_size": 16,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "max_position_embeddings": 32,
+}
 
 
 def test_aggregate_word_pieces_known_answer() -> None:
@@ -163,6 +169,11 @@ def test_frozen_copy_of_a_random_text_encoder_is_warned_about(tmp_path: Path, ca
     folder = tmp_path / "bert"
     _saved_bert(folder)
     with caplog.at_level("WARNING", logger="sista_monai.networks.sista"):
-        SISTAModel(image, HuggingFaceTextEncoder(config=TINY, pretrained_weights=folder), embed_dim=8, keep_frozen_text_copy=True)
+        SISTAModel(
+            image,
+            HuggingFaceTextEncoder(config=TINY, pretrained_weights=folder),
+            embed_dim=8,
+            keep_frozen_text_copy=True,
+        )
         SISTAModel(image, HuggingFaceTextEncoder(config=TINY), embed_dim=8)  # no frozen copy: nothing to warn about
     assert "randomly initialised" not in caplog.text

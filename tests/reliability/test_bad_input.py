@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides, tiny_pretrained_encoder
 from monai.bundle import run as bundle_run
 from PIL import Image
 from pydicom.encaps import encapsulate
-from pydicom.uid import BasicTextSRStorage, ExplicitVRLittleEndian, JPEG2000MC
+from pydicom.uid import JPEG2000MC, BasicTextSRStorage, ExplicitVRLittleEndian
 
-from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides, tiny_pretrained_encoder
 from sista_monai.data.prepare import main as prepare_main
 from sista_monai.data.validate import BadItemsError, check_items
 
@@ -220,7 +220,9 @@ def plant_bad_input(demo: Path, destination: Path, task: str) -> BadData:
         expect("training", index, "report is empty after cleaning")
         index, item = next_item("training")
         latin1 = root / "reports" / f"{item['id']}_latin1.txt"
-        latin1.write_bytes("FINDINGS: Heart size normal, café-au-lait spots.\nIMPRESSION: No acute process.\n".encode("latin-1"))
+        latin1.write_bytes(
+            "FINDINGS: Heart size normal, café-au-lait spots.\nIMPRESSION: No acute process.\n".encode("latin-1")
+        )
         item["report"] = str(latin1)  # report files are read by path; relative paths resolve from the run folder
         expect("training", index, "not valid utf-8: undecodable byte 0xe9")
         index, item = next_item("training")
@@ -290,7 +292,9 @@ def assert_skipped_record(bundle_root: Path, bad: BadData) -> dict[str, Any]:
 
 def bundle_copy(task: str, destination: Path) -> Path:
     bundle_root = destination / BUNDLES[task]
-    shutil.copytree(REPO_ROOT / "bundles" / BUNDLES[task], bundle_root, ignore=shutil.ignore_patterns("models", "logs", "eval"))
+    shutil.copytree(
+        REPO_ROOT / "bundles" / BUNDLES[task], bundle_root, ignore=shutil.ignore_patterns("models", "logs", "eval")
+    )
     return bundle_root
 
 
@@ -302,7 +306,15 @@ def pretrain_bad(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> B
 
 def pretrain_command(bundle_root: Path, bad: BadData, **extra: Any) -> list[str]:
     overrides = {**tiny_pretrain_overrides(bad.root), "bundle_root": str(bundle_root), "demo_data": False, **extra}
-    return ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/pretrain/configs/train.json", *as_cli(overrides)]
+    return [
+        "python",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "bundles/pretrain/configs/train.json",
+        *as_cli(overrides),
+    ]
 
 
 @pytest.mark.slow
@@ -345,7 +357,9 @@ def test_pretrain_skip_option_trains_on_the_rest_and_records_the_skipped(
     assert metrics  # the test split (all of it kept) was evaluated
     # the very long report is truncated (a count is logged), not refused; the non-ASCII DICOM trains
     assert record["reports_truncated"] >= 1 and record["max_length"] == 64
-    assert re.search(r"pre-flight: \d+ of \d+ reports are longer than max_length=64 tokens and will be truncated", console)
+    assert re.search(
+        r"pre-flight: \d+ of \d+ reports are longer than max_length=64 tokens and will be truncated", console
+    )
     assert_no_phi_or_report_text(console, tiny_demo)
     for path in [p for p in bundle_root.rglob("*") if p.is_file() and "configs" not in p.parts]:
         data = path.read_bytes()
@@ -420,8 +434,9 @@ def test_rerun_uses_remembered_results_and_notices_a_changed_file(
     datalist = json.loads(bad.datalist.read_text())
     images = {bad.root / i["image"] for split in ("training", "validation", "test") for i in datalist[split]}
     readable = len([path for path in images if path.is_file()])
-    with pytest.raises(Exception):
+    with pytest.raises(Exception) as info:
         bundle_run(config_file=config, **overrides)
+    assert len(bad_items_error(info.value).problems) == len(bad.expected)
     assert f"pre-flight: reading {readable} images (0 remembered)" in capsys.readouterr().out
     # repair one damaged file: only that file is read again, and it is no longer reported
     (split, index), (item_id, _) = next(iter(bad.expected.items()))
@@ -437,7 +452,10 @@ def test_rerun_uses_remembered_results_and_notices_a_changed_file(
 def test_skipping_every_item_of_a_split_is_refused(tmp_path: Path, dicom_writer) -> None:
     good = dicom_writer("good.dcm", np.arange(64, dtype=np.uint8).reshape(8, 8))
     (tmp_path / "empty.dcm").write_bytes(b"")
-    splits = {"training": [{"id": "a", "image": str(tmp_path / "empty.dcm")}], "validation": [{"id": "b", "image": str(good)}]}
+    splits = {
+        "training": [{"id": "a", "image": str(tmp_path / "empty.dcm")}],
+        "validation": [{"id": "b", "image": str(good)}],
+    }
     record = tmp_path / "eval" / "skipped_items.json"
     with pytest.raises(BadItemsError) as info:
         check_items(splits, skip=True, skipped_file=record, workers=1)
@@ -496,7 +514,14 @@ def test_prepare_rsna_lists_every_bad_row_then_skips_with_a_record(tmp_path: Pat
 
     assert prepare_main([*args[3:], "--on-error", "skip"]) == 0  # the command's entry point, in process
     skipped = json.loads((out / "skipped.json").read_text())["problems"]
-    assert {(p["row"], p["item"]) for p in skipped} == {(4, "p3"), (6, "p4"), (7, "p5"), (8, "p6"), (9, "p7"), (10, "p8")}
+    assert {(p["row"], p["item"]) for p in skipped} == {
+        (4, "p3"),
+        (6, "p4"),
+        (7, "p5"),
+        (8, "p6"),
+        (9, "p7"),
+        (10, "p8"),
+    }
     datalist = json.loads((out / "datalist_classification.json").read_text())
     assert {i["id"] for split in ("training", "validation", "test") for i in datalist[split]} == {"p1", "p2", "p9"}
 
@@ -522,7 +547,9 @@ def test_prepare_rsna_refuses_a_patient_in_two_splits(tmp_path: Path, dicom_writ
         {"train": ["p1", "p2", "p4"], "validation": ["p3"], "test": ["p4"], "train_1": ["p1"], "train_10": ["p1"]},
     )
     out = tmp_path / "out"
-    result = run_cli([*PREPARE, "rsna", "--labels", str(labels), "--images", str(images), "--out", str(out), "--splits", str(splits)])
+    result = run_cli(
+        [*PREPARE, "rsna", "--labels", str(labels), "--images", str(images), "--out", str(out), "--splits", str(splits)]
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{splits / 'rsna'}: inconsistent split files: 1 ids are in both train and test: p4" in result.stderr
     assert not out.exists()
@@ -537,10 +564,26 @@ def test_prepare_siim_rle_running_past_the_image(tmp_path: Path, dicom_writer) -
     rle = tmp_path / "train-rle.csv"
     rle.write_text("ImageId, EncodedPixels\na, 2 3 4 1\nb, -1\nc, 20 3 5 10\n")  # c: 20+3, then +5+10 > 24 pixels
     out = tmp_path / "out"
-    args = [*PREPARE, "siim", "--rle", str(rle), "--images", str(images), "--out", str(out), "--split-seed", "0", "--rle-format", "stage1"]
+    args = [
+        *PREPARE,
+        "siim",
+        "--rle",
+        str(rle),
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+        "--split-seed",
+        "0",
+        "--rle-format",
+        "stage1",
+    ]
     result = run_cli(args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "train-rle.csv, row 4 [c]: EncodedPixels run past the image: they need 38 pixels, the DICOM has 6x4 = 24" in result.stderr
+    assert (
+        "train-rle.csv, row 4 [c]: EncodedPixels run past the image: they need 38 pixels, the DICOM has 6x4 = 24"
+        in result.stderr
+    )
     assert not out.exists()
     assert prepare_main([*args[3:], "--on-error", "skip"]) == 0  # the command's entry point, in process
     datalist = json.loads((out / "datalist_segmentation.json").read_text())

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import torch
+from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser
 from monai.data import PersistentDataset
@@ -44,13 +45,16 @@ from sista_monai.handlers import (
 )
 from sista_monai.networks import ViTImageEncoder
 
-from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
-
 TRAIN = "bundles/pretrain/configs/train.json"
 MULTI_GPU = "bundles/pretrain/configs/multi_gpu_train.json"
-VERIFIED_CACHE = {f"{split}#dataset#_target_": "sista_monai.data.cache.VerifiedPersistentDataset" for split in ("train", "validate", "test")}
+VERIFIED_CACHE = {
+    f"{split}#dataset#_target_": "sista_monai.data.cache.VerifiedPersistentDataset"
+    for split in ("train", "validate", "test")
+}
 EPOCHS = 3
-SLOW_ITERATIONS = "$@train#trainer.add_event_handler(ignite.engine.Events.ITERATION_COMPLETED, lambda engine: time.sleep(0.4))"
+SLOW_ITERATIONS = (
+    "$@train#trainer.add_event_handler(ignite.engine.Events.ITERATION_COMPLETED, lambda engine: time.sleep(0.4))"
+)
 
 pytestmark = pytest.mark.slow
 
@@ -64,8 +68,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _overrides(demo: Path, bundle_root: Path, **extra: Any) -> dict[str, Any]:
     return {
-        "bundle_root": str(bundle_root), **tiny_pretrain_overrides(demo), "epochs": EPOCHS, "val_interval": 5,
-        **VERIFIED_CACHE, **extra,
+        "bundle_root": str(bundle_root),
+        **tiny_pretrain_overrides(demo),
+        "epochs": EPOCHS,
+        "val_interval": 5,
+        **VERIFIED_CACHE,
+        **extra,
     }
 
 
@@ -89,15 +97,18 @@ def _env() -> dict[str, str]:
 
 def _popen(args: list[str], log: Path, **kwargs: Any) -> subprocess.Popen:
     with log.open("w") as out:
-        return subprocess.Popen([sys.executable, *args[1:]], cwd=REPO_ROOT, env=_env(), stdout=out,
-                                stderr=subprocess.STDOUT, **kwargs)
+        return subprocess.Popen(
+            [sys.executable, *args[1:]], cwd=REPO_ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT, **kwargs
+        )
 
 
 def _wait_for(condition: Callable[[], bool], process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:
-            raise AssertionError(f"the run ended ({process.returncode}) before the fault was injected:\n{log.read_text()[-3000:]}")
+            raise AssertionError(
+                f"the run ended ({process.returncode}) before the fault was injected:\n{log.read_text()[-3000:]}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting to inject the fault:\n{log.read_text()[-3000:]}")
         time.sleep(0.05)
@@ -161,7 +172,9 @@ def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(demo: Path, st
     log = tmp_path / "killed.log"
     process = _popen(_bundle_command(_layered(tmp_path, [SLOW_ITERATIONS]), _overrides(demo, bundle_root)), log)
     try:
-        _wait_for(lambda: (models / "checkpoint_1.pt").is_file() and "Epoch: 2/3, Iter: 1/" in log.read_text(), process, log)
+        _wait_for(
+            lambda: (models / "checkpoint_1.pt").is_file() and "Epoch: 2/3, Iter: 1/" in log.read_text(), process, log
+        )
         os.kill(process.pid, signal.SIGKILL)
         assert process.wait(timeout=30) == -signal.SIGKILL
     finally:
@@ -226,8 +239,14 @@ def test_kill_9_during_checkpoint_writes_leaves_only_complete_checkpoints(tmp_pa
     name says; the next writer removes the partial file the killed one left.
     """
     folder = tmp_path / "models"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(folder)], cwd=REPO_ROOT, env=_env(),
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(folder)],
+        cwd=REPO_ROOT,
+        env=_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     rng = random.Random(0)
     kills_mid_write, partial_left = 0, []
     try:
@@ -240,7 +259,9 @@ def test_kill_9_during_checkpoint_writes_leaves_only_complete_checkpoints(tmp_pa
             while not any(p.stat().st_mtime >= started for p in folder.glob("checkpoint_*.pt")):
                 assert time.monotonic() < deadline, "the writer wrote no checkpoint"
                 time.sleep(0.005)
-            assert not any(p.exists() for p in partial_left), "a new saver must remove the partial files of a killed one"
+            assert not any(p.exists() for p in partial_left), (
+                "a new saver must remove the partial files of a killed one"
+            )
             if round_ % 2 == 0:  # kill while a checkpoint is being written
                 while not stale_temporary_files(folder, "*.pt"):
                     time.sleep(0.001)
@@ -267,7 +288,7 @@ def _flip_tensor_bytes(cache_file: Path) -> None:
         assert records and all(info.compress_type == zipfile.ZIP_STORED for info in records)
         for info in records:
             start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + info.file_size // 2
-            data[start:start + 64] = bytes(b ^ 0xFF for b in data[start:start + 64])
+            data[start : start + 64] = bytes(b ^ 0xFF for b in data[start : start + 64])
     cache_file.write_bytes(bytes(data))
 
 
@@ -291,9 +312,11 @@ def test_flipped_bytes_in_the_persistent_cache_are_detected_and_recomputed(
     plain_dir, verified_dir = tmp_path / "plain", tmp_path / "verified"
     expected = [PersistentDataset(items, transforms, cache_dir=plain_dir)[i] for i in range(len(items))]
     first = [VerifiedPersistentDataset(items, transforms, cache_dir=verified_dir)[i] for i in range(len(items))]
-    assert all(_same_item(a, b) for a, b in zip(expected, first))
+    assert all(_same_item(a, b) for a, b in zip(expected, first, strict=True))
     cache_files = sorted(verified_dir.glob("*.pt"))
-    assert len(cache_files) == len(items) and all(VerifiedPersistentDataset.checksum_file(f).is_file() for f in cache_files)
+    assert len(cache_files) == len(items) and all(
+        VerifiedPersistentDataset.checksum_file(f).is_file() for f in cache_files
+    )
     intact = {f.name: f.read_bytes() for f in cache_files}
     for cache_file in [*plain_dir.glob("*.pt"), *cache_files]:
         _flip_tensor_bytes(cache_file)
@@ -309,7 +332,10 @@ def test_flipped_bytes_in_the_persistent_cache_are_detected_and_recomputed(
     assert all("SHA-256" in m and "recomputing" in m for m in warned)
     for cache_file in cache_files:  # rewritten with its checksum, as first computed
         assert cache_file.read_bytes() == intact[cache_file.name]
-        assert VerifiedPersistentDataset.checksum_file(cache_file).read_text().strip() == hashlib.sha256(intact[cache_file.name]).hexdigest()
+        assert (
+            VerifiedPersistentDataset.checksum_file(cache_file).read_text().strip()
+            == hashlib.sha256(intact[cache_file.name]).hexdigest()
+        )
 
     caplog.clear()
     truncated = cache_files[0]
@@ -324,7 +350,9 @@ def test_a_bundle_run_on_a_damaged_cache_trains_as_on_a_clean_one(demo: Path, st
     """Every cache file of the data folder damaged: warned, recomputed, and the weights equal the clean run's."""
     cache_dir = demo / ".cache" / "pretrain_64"
     cache_files = sorted(cache_dir.glob("*.pt"))
-    assert len(cache_files) >= _iterations_per_epoch(demo) * 8 and all(VerifiedPersistentDataset.checksum_file(f).is_file() for f in cache_files)
+    assert len(cache_files) >= _iterations_per_epoch(demo) * 8 and all(
+        VerifiedPersistentDataset.checksum_file(f).is_file() for f in cache_files
+    )
     for cache_file in cache_files:
         _flip_tensor_bytes(cache_file)
     result = run_cli(_bundle_command(TRAIN, _overrides(demo, tmp_path / "damaged")))
@@ -346,17 +374,22 @@ POISON_WEIGHTS_IN_EPOCH_2 = (
 
 
 def _iterations_per_epoch(demo: Path) -> int:
-    return len(json.loads((demo / "datalist_pretrain.json").read_text())["training"]) // tiny_pretrain_overrides(demo)["batch_size"]
+    return (
+        len(json.loads((demo / "datalist_pretrain.json").read_text())["training"])
+        // tiny_pretrain_overrides(demo)["batch_size"]
+    )
 
 
-def test_nonfinite_loss_stops_naming_the_iteration_and_terms_and_keeps_the_good_checkpoint(demo: Path, tmp_path: Path) -> None:
+def test_nonfinite_loss_stops_naming_the_iteration_and_terms_and_keeps_the_good_checkpoint(
+    demo: Path, tmp_path: Path
+) -> None:
     bundle_root = tmp_path / "nan"
     result = run_cli(_bundle_command(_layered(tmp_path, [POISON_WEIGHTS_IN_EPOCH_2]), _overrides(demo, bundle_root)))
     console = result.stdout + result.stderr
     assert result.returncode != 0
     iteration = _iterations_per_epoch(demo) + 1
     assert f"NonFiniteLossError: non-finite SISTA loss at iteration {iteration} (epoch 2): " in console
-    message = console[console.index("non-finite SISTA loss"):].splitlines()[0]
+    message = console[console.index("non-finite SISTA loss") :].splitlines()[0]
     for term in ("loss=nan", "loss_sia=", "loss_sta=", "temperature=", "false_negative_rate="):
         assert term in message, message
     models = bundle_root / "models"
@@ -371,10 +404,14 @@ def test_nonfinite_loss_is_skipped_when_configured_and_training_goes_on(demo: Pa
         "lambda engine: engine.state.batch['image'].fill_(float('nan')))"
     )
     bundle_root = tmp_path / "skip"
-    result = run_cli(_bundle_command(_layered(tmp_path, [poison_batch]), _overrides(demo, bundle_root, nonfinite_loss="skip")))
+    result = run_cli(
+        _bundle_command(_layered(tmp_path, [poison_batch]), _overrides(demo, bundle_root, nonfinite_loss="skip"))
+    )
     console = result.stdout + result.stderr
     assert result.returncode == 0, console[-3000:]
-    assert f"non-finite SISTA loss at iteration {iteration} (epoch 2): loss=nan" in console and "batch skipped" in console
+    assert (
+        f"non-finite SISTA loss at iteration {iteration} (epoch 2): loss=nan" in console and "batch skipped" in console
+    )
     assert console.count("batch skipped") == 1
     final = _load(bundle_root / "models" / "checkpoint_final.pt")
     assert final["trainer"]["iteration"] == EPOCHS * _iterations_per_epoch(demo)
@@ -436,7 +473,10 @@ def test_best_model_and_encoder_export_refuse_nonfinite_weights(tmp_path: Path) 
     good = best.read_bytes()
     network.weight.data[0, 0] = float("inf")
     evaluator.state.metrics = {"auc": 0.9}
-    with pytest.raises(NonFiniteWeightsError, match=r"refusing to write .*model_best\.pt: non-finite values in 1 tensor\(s\): weight \(1 of 6 values\)"):
+    with pytest.raises(
+        NonFiniteWeightsError,
+        match=r"refusing to write .*model_best\.pt: non-finite values in 1 tensor\(s\): weight \(1 of 6 values\)",
+    ):
         saver(evaluator)
     assert best.read_bytes() == good and saver.best == 0.5 and not stale_temporary_files(tmp_path)
 
@@ -454,10 +494,16 @@ def test_checkpoint_rotation_removes_the_oldest_after_writing_the_newest(tmp_pat
     engine = Engine(lambda engine, batch: None)
     saver = AtomicCheckpointSaver(tmp_path, {"network": network, "trainer": engine}, save_interval=1, n_saved=2)
     saver.attach(engine)
-    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append(sorted(p.name for p in tmp_path.glob("*.pt"))))
+    engine.add_event_handler(
+        Events.EPOCH_COMPLETED, lambda e: seen.append(sorted(p.name for p in tmp_path.glob("*.pt")))
+    )
     engine.run([0], max_epochs=3)
     assert seen == [["checkpoint_1.pt"], ["checkpoint_1.pt", "checkpoint_2.pt"], ["checkpoint_2.pt", "checkpoint_3.pt"]]
-    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["checkpoint_2.pt", "checkpoint_3.pt", "checkpoint_final.pt"]
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == [
+        "checkpoint_2.pt",
+        "checkpoint_3.pt",
+        "checkpoint_final.pt",
+    ]
     restored = Engine(lambda engine, batch: None)
     load_checkpoint(tmp_path / "checkpoint_2.pt", {"trainer": restored})
     assert restored.state.epoch == 2
@@ -466,8 +512,20 @@ def test_checkpoint_rotation_removes_the_oldest_after_writing_the_newest(tmp_pat
 def _torchrun_command(tmp_path: Path, demo: Path, bundle_root: Path, node: int, port: int) -> list[str]:
     layout = ["--nnodes", "2", "--node_rank", str(node), "--nproc_per_node", "1", "--master_addr", "127.0.0.1"]
     overrides = _overrides(demo, bundle_root, epochs=50, batch_size=4)
-    return ["python", "-m", "torch.distributed.run", *layout, "--master_port", str(port), "-m", "monai.bundle", "run",
-            "--config_file", _layered(tmp_path, [SLOW_ITERATIONS], base=MULTI_GPU), *as_cli(overrides)]
+    return [
+        "python",
+        "-m",
+        "torch.distributed.run",
+        *layout,
+        "--master_port",
+        str(port),
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        _layered(tmp_path, [SLOW_ITERATIONS], base=MULTI_GPU),
+        *as_cli(overrides),
+    ]
 
 
 BOUND_S = 60

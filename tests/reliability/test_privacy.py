@@ -22,12 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bundle_helpers import as_cli, run_cli, tiny_pretrain_overrides
 from PIL import Image
 
-from bundle_helpers import as_cli, run_cli, tiny_pretrain_overrides
-
 SIZES = {"resize_size": 72, "image_size": 64}  # the detector needs a multiple of its 64-pixel stride
-TINY_ENCODER = {"image_encoder#hidden_size": 32, "image_encoder#mlp_dim": 64, "image_encoder#num_layers": 1, "image_encoder#num_heads": 2}
+TINY_ENCODER = {
+    "image_encoder#hidden_size": 32,
+    "image_encoder#mlp_dim": 64,
+    "image_encoder#num_layers": 1,
+    "image_encoder#num_heads": 2,
+}
 DOWNSTREAM = {
     "rsna_pneumonia_classification": ("datalist_classification.json", {}),
     "siim_pneumothorax_segmentation": ("datalist_segmentation.json", {"feature_size": 4}),
@@ -129,7 +133,13 @@ def test_planted_phi_reaches_no_output_of_the_whole_pipeline(
     assert probe.stdout.strip() == "offline True"  # every run below has no network
 
     pretrain_root = outputs / "pretrain"
-    pretrain = {"bundle_root": str(pretrain_root), **tiny_pretrain_overrides(dataset), **SIZES, "epochs": 1, "val_interval": 1}
+    pretrain = {
+        "bundle_root": str(pretrain_root),
+        **tiny_pretrain_overrides(dataset),
+        **SIZES,
+        "epochs": 1,
+        "val_interval": 1,
+    }
     train_json = "bundles/pretrain/configs/train.json"
     pipeline.run("pretraining", ["run", "--config_file", train_json, *as_cli(pretrain)])
     layered = f"['{train_json}','bundles/pretrain/configs/evaluate.json']"
@@ -146,9 +156,19 @@ def test_planted_phi_reaches_no_output_of_the_whole_pipeline(
         configs = f"bundles/{bundle}/configs"
         root = outputs / bundle
         train = {
-            "bundle_root": str(root), "dataset_dir": str(dataset), "demo_n": 40, "demo_size": 64, "demo_plant_phi": True,
-            "pretrained_encoder": str(encoder), "epochs": 1, "batch_size": 8, "val_batch_size": 8,
-            "min_iterations_per_epoch": 3, **SIZES, **TINY_ENCODER, **network,
+            "bundle_root": str(root),
+            "dataset_dir": str(dataset),
+            "demo_n": 40,
+            "demo_size": 64,
+            "demo_plant_phi": True,
+            "pretrained_encoder": str(encoder),
+            "epochs": 1,
+            "batch_size": 8,
+            "val_batch_size": 8,
+            "min_iterations_per_epoch": 3,
+            **SIZES,
+            **TINY_ENCODER,
+            **network,
         }
         pipeline.run(f"{bundle} training", ["run", "--config_file", f"{configs}/train.json", *as_cli(train)])
         images = _copy_inputs(dataset, datalist, inputs / bundle)
@@ -156,13 +176,23 @@ def test_planted_phi_reaches_no_output_of_the_whole_pipeline(
         pipeline.run(f"{bundle} inference", ["run", "--config_file", f"{configs}/inference.json", *as_cli(inference)])
         assert len(list((root / "eval" / "inference").iterdir())) == 2
     classification = outputs / "rsna_pneumonia_classification"
-    pipeline.run("TorchScript export", [
-        "ckpt_export", "--net_id", "network_def", "--filepath", str(classification / "models" / "model.ts"),
-        "--ckpt_file", str(classification / "models" / "model.pt"),
-        "--meta_file", "bundles/rsna_pneumonia_classification/configs/metadata.json",
-        "--config_file", "bundles/rsna_pneumonia_classification/configs/inference.json",
-        *as_cli({**SIZES, **TINY_ENCODER}),
-    ])
+    pipeline.run(
+        "TorchScript export",
+        [
+            "ckpt_export",
+            "--net_id",
+            "network_def",
+            "--filepath",
+            str(classification / "models" / "model.ts"),
+            "--ckpt_file",
+            str(classification / "models" / "model.pt"),
+            "--meta_file",
+            "bundles/rsna_pneumonia_classification/configs/metadata.json",
+            "--config_file",
+            "bundles/rsna_pneumonia_classification/configs/inference.json",
+            *as_cli({**SIZES, **TINY_ENCODER}),
+        ],
+    )
 
     inputs_scanned, in_inputs = _scan(inputs, strings)  # the control: the scan finds what the inputs carry
     found_in_inputs = set().union(*in_inputs.values())
@@ -177,11 +207,15 @@ def test_planted_phi_reaches_no_output_of_the_whole_pipeline(
     assert inputs_scanned >= 10
     scanned, leaks = _scan(outputs, strings)
     kinds = {p.suffix for p in outputs.rglob("*") if p.is_file()}
-    assert {".pt", ".ts", ".json", ".png"} <= kinds and any(p.name.startswith("events.out.tfevents") for p in outputs.rglob("*"))
+    assert {".pt", ".ts", ".json", ".png"} <= kinds and any(
+        p.name.startswith("events.out.tfevents") for p in outputs.rglob("*")
+    )
     assert scanned >= 40
     record_property("planted_strings", len(strings))
     record_property("output_files_scanned", scanned)
     assert not leaks, f"planted PHI found in outputs: {leaks}"
     console = "\n".join(pipeline.console)
     assert len(pipeline.console) == 10
-    assert not _found(strings, console.encode()), f"planted PHI in the console output: {_found(strings, console.encode())}"
+    assert not _found(strings, console.encode()), (
+        f"planted PHI in the console output: {_found(strings, console.encode())}"
+    )

@@ -11,7 +11,6 @@ import contextlib
 import html
 import io
 import logging
-import math
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -181,7 +180,12 @@ def test_arbitrary_header_values(folder: Path, header: dict, seed: int) -> None:
     ds.PhotometricInterpretation = header["photometric"]
     if header["frames"] is not None:
         _raw_element(ds, 0x00280008, "IS", header["frames"])
-    for tag, keyword in ((0x00281053, "slope"), (0x00281052, "intercept"), (0x00281050, "center"), (0x00281051, "width")):
+    for tag, keyword in (
+        (0x00281053, "slope"),
+        (0x00281052, "intercept"),
+        (0x00281050, "center"),
+        (0x00281051, "width"),
+    ):
         if header[keyword] is not None:
             _raw_element(ds, tag, "DS", header[keyword])
     if header["spacing"] is not None:
@@ -320,7 +324,9 @@ def test_mimic_parser_accepts_any_text(text: str) -> None:
     assert all(isinstance(value, str) and value == value.strip() for value in sections.values())
 
 
-BODY = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters=":"), max_size=80)
+BODY = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters=":"), max_size=80
+)
 
 
 @PROPERTY
@@ -359,7 +365,9 @@ def test_iu_parser_returns_the_escaped_section_texts(findings: str, impression: 
 @example(source=b'<?xml version="1.0" encoding="utf-16"?><a/>')
 @example(source=b"<a>" * 5000 + b"</a>" * 5000)
 @example(source="<AbstractText>" * 3000)
-@example(source='<!DOCTYPE a [<!ENTITY b "bbbbbbbb"><!ENTITY c "&b;&b;&b;&b;&b;&b;">]><a><AbstractText Label="F">&c;</AbstractText></a>')
+@example(
+    source='<!DOCTYPE a [<!ENTITY b "bbbbbbbb"><!ENTITY c "&b;&b;&b;&b;&b;&b;">]><a><AbstractText Label="F">&c;</AbstractText></a>'
+)
 def test_iu_parser_accepts_any_document(source: bytes | str) -> None:
     try:
         report = parse_iu_report_xml(source, source_name="item-7")

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 import torch
+from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
 from ignite.engine import Engine
 from monai.bundle.config_item import ComponentLocator
 from monai.handlers import CheckpointLoader
@@ -42,8 +43,6 @@ from sista_monai.handlers import (
 )
 from sista_monai.networks import ViTImageEncoder
 from sista_monai.offline import NetworkAccessError
-
-from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
 
 PROJECT_SOURCES = ("sista_monai", "transforms")
 ENTRY_POINTS = ("monai.bundle.scripts",)  # `python -m monai.bundle run` and `ckpt_export` load through it
@@ -94,7 +93,9 @@ def test_project_loaders_refuse_a_malicious_checkpoint(tmp_path: Path, marker: P
         load_network_weights(checkpoint, network)
     with pytest.raises(ValueError, match=_refusal(checkpoint)):
         WeightsOnlyCheckpointLoader(load_path=str(checkpoint), load_dict={"model": network})(Engine(lambda e, b: None))
-    with pytest.raises(pickle.UnpicklingError, match="Unsupported global"):  # MONAI's own loader refuses too, without the name
+    with pytest.raises(
+        pickle.UnpicklingError, match="Unsupported global"
+    ):  # MONAI's own loader refuses too, without the name
         CheckpointLoader(load_path=str(checkpoint), load_dict={"model": network})(Engine(lambda e, b: None))
 
 
@@ -106,12 +107,16 @@ def test_load_pretrained_encoder_refuses_a_malicious_file_with_a_matching_sideca
     meta = json.loads(sidecar.read_text())
     meta["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     sidecar.write_text(json.dumps(meta))
-    with pytest.raises(EncoderMismatchError, match=rf"(?s){weights}: not a loadable weights-only state dict .*Unsupported global"):
+    with pytest.raises(
+        EncoderMismatchError, match=rf"(?s){weights}: not a loadable weights-only state dict .*Unsupported global"
+    ):
         load_pretrained_encoder(encoder, weights)
 
 
 @pytest.mark.slow
-def test_pretrain_inference_bundle_refuses_a_malicious_checkpoint(tiny_demo: Path, tmp_path: Path, marker: Path) -> None:
+def test_pretrain_inference_bundle_refuses_a_malicious_checkpoint(
+    tiny_demo: Path, tmp_path: Path, marker: Path
+) -> None:
     images = tmp_path / "in"
     images.mkdir()
     item = json.loads((tiny_demo / "datalist_pretrain.json").read_text())["test"][0]
@@ -119,8 +124,13 @@ def test_pretrain_inference_bundle_refuses_a_malicious_checkpoint(tiny_demo: Pat
     (images / "study.txt").write_text(item["report"])
     checkpoint = _malicious(tmp_path / "checkpoint_final.pt", marker)
     out = tmp_path / "out"
-    overrides = {"bundle_root": str(tmp_path / "bundle"), **tiny_pretrain_overrides(images), "output_dir": str(out),
-                 "tokenizer": str(tiny_demo / "tokenizer"), "checkpoint": str(checkpoint)}
+    overrides = {
+        "bundle_root": str(tmp_path / "bundle"),
+        **tiny_pretrain_overrides(images),
+        "output_dir": str(out),
+        "tokenizer": str(tiny_demo / "tokenizer"),
+        "checkpoint": str(checkpoint),
+    }
     config = "['bundles/pretrain/configs/train.json','bundles/pretrain/configs/inference.json']"
     result = run_cli(["python", "-m", "monai.bundle", "run", "--config_file", config, *as_cli(overrides)])
     console = result.stdout + result.stderr
@@ -181,7 +191,9 @@ def test_every_torch_load_is_weights_only(record_property: Callable[[str, Any], 
             for call in _torch_load_calls(ast.parse(path.read_text(), str(path))):
                 value = _weights_only(call)
                 where = f"{path.relative_to(REPO_ROOT)}:{call.lineno}"
-                assert isinstance(value, ast.Constant) and value.value is True, f"{where}: torch.load without weights_only=True"
+                assert isinstance(value, ast.Constant) and value.value is True, (
+                    f"{where}: torch.load without weights_only=True"
+                )
                 audited.append(where)
 
     configs = sorted((REPO_ROOT / "bundles").glob("*/configs/*.json"))

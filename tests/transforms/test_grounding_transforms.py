@@ -12,8 +12,21 @@ from sista_monai.transforms.grounding import LESION_CLASSES, LesionMaskd, Lesion
 from sista_monai.transforms.report import ReportTokenizer, TokenizeReportd
 
 REPORT = "Small right pneumothorax. Effusions with retrocardiac opacity at the left base."
-WORDS = ["small", "right", "pneumothorax", ".", "effusions", "with", "retrocardiac", "opacity", "at", "the", "left",
-         "base", "."]
+WORDS = [
+    "small",
+    "right",
+    "pneumothorax",
+    ".",
+    "effusions",
+    "with",
+    "retrocardiac",
+    "opacity",
+    "at",
+    "the",
+    "left",
+    "base",
+    ".",
+]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +75,9 @@ def test_first_piece_words_joins_pieces(item: dict, tokenizer_folder: Path, firs
     assert single[0] == "[cls]" and single[first_pieces["right"]] == "right"
 
 
-def test_zone_word_mask_marks_whole_words_at_first_piece(item: dict, tokenizer_folder: Path, first_pieces: dict[str, int]) -> None:
+def test_zone_word_mask_marks_whole_words_at_first_piece(
+    item: dict, tokenizer_folder: Path, first_pieces: dict[str, int]
+) -> None:
     out = ZoneWordMaskd(tokenizer=str(tokenizer_folder))(item)
     expected = torch.zeros(48, dtype=torch.bool)
     for word in ("right", "retrocardiac", "left", "base"):
@@ -71,7 +86,9 @@ def test_zone_word_mask_marks_whole_words_at_first_piece(item: dict, tokenizer_f
     assert torch.equal(out["pointing_mask"], expected)
 
 
-def test_zone_word_mask_falls_back_to_single_tokens(item: dict, tokenizer_folder: Path, first_pieces: dict[str, int]) -> None:
+def test_zone_word_mask_falls_back_to_single_tokens(
+    item: dict, tokenizer_folder: Path, first_pieces: dict[str, int]
+) -> None:
     without_starts = {k: v for k, v in item.items() if k != "word_start"}
     out = ZoneWordMaskd(tokenizer=str(tokenizer_folder), output_key="zones")(without_starts)
     expected = torch.zeros(48, dtype=torch.bool)
@@ -90,7 +107,9 @@ def test_zone_word_mask_falls_back_to_single_tokens(item: dict, tokenizer_folder
         ZoneWordMaskd()
 
 
-def test_lesion_word_class_at_first_piece_of_whole_words(item: dict, tokenizer_folder: Path, first_pieces: dict[str, int]) -> None:
+def test_lesion_word_class_at_first_piece_of_whole_words(
+    item: dict, tokenizer_folder: Path, first_pieces: dict[str, int]
+) -> None:
     out = LesionWordd(tokenizer=str(tokenizer_folder))(item)
     expected = torch.full((48,), -1, dtype=torch.long)
     expected[first_pieces["pneumothorax"]] = LESION_CLASSES.index("pneumothorax")  # a multi-piece word
@@ -156,7 +175,9 @@ def test_lesion_mask_boxes_use_the_image_layout_and_clip() -> None:
     # a plain tensor image whose bright pixels are the box [x, y, w, h] drawn at image[0, x:x+w, y:y+h]
     image = torch.zeros(1, 7, 4)
     image[0, 2:5, 1:3] = 1.0
-    out = LesionMaskd(output_key="truth")({"image": image, "findings": [{"name": "Pleural Effusion", "box": [2, 1, 3, 2]}]})
+    out = LesionMaskd(output_key="truth")(
+        {"image": image, "findings": [{"name": "Pleural Effusion", "box": [2, 1, 3, 2]}]}
+    )
     assert type(out["truth"]) is torch.Tensor and out["truth"].shape == (3, 7, 4)
     assert torch.equal(out["truth"][2], image[0]) and out["truth"][:2].sum() == 0
 

@@ -14,14 +14,14 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
-from pydicom.uid import JPEGLosslessSV1, UID
+from pydicom.uid import UID, JPEGLosslessSV1
 
 from sista_monai.transforms import (
     ChestXrayReader,
     ChestXrayReadError,
     LoadChestXray,
-    LoadChestXrayd,
     LoadChestXrayD,
+    LoadChestXrayd,
     LoadChestXrayDict,
     apply_window,
     dicom_to_display,
@@ -336,7 +336,9 @@ def test_truncated_file(dicom_writer) -> None:
 
 
 def test_absurd_size_header(dicom_writer) -> None:
-    _assert_read_error(dicom_writer("huge.dcm", np.zeros((8, 8), dtype=np.uint8), Rows=60000, Columns=60000), "implausible")
+    _assert_read_error(
+        dicom_writer("huge.dcm", np.zeros((8, 8), dtype=np.uint8), Rows=60000, Columns=60000), "implausible"
+    )
     _assert_read_error(dicom_writer("big.dcm", np.zeros((8, 8), dtype=np.uint8), Rows=4000, Columns=4000), "truncated")
 
 
@@ -356,11 +358,15 @@ def test_no_pixel_data(tmp_path: Path) -> None:
 def test_rgb_and_multiframe(dicom_writer) -> None:
     rgb = np.zeros((4, 4, 3), dtype=np.uint8)
     _assert_read_error(
-        dicom_writer("rgb.dcm", rgb, Rows=4, Columns=4, SamplesPerPixel=3, PhotometricInterpretation="RGB", PlanarConfiguration=0),
+        dicom_writer(
+            "rgb.dcm", rgb, Rows=4, Columns=4, SamplesPerPixel=3, PhotometricInterpretation="RGB", PlanarConfiguration=0
+        ),
         "colour DICOM (RGB, 3 samples per pixel)",
     )
     frames = np.zeros((3, 4, 4), dtype=np.uint8)
-    _assert_read_error(dicom_writer("multi.dcm", frames, Rows=4, Columns=4, NumberOfFrames=3), "multi-frame DICOM (3 frames)")
+    _assert_read_error(
+        dicom_writer("multi.dcm", frames, Rows=4, Columns=4, NumberOfFrames=3), "multi-frame DICOM (3 frames)"
+    )
 
 
 def test_syntax_without_decoder(realdata: Path, tmp_path: Path) -> None:

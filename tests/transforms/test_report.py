@@ -17,18 +17,18 @@ from monai.transforms import Compose
 from sista_monai.transforms.exceptions import ReportError
 from sista_monai.transforms.report import (
     CleanReport,
-    CleanReportd,
     CleanReportD,
+    CleanReportd,
     CleanReportDict,
     ExtractReportSections,
-    ExtractReportSectionsd,
     ExtractReportSectionsD,
+    ExtractReportSectionsd,
     ExtractReportSectionsDict,
     IUReport,
     ReportTokenizer,
     TokenizeReport,
-    TokenizeReportd,
     TokenizeReportD,
+    TokenizeReportd,
     TokenizeReportDict,
     clean_report_text,
     compose_report_text,
@@ -360,7 +360,7 @@ def test_clean_report_text_leaves_no_masks_or_extra_space(raw):
 
 
 def test_decode_report_bytes_strict_replace_and_bom():
-    data = "Effusion".encode("utf-8") + b"\xe9 small"
+    data = b"Effusion" + b"\xe9 small"
     with pytest.raises(ReportError) as info:
         decode_report_bytes(data, source="reports/s1.txt")
     message = str(info.value)

@@ -10,6 +10,7 @@ from monai.data import DataLoader, Dataset
 
 from sista_monai.transforms.report import ReportTokenizer, TokenizeReportd, word_positions
 
+
 @pytest.fixture(scope="module")
 def report_tokenizer(split_word_tokenizer: Path) -> ReportTokenizer:
     return ReportTokenizer(str(split_word_tokenizer), max_length=40, local_files_only=True)
@@ -120,9 +121,10 @@ def test_truncated_repeat_is_a_different_word(split_word_tokenizer: Path) -> Non
     assert out["word_start"].tolist() == [-1, 1] + [2] * n + [2 + n, second, second, -1]
     assert out["word_group"].tolist() == [-1, 1] + [2] * n + [1, second, second, -1]
     assert tokenizer.truncated_count == 1
-    assert out["word_start"].tolist() == _expected_layout(
-        tokenizer.tokenizer, ["right", "pneumothorax", "right", "pneumothorax"], length
-    )[0]
+    assert (
+        out["word_start"].tolist()
+        == _expected_layout(tokenizer.tokenizer, ["right", "pneumothorax", "right", "pneumothorax"], length)[0]
+    )
 
 
 def test_tokenize_reportd_writes_word_layout(report_tokenizer: ReportTokenizer) -> None:
@@ -141,7 +143,9 @@ def test_tokenize_reportd_writes_word_layout(report_tokenizer: ReportTokenizer) 
     assert "word_start" not in renamed and "word_group" not in renamed
     assert torch.equal(renamed["starts"], direct["word_start"]) and torch.equal(renamed["groups"], direct["word_group"])
 
-    keyed = {name: f"{{key}}_{name}" for name in ("input_ids", "attention_mask", "word_mask", "word_start", "word_group")}
+    keyed = {
+        name: f"{{key}}_{name}" for name in ("input_ids", "attention_mask", "word_mask", "word_start", "word_group")
+    }
     two = TokenizeReportd(
         ["findings", "impression"],
         tokenizer=report_tokenizer,
@@ -151,6 +155,16 @@ def test_tokenize_reportd_writes_word_layout(report_tokenizer: ReportTokenizer) 
     assert result["findings_word_group"][:5].tolist() == [-1, 1, 2, -1, 1]
     assert torch.equal(result["impression_word_start"], direct["word_start"])
 
-    batch = next(iter(DataLoader(Dataset([{"report": text}, {"report": "right effusion"}], transform=TokenizeReportd("report", tokenizer=report_tokenizer)), batch_size=2)))
+    batch = next(
+        iter(
+            DataLoader(
+                Dataset(
+                    [{"report": text}, {"report": "right effusion"}],
+                    transform=TokenizeReportd("report", tokenizer=report_tokenizer),
+                ),
+                batch_size=2,
+            )
+        )
+    )
     assert batch["word_start"].shape == (2, 40) and batch["word_group"].dtype == torch.long
     assert batch["word_start"][1, :4].tolist() == [-1, 1, 2, -1]
