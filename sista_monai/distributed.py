@@ -1,6 +1,10 @@
-"""Ending a distributed bundle run so that no rank aborts at interpreter exit.
+"""Ranks and the end of a distributed run: the one place that asks ``torch.distributed`` who this process is.
 
-Every ``multi_gpu_train.json`` ends with :func:`finish_process_group`. A plain ``dist.barrier()`` as the last
+:func:`rank`, :func:`world_size` and :func:`is_main_process` answer for a process with or without an initialised
+process group (before ``init_process_group`` a ``torchrun`` process reads its ``RANK``/``WORLD_SIZE``
+environment); every rank-0-only writer and every cross-rank gather uses them.
+
+Ending a distributed bundle run so that no rank aborts at interpreter exit: every ``multi_gpu_train.json`` ends with :func:`finish_process_group`. A plain ``dist.barrier()`` as the last
 collective of a gloo run (CPU ``torchrun``) lets a rank abort *after* all of its outputs are written, with
 ``terminate called without an active exception`` (exit code -6), now and then and more often under load.
 The race, read from a core dump of a two-process gloo run (PyTorch 2.14):
@@ -27,12 +31,43 @@ in 0 of 45 (no abort by luck at the baseline's rate: probability 0.045).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-__all__ = ["finish_process_group"]
+__all__ = ["rank", "world_size", "is_main_process", "is_distributed", "finish_process_group"]
 
 _FINAL_WORKS: list[Any] = []
 """Works of final barriers, kept referenced until the interpreter exits (see the module docstring)."""
+
+
+def is_distributed() -> bool:
+    """Whether a default process group is initialised."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's rank: the process group's, else ``torchrun``'s ``RANK`` variable, else 0."""
+    if is_distributed():
+        import torch.distributed as dist
+
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    """The number of processes: the process group's, else ``torchrun``'s ``WORLD_SIZE`` variable, else 1."""
+    if is_distributed():
+        import torch.distributed as dist
+
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0, the one that writes files and reports."""
+    return rank() == 0
 
 
 def finish_process_group() -> bool:

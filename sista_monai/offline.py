@@ -19,13 +19,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from sista_monai.errors import NetworkAccessError
+
 __all__ = ["NetworkAccessError", "block_network", "network_blocked", "unblock_network", "write_sitecustomize"]
 
 _ORIGINALS: dict[str, Any] = {}
-
-
-class NetworkAccessError(ConnectionRefusedError):
-    """A connection beyond this machine was attempted while the network guard was installed."""
 
 
 def _is_local_host(host: Any) -> bool:

@@ -3,13 +3,18 @@
 * :mod:`.io`: :class:`LoadChestXray` / :class:`LoadChestXrayd` and :class:`ChestXrayReader` (DICOM, PNG,
   JPEG → ``(1, W, H)`` float32 in ``[0, 1]``, higher = brighter);
 * :mod:`.preprocess`: resize/pad/crop/normalise chains from stock MONAI transforms;
+* :mod:`.boxes`: boxes carried through resize/pad/crop by the image's affine, and back;
+* :mod:`.ensure`: :class:`EnsureChestXrayd`, MONAI Deploy's ``(W, H, 1)`` array → the network's image;
 * :mod:`.report`: report sections (MIMIC-CXR text, IU X-ray XML), cleaning and tokenisation;
-* :mod:`.exceptions`: :class:`ChestXrayReadError`, :class:`ReportError`.
+* errors (:class:`ChestXrayReadError`, :class:`ReportError`) are defined in :mod:`sista_monai.errors`.
 """
 
 from __future__ import annotations
 
-from .exceptions import ChestXrayReadError, ReportError, SistaDataError
+from sista_monai.errors import ChestXrayReadError, ReportError, SistaDataError
+
+from .boxes import BoxesToImagePixelsd, BoxesToOriginalPixelsd, map_boxes
+from .ensure import EnsureChestXray, EnsureChestXrayD, EnsureChestXrayd, EnsureChestXrayDict
 from .grounding import (
     LESION_CLASSES,
     LESION_FINDINGS,
@@ -61,6 +66,13 @@ from .report import (
 )
 
 __all__ = [
+    "BoxesToImagePixelsd",
+    "BoxesToOriginalPixelsd",
+    "map_boxes",
+    "EnsureChestXray",
+    "EnsureChestXrayD",
+    "EnsureChestXrayd",
+    "EnsureChestXrayDict",
     "ChestXray",
     "ChestXrayReadError",
     "ChestXrayReader",

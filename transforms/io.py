@@ -46,7 +46,7 @@ from PIL import Image, UnidentifiedImageError
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder
 
-from .exceptions import ChestXrayReadError
+from sista_monai.errors import ChestXrayReadError
 
 __all__ = [
     "VOI_MODES",

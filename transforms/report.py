@@ -10,7 +10,7 @@ A report travels through three steps before it reaches the text encoder:
    ``word_mask`` tensors with a Hugging Face fast tokenizer.
 
 Each step has an array form (operating on one report) and a dictionary form (operating on datalist items,
-naming the item in its errors). Errors are :class:`~sista_monai.transforms.exceptions.ReportError` and their
+naming the item in its errors). Errors are :class:`~sista_monai.errors.ReportError` and their
 messages never contain report text. :func:`filter_report_items` is the way to skip unusable reports with a
 record of each skip instead of raising during training.
 """
@@ -33,7 +33,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 
-from .exceptions import ReportError
+from sista_monai.errors import ReportError
 
 __all__ = [
     "DEFAULT_SECTION_ORDER",

@@ -25,7 +25,7 @@ from monai.data import PersistentDataset
 from monai.data.utils import SUPPORTED_PICKLE_MOD
 from monai.utils import convert_to_tensor, look_up_option
 
-from sista_monai.atomic_files import write_atomically
+from sista_monai.io import write_atomically
 
 __all__ = ["CHECKSUM_SUFFIX", "VerifiedPersistentDataset"]
 

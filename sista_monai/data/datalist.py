@@ -36,7 +36,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from sista_monai.transforms.exceptions import SistaDataError
+from sista_monai.errors import DatalistSchemaError, DatasetPreparationError, SistaDataError
 
 __all__ = [
     "TASKS",
@@ -163,39 +163,6 @@ class Problem:
         if self.item is not None:
             record["item"] = self.item
         return record
-
-
-class DatasetPreparationError(SistaDataError):
-    """Preparation found problems in its inputs; the message lists every one of them.
-
-    Args:
-        source: what was being prepared (e.g. ``"prepare rsna"``).
-        problems: everything found wrong; ``str(error)`` lists them all, one per line.
-
-    Attributes:
-        problems: the :class:`Problem` records.
-    """
-
-    def __init__(self, source: object, problems: Sequence[Problem] | str) -> None:
-        if isinstance(problems, str):
-            self.problems: tuple[Problem, ...] = ()
-            reason = problems
-        else:
-            self.problems = tuple(problems)
-            count = len(self.problems)
-            lines = "\n".join(f"  - {problem}" for problem in self.problems)
-            reason = (
-                f"{count} problem{'s' if count != 1 else ''} found; nothing was written "
-                f"(rows are 1-based CSV rows, the header is row 1):\n{lines}"
-            )
-        super().__init__(source, reason)
-
-    def __reduce__(self):
-        return (self.__class__, (self.source, self.problems or self.reason))
-
-
-class DatalistSchemaError(SistaDataError):
-    """A datalist that does not follow its schema; the reason lists every violation."""
 
 
 class ProblemLog:

@@ -55,7 +55,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 
-from sista_monai.transforms.exceptions import ReportError, SistaDataError
+from sista_monai.errors import ReportError, SistaDataError
 from sista_monai.transforms.report import (
     clean_report_text,
     compose_report_text,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sista_monai.transforms.exceptions import SistaDataError
+from sista_monai.errors import RLEError, SistaDataError
 
 __all__ = [
     "RLE_FORMATS",
@@ -44,10 +44,6 @@ RLE_FORMATS: tuple[str, ...] = ("stage1", "stage2")
 
 EMPTY_RLE = "-1"
 """How both formats write an empty mask."""
-
-
-class RLEError(SistaDataError):
-    """An RLE string that is malformed or does not fit its image (the source names the file and row)."""
 
 
 @dataclass(frozen=True)

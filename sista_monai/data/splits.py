@@ -42,7 +42,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import sista_monai
-from sista_monai.transforms.exceptions import SistaDataError
+from sista_monai.errors import SistaDataError, SplitError
 
 from .datalist import ProblemLog, StagedOutput, sha256_file, write_text_atomic
 
@@ -105,10 +105,6 @@ _DESCRIPTIONS = {
         "any EncodedPixels other than -1",
     ),
 }
-
-
-class SplitError(SistaDataError):
-    """Split files that are missing, damaged (checksum mismatch) or inconsistent."""
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from PIL import Image, UnidentifiedImageError
 from pydicom.pixels import get_decoder
 
 from sista_monai.config import as_flag
-from sista_monai.transforms.exceptions import ChestXrayReadError, ReportError, SistaDataError
+from sista_monai.errors import BadItemsError, ChestXrayReadError, ReportError, SistaDataError
 from sista_monai.transforms.io import read_chest_xray
 from sista_monai.transforms.report import DEFAULT_SECTION_ORDER, CleanReport, ExtractReportSections, ReportTokenizer
 
@@ -107,53 +107,6 @@ class BadItem:
         if self.file is not None:
             record["file"] = self.file
         return record
-
-
-class BadItemsError(SistaDataError):
-    """The datalists hold bad items; the message lists every one of them.
-
-    Args:
-        source: the datalist the items came from.
-        problems: everything found wrong, or a ready-made reason.
-        checked: how many items were checked.
-        skip_option: the config key that skips bad items instead, named in the message.
-        record: where a skipping run records the skipped items, named in the message.
-
-    Attributes:
-        problems: the :class:`BadItem` records.
-    """
-
-    def __init__(
-        self,
-        source: object,
-        problems: Sequence[BadItem] | str,
-        checked: int = 0,
-        skip_option: str = "skip_bad_items",
-        record: str | os.PathLike | None = None,
-    ) -> None:
-        self.checked = checked
-        self.skip_option = skip_option
-        self.record = os.fspath(record) if record is not None else None
-        if isinstance(problems, str):
-            self.problems: tuple[BadItem, ...] = ()
-            reason = problems
-        else:
-            self.problems = tuple(problems)
-            items = len({(p.split, p.index) for p in self.problems})
-            lines = "\n".join(f"  - {problem}" for problem in self.problems)
-            recorded = f" and record these in {self.record}" if self.record is not None else ""
-            reason = (
-                f"{items} of {checked} items are bad ({len(self.problems)} problems); the run stopped before "
-                f"training. Fix them, or set {skip_option} to true to train on the other {checked - items} "
-                f"items{recorded}:\n{lines}"
-            )
-        super().__init__(source, reason)
-
-    def __reduce__(self):
-        return (
-            self.__class__,
-            (self.source, self.problems or self.reason, self.checked, self.skip_option, self.record),
-        )
 
 
 def _fingerprint() -> str:

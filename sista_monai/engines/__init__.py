@@ -1,20 +1,24 @@
-"""Engines: the SISTA trainer (a MONAI SupervisedTrainer whose iteration is one SISTA step) and its reports."""
+"""Engines: the SISTA trainer (a MONAI SupervisedTrainer whose iteration is one SISTA step), the detection trainer
+and evaluator, pretraining inference and its test report, and the optimiser parameter groups."""
 
 from __future__ import annotations
 
+from .detection import DetectionEvaluator, DetectionTrainer
 from .evaluation import TARGETS, summarise_test_metrics, write_test_report
-from .inference import image_files, run_pretrain_inference
-from .trainer import BATCH_KEYS, TARGET_KEYS, NonFiniteLossError, SISTAPrepareBatch, SISTATrainer
+from .inference import run_pretrain_inference
+from .optimisation import encoder_parameter_groups
+from .trainer import BATCH_KEYS, TARGET_KEYS, SISTAPrepareBatch, SISTATrainer
 
 __all__ = [
     "BATCH_KEYS",
     "TARGET_KEYS",
     "TARGETS",
-    "NonFiniteLossError",
+    "DetectionEvaluator",
+    "DetectionTrainer",
+    "encoder_parameter_groups",
     "SISTAPrepareBatch",
     "SISTATrainer",
     "summarise_test_metrics",
     "write_test_report",
-    "image_files",
     "run_pretrain_inference",
 ]

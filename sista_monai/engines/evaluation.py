@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from sista_monai.handlers.export import atomic_write_bytes
+from sista_monai.io import atomic_write_bytes
 
 __all__ = ["TARGETS", "summarise_test_metrics", "write_test_report"]
 

@@ -27,22 +27,16 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoTokenizer
 
-from sista_monai.handlers.export import atomic_write_bytes
+from sista_monai.data.tasks import image_files
+from sista_monai.io import atomic_write_bytes
 from sista_monai.losses import SparseTokenAlignmentLoss
 from sista_monai.transforms import CleanReport, ExtractReportSections, ReportTokenizer
 from sista_monai.transforms.grounding import ZONE_WORDS
-from sista_monai.transforms.io import DICOM_SUFFIXES, RASTER_SUFFIXES
 from sista_monai.visualize import overlay_heatmap
 
-__all__ = ["image_files", "run_pretrain_inference"]
+__all__ = ["run_pretrain_inference"]
 
 logger = logging.getLogger(__name__)
-
-
-def image_files(folder: str | os.PathLike) -> list[Path]:
-    """The DICOM (``.dcm``/``.dicom``/``.dic``), PNG and JPEG files directly inside ``folder``, sorted."""
-    suffixes = {s for s in DICOM_SUFFIXES + RASTER_SUFFIXES if s}
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
 
 
 def run_pretrain_inference(

@@ -20,6 +20,7 @@ from monai.engines.utils import IterationEvents, PrepareBatch
 from monai.utils import CommonKeys as Keys
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from sista_monai.errors import NonFiniteLossError
 from sista_monai.losses import ReportSimilarity, finding_label_agreement
 
 __all__ = ["NonFiniteLossError", "SISTAPrepareBatch", "SISTATrainer", "BATCH_KEYS"]
@@ -55,10 +56,6 @@ TARGET_KEYS = (
 )
 """Ground truth handed to evaluation metrics as the evaluator's ``label`` (the token ids tell identical report
 texts apart for the retrieval metrics)."""
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the iteration and the value of every term."""
 
 
 class SISTAPrepareBatch(PrepareBatch):

@@ -256,7 +256,7 @@ def downstream(
     """Train one downstream bundle (frozen encoder) with ``overrides`` (its budget) and return its test metric."""
     from monai.bundle import run as bundle_run
 
-    from sista_monai.downstream.compare import TASKS
+    from sista_monai.experiments.compare import TASKS
 
     if not (reuse and (root / "eval" / "metrics.json").is_file()):
         logger.info("%s, %d %% labels, seed %d, encoder %s -> %s", task, fraction, seed, encoder or "random", root)
@@ -635,7 +635,7 @@ def _task_datalist(task: str, fraction: int, overrides: Mapping[str, Any]) -> tu
     """The datalist file a downstream bundle reads with ``overrides`` and its training split at ``fraction`` %."""
     from monai.bundle import ConfigParser
 
-    from sista_monai.downstream.compare import TASKS
+    from sista_monai.experiments.compare import TASKS
 
     parser = ConfigParser()
     parser.read_config(TASKS[task].config_file)
@@ -657,8 +657,7 @@ def trivial_baselines(
 
     Returns ``{task: {fraction: {"value": v, "what": description, ...}}}``, ``value`` in the task's table metric.
     """
-    from sista_monai.downstream.detection import detection_datalist
-    from sista_monai.downstream.segmentation import segmentation_datalist
+    from sista_monai.data.tasks import detection_datalist, segmentation_datalist
     from sista_monai.metrics.baselines import CONSTANT_SCORE_AUROC, detection_baseline, segmentation_baselines
 
     baselines: dict[str, Any] = {}

@@ -1,51 +1,45 @@
-"""Handlers reacting to SISTA engine events: logging, seeding, checkpoints, export, heat maps."""
+"""Handlers reacting to engine events: loss-term logging, seeding, checkpoints, encoder export, heat maps,
+evaluation reports and per-image prediction files.
+
+Files are written through :mod:`sista_monai.io`; ranks come from :mod:`sista_monai.distributed`.
+"""
 
 from __future__ import annotations
 
-from sista_monai.atomic_files import TEMPORARY_SUFFIX, stale_temporary_files, write_atomically
-
-from .export import SIDECAR_FORMAT, ImageEncoderExporter, atomic_write_bytes, export_image_encoder
+from .export import ImageEncoderExporter
 from .heatmaps import AlignmentHeatmaps
+from .predictions import ClassificationJSONWriter, DetectionJSONWriter
+from .reports import ClassificationReport, DetectionReport, SegmentationReport, write_eval_report
 from .training import (
     LOSS_TERM_KEYS,
     AtomicCheckpointSaver,
     BestModelSaver,
     EpochSeeder,
+    FinalModelFallback,
     MainRankTensorBoardStatsHandler,
-    NonFiniteWeightsError,
     RandomStates,
     WeightsOnlyCheckpointLoader,
     load_checkpoint,
-    load_failure_reason,
-    load_network_weights,
-    load_weights_only,
     loss_terms,
-    nonfinite_entries,
-    refuse_nonfinite,
 )
 
 __all__ = [
-    "SIDECAR_FORMAT",
     "LOSS_TERM_KEYS",
     "AlignmentHeatmaps",
     "AtomicCheckpointSaver",
     "BestModelSaver",
     "EpochSeeder",
+    "FinalModelFallback",
     "ImageEncoderExporter",
     "MainRankTensorBoardStatsHandler",
-    "NonFiniteWeightsError",
     "RandomStates",
-    "TEMPORARY_SUFFIX",
     "WeightsOnlyCheckpointLoader",
-    "atomic_write_bytes",
-    "export_image_encoder",
     "load_checkpoint",
-    "load_failure_reason",
-    "load_network_weights",
-    "load_weights_only",
     "loss_terms",
-    "nonfinite_entries",
-    "refuse_nonfinite",
-    "stale_temporary_files",
-    "write_atomically",
+    "ClassificationJSONWriter",
+    "DetectionJSONWriter",
+    "ClassificationReport",
+    "SegmentationReport",
+    "DetectionReport",
+    "write_eval_report",
 ]

@@ -7,12 +7,10 @@ they already log every entry of a dict, so no new logging handler is written.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import pickle
 import random
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +21,14 @@ from monai.data.utils import set_rnd
 from monai.handlers import CheckpointLoader, TensorBoardStatsHandler
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from sista_monai.atomic_files import stale_temporary_files, write_atomically
+from sista_monai.distributed import is_main_process, rank
+from sista_monai.io.files import stale_temporary_files, write_atomically
+from sista_monai.io.weights import (
+    load_failure_reason,
+    load_weights_only,
+    refuse_nonfinite,
+    save_weights,
+)
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -40,14 +45,9 @@ __all__ = [
     "EpochSeeder",
     "RandomStates",
     "AtomicCheckpointSaver",
-    "NonFiniteWeightsError",
-    "nonfinite_entries",
-    "refuse_nonfinite",
     "load_checkpoint",
-    "load_weights_only",
-    "load_failure_reason",
     "BestModelSaver",
-    "load_network_weights",
+    "FinalModelFallback",
     "MainRankTensorBoardStatsHandler",
     "WeightsOnlyCheckpointLoader",
 ]
@@ -171,47 +171,6 @@ class RandomStates:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class NonFiniteWeightsError(FloatingPointError):
-    """A state to be saved holds NaN or infinite values; the message names the file and the first entries."""
-
-
-def nonfinite_entries(state: Any, prefix: str = "") -> list[str]:
-    """Dotted names (with counts) of the floating-point tensors in a nested state holding NaN or infinity.
-
-    ``state`` is a state dict or a checkpoint of several (dicts, lists and tuples are walked); integer tensors
-    and non-tensor values are ignored.
-    """
-    found: list[str] = []
-    if torch.is_tensor(state):
-        if state.is_floating_point() or state.is_complex():
-            bad = int((~torch.isfinite(state.detach())).sum())
-            if bad:
-                found.append(f"{prefix or 'tensor'} ({bad} of {state.numel()} values)")
-        return found
-    if isinstance(state, Mapping):
-        for key, value in state.items():
-            found += nonfinite_entries(value, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(state, (list, tuple)):
-        for index, value in enumerate(state):
-            found += nonfinite_entries(value, f"{prefix}[{index}]")
-    return found
-
-
-def refuse_nonfinite(state: Any, path: str | os.PathLike, log: logging.Logger | None = None) -> None:
-    """Raise :class:`NonFiniteWeightsError` (after an ERROR log line) if ``state`` holds NaN or infinity.
-
-    Called before any weights file is written, so that a diverged model never replaces a good file.
-    """
-    bad = nonfinite_entries(state)
-    if bad:
-        message = (
-            f"refusing to write {path}: non-finite values in {len(bad)} tensor(s): {', '.join(bad[:5])}"
-            f"{' ...' if len(bad) > 5 else ''}; files already there are left as they are"
-        )
-        (log or logger).error(message)
-        raise NonFiniteWeightsError(message)
-
-
 class _AtomicDiskSaver(DiskSaver):
     """Ignite's ``DiskSaver`` writing through :func:`write_atomically`, refusing non-finite states.
 
@@ -224,7 +183,7 @@ class _AtomicDiskSaver(DiskSaver):
 
     def __init__(self, dirname: str | os.PathLike) -> None:
         super().__init__(dirname=os.fspath(dirname), require_empty=False, atomic=True, create_dir=True)
-        if _process_rank() == self.save_on_rank:
+        if rank() == self.save_on_rank:
             for stale in stale_temporary_files(self.dirname, "*.pt"):
                 logger.info("removing %s, a partial checkpoint left by an interrupted run", stale.name)
                 stale.unlink(missing_ok=True)
@@ -320,37 +279,8 @@ class AtomicCheckpointSaver:
         self._written.append(name)
         while len(self._written) > self.n_saved:
             oldest = self.save_dir / self._written.pop(0)
-            if _process_rank() == 0:
+            if is_main_process():
                 oldest.unlink(missing_ok=True)
-
-
-def load_weights_only(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
-    """``torch.load(path, weights_only=True)`` with errors that name the file and the reason.
-
-    A file carrying arbitrary pickled objects (code that would run on load) is refused, as is a damaged one.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: not loadable as weights only.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no {what} at {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - pickle refusals and corrupt archives both mean "not loadable"
-        raise ValueError(f"{path}: {load_failure_reason(err, what)}") from err
-
-
-def load_failure_reason(err: BaseException, what: str = "checkpoint") -> str:
-    """Why ``torch.load(weights_only=True)`` failed, in one line: refused pickled objects, or a damaged file."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
-    refused = re.search(r"WeightsUnpickler error:\s*([^\n]*?)(?: Please use|$)", text, flags=re.MULTILINE)
-    if isinstance(err, pickle.UnpicklingError) or refused:
-        detail = refused.group(1).strip() if refused else text.strip().splitlines()[0][:300]
-        return f"refused: the {what} holds pickled objects other than weights, which could run code on load ({detail})"
-    first_line = text.strip().splitlines()[0] if text.strip() else ""
-    return f"not a loadable weights-only {what}: damaged, truncated or not a PyTorch file ({type(err).__name__}: {first_line[:300]})"
 
 
 def load_checkpoint(path: str | os.PathLike, load_dict: Mapping[str, Any], map_location: Any = "cpu") -> None:
@@ -398,11 +328,7 @@ class BestModelSaver:
 
     def attach(self, engine: Engine) -> None:
         """Register on rank 0 only, after each evaluation epoch."""
-        if (
-            torch.distributed.is_available()
-            and torch.distributed.is_initialized()
-            and torch.distributed.get_rank() != 0
-        ):
+        if not is_main_process():
             return
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
@@ -412,41 +338,9 @@ class BestModelSaver:
         improved = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
         if not improved or value != value:  # NaN never counts as an improvement
             return
-        network = getattr(self.network, "module", self.network)
-        state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
-        refuse_nonfinite(state, self.save_path, engine.logger)
+        save_weights(self.network, self.save_path, engine.logger)
         self.best = value
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        data = buffer.getvalue()
-        write_atomically(self.save_path, lambda stream: stream.write(data))
         engine.logger.info("best %s = %.4f: saved %s", name, value, self.save_path)
-
-
-def load_network_weights(
-    path: str | os.PathLike, network: torch.nn.Module, map_location: Any = "cpu"
-) -> torch.nn.Module:
-    """Load model weights from a full training checkpoint (its ``"network"`` entry) or a plain state dict.
-
-    Loaded with ``torch.load(weights_only=True)``; a DDP wrapper is unwrapped.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: not a weights-only file, or the weights do not fit the network (the message lists the
-            first mismatching keys).
-    """
-    path = Path(path)
-    state = load_weights_only(path, map_location, what="model weights")
-    if isinstance(state, Mapping) and "network" in state and isinstance(state["network"], Mapping):
-        state = state["network"]
-    target = getattr(network, "module", network)
-    result = target.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"{path}: weights do not fit the configured network; missing {list(result.missing_keys)[:5]}, "
-            f"unexpected {list(result.unexpected_keys)[:5]}"
-        )
-    return network
 
 
 class WeightsOnlyCheckpointLoader(CheckpointLoader):
@@ -480,12 +374,6 @@ class _NullSummaryWriter:
         return lambda *args, **kwargs: None
 
 
-def _process_rank() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return int(os.environ.get("RANK", "0"))
-
-
 class MainRankTensorBoardStatsHandler(TensorBoardStatsHandler):
     """MONAI's ``TensorBoardStatsHandler`` that opens an event file on rank 0 only.
 
@@ -495,7 +383,7 @@ class MainRankTensorBoardStatsHandler(TensorBoardStatsHandler):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.main_rank = _process_rank() == 0
+        self.main_rank = is_main_process()
         if not self.main_rank:
             kwargs["summary_writer"] = _NullSummaryWriter()
         super().__init__(*args, **kwargs)
@@ -504,3 +392,41 @@ class MainRankTensorBoardStatsHandler(TensorBoardStatsHandler):
         """Attach on rank 0 only."""
         if self.main_rank:
             super().attach(engine)
+
+
+class FinalModelFallback:
+    """Save the final weights when training ends without any validation having saved a best model.
+
+    :class:`~sista_monai.handlers.BestModelSaver` saves only when the key metric is finite and improves; on a
+    validation split with a single class the AUROC is undefined throughout, and the bundle would end without
+    ``models/model.pt`` (or with a stale one from an earlier run). Attached to the trainer, this handler writes
+    the final weights to the same file in that case, with a warning; weights holding NaN or infinity are refused
+    (:class:`~sista_monai.errors.NonFiniteWeightsError`), as by the other savers. Rank 0 only.
+
+    Args:
+        best_model_saver: the validation evaluator's best-model saver.
+        network: the trained network (a DDP wrapper is unwrapped).
+        save_path: where the best-model saver writes, e.g. ``models/model.pt``.
+    """
+
+    def __init__(
+        self, best_model_saver: BestModelSaver, network: torch.nn.Module, save_path: str | os.PathLike
+    ) -> None:
+        self.best_model_saver = best_model_saver
+        self.network = network
+        self.save_path = Path(save_path)
+
+    def attach(self, engine: Engine) -> None:
+        """Register at training completion on rank 0."""
+        if not is_main_process():
+            return
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if self.best_model_saver.best is not None:
+            return
+        save_weights(self.network, self.save_path, engine.logger)
+        engine.logger.warning(
+            "no validation gave a finite key metric (single-class validation split?): saved the final weights to %s",
+            self.save_path,
+        )

@@ -1,8 +1,10 @@
 """SISTA losses: semantics-aware instance alignment (SIA), sparse token alignment (STA), their sum, and the
-report–report similarity and cross-rank gathering they rely on (METHOD.md §1–§3)."""
+report–report similarity and cross-rank gathering they rely on (METHOD.md §1–§3); the class weight of the
+classification bundle's loss."""
 
 from __future__ import annotations
 
+from sista_monai.losses.classification import positive_class_weight
 from sista_monai.losses.distributed import gather_no_grad, gather_with_grad, world_info
 from sista_monai.losses.sia import SIA_MODES, SemanticInstanceAlignmentLoss
 from sista_monai.losses.similarity import (
@@ -26,4 +28,5 @@ __all__ = [
     "gather_no_grad",
     "gather_with_grad",
     "world_info",
+    "positive_class_weight",
 ]

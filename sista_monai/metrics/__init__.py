@@ -1,7 +1,18 @@
-"""Metrics that MONAI and Ignite do not already provide."""
+"""Metrics that MONAI and Ignite do not already provide: retrieval, grounding, flag statistics, binary
+classification at a threshold, Dice/IoU with the SIIM empty-mask rule, detection mAP over an IoU range."""
 
 from __future__ import annotations
 
+from .classification import THRESHOLD_METRICS, binary_classification_metrics, roc_curve
+from .detection import (
+    DETECTION_METRICS,
+    MGCA_IOU_RANGE,
+    DetectionMAP,
+    detection_map,
+    detection_map_rule,
+    detection_output,
+    iou_thresholds,
+)
 from .grounding import (
     GAMES,
     FalseNegativeFlags,
@@ -26,6 +37,7 @@ from .retrieval import (
     semantic_precision,
     text_groups,
 )
+from .segmentation import EMPTY_MASK_RULE, dice_iou, segmentation_summary
 
 __all__ = [
     "DIRECTIONS",
@@ -48,4 +60,17 @@ __all__ = [
     "semantic_precision",
     "text_groups",
     "zone_cells",
+    "THRESHOLD_METRICS",
+    "binary_classification_metrics",
+    "roc_curve",
+    "DETECTION_METRICS",
+    "MGCA_IOU_RANGE",
+    "DetectionMAP",
+    "detection_map",
+    "detection_map_rule",
+    "detection_output",
+    "iou_thresholds",
+    "EMPTY_MASK_RULE",
+    "dice_iou",
+    "segmentation_summary",
 ]

@@ -11,8 +11,8 @@ the image, fitted on the same labelled training images the probe sees:
   mean IoU with the training boxes (a box where many fall scores high), predicted on every test image.
 * **Classification**: a constant score has AUROC 0.5 exactly; no fit is needed.
 
-Scores use the tasks' own metrics (:func:`~sista_monai.downstream.segmentation.dice_iou` with its empty rule,
-:func:`~sista_monai.downstream.detection_metrics.detection_map`), so a baseline and a probe are judged alike.
+Scores use the tasks' own metrics (:func:`~sista_monai.metrics.dice_iou` with its empty rule,
+:func:`~sista_monai.metrics.detection_map`), so a baseline and a probe are judged alike.
 The masks are compared at the resolution they are stored in, the boxes in the datalist's pixel frame: both
 metrics are unchanged by one uniform rescaling of every image, which is what the bundles' resize does to
 images of one size (the demo's, RSNA's and SIIM's).
@@ -43,7 +43,7 @@ def constant_mask(training_masks: np.ndarray) -> tuple[np.ndarray, float | None]
         non-empty training masks, ``t`` chosen among the shares that occur for the highest mean Dice over those
         masks (the lowest such ``t`` on ties). With no non-empty training mask: an empty mask and ``None``.
     """
-    from sista_monai.downstream.segmentation import dice_iou
+    from sista_monai.metrics import dice_iou
 
     masks = np.asarray(training_masks) > 0.5
     positive = masks[masks.reshape(len(masks), -1).any(1)] if len(masks) else masks
@@ -69,13 +69,13 @@ def segmentation_baselines(training_masks: np.ndarray, test_masks: np.ndarray) -
 
     Returns:
         ``{"all_empty": summary, "constant_mask": summary | {"threshold": t}}``, each summary as
-        :func:`~sista_monai.downstream.segmentation.segmentation_summary` gives it (``mean_dice``,
+        :func:`~sista_monai.metrics.segmentation_summary` gives it (``mean_dice``,
         ``positive_dice``...), and ``best_mean_dice``: the higher mean Dice of the two.
 
     Raises:
         ValueError: no test mask, or training and test masks of different sizes.
     """
-    from sista_monai.downstream.segmentation import dice_iou, segmentation_summary
+    from sista_monai.metrics import dice_iou, segmentation_summary
 
     test = np.asarray(test_masks) > 0.5
     training = np.asarray(training_masks) > 0.5
@@ -111,7 +111,7 @@ def detection_baseline(
 
     Each training box is scored by its mean IoU with all training boxes (itself included), so the boxes where
     training findings cluster rank first; the ``max_detections`` highest are kept, the limit
-    :func:`~sista_monai.downstream.detection_metrics.detection_map` applies to a probe.
+    :func:`~sista_monai.metrics.detection_map` applies to a probe.
 
     Args:
         training_boxes: per labelled training image, its boxes as ``[x, y, width, height]`` (one class).
@@ -119,12 +119,12 @@ def detection_baseline(
         max_detections: boxes kept per image.
 
     Returns:
-        :func:`~sista_monai.downstream.detection_metrics.detection_map`'s result (``map``, ``map50``...) plus
+        :func:`~sista_monai.metrics.detection_map`'s result (``map``, ``map50``...) plus
         ``boxes``: the number of constant boxes predicted on each image.
     """
     from monai.data.box_utils import box_iou
 
-    from sista_monai.downstream.detection_metrics import detection_map
+    from sista_monai.metrics import detection_map
 
     pool = _xyxy([box for boxes in training_boxes for box in boxes])
     if len(pool):

@@ -67,7 +67,7 @@ def tiny_pretrained_encoder(folder: Path, train_config: Path, tiny_encoder: dict
 
     import torch
 
-    from sista_monai.handlers import export_image_encoder
+    from sista_monai.io import export_image_encoder
     from sista_monai.networks import ViTImageEncoder
 
     configured = {k: v for k, v in json.loads(train_config.read_text())["image_encoder"].items() if k != "_target_"}

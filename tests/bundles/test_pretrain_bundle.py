@@ -13,7 +13,7 @@ from monai.bundle import run as bundle_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sista_monai.engines.evaluation import TARGETS
-from sista_monai.handlers import load_network_weights
+from sista_monai.io import load_network_weights
 from sista_monai.networks import build_image_encoder
 
 CONFIGS = REPO_ROOT / "bundles" / "pretrain" / "configs"

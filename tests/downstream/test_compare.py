@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sista_monai.downstream.compare import TASKS, RunResult, _read_metric, format_table, summarise
+from sista_monai.experiments.compare import TASKS, RunResult, _read_metric, format_table, summarise
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

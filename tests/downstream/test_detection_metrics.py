@@ -23,16 +23,16 @@ from ignite.engine import Engine
 from monai.data.box_utils import box_iou
 from PIL import Image
 
-from sista_monai.downstream.detection_metrics import (
+from sista_monai.handlers import DetectionReport
+from sista_monai.metrics import (
     MGCA_IOU_RANGE,
     DetectionMAP,
-    DetectionReport,
     detection_map,
     detection_map_rule,
     detection_output,
     iou_thresholds,
-    overlay_boxes,
 )
+from sista_monai.visualize import overlay_boxes
 
 EXACT = 1e-9
 GT = np.array([[10.0, 20.0, 30.0, 60.0]])  # 20 wide (x), 40 high (y)

@@ -12,19 +12,23 @@ from monai.apps.detection.transforms.dictionary import ClipBoxToImaged, ConvertB
 from monai.data import MetaTensor
 from monai.transforms import CenterSpatialCropd, Compose, NormalizeIntensityd, Resized, SpatialPadd
 
-from sista_monai.downstream import EnsureChestXrayd, encoder_parameter_groups
-from sista_monai.downstream.detection import (
-    BoxesToImagePixelsd,
-    BoxesToOriginalPixelsd,
-    DetectionJSONWriter,
+from sista_monai.data.tasks import detection_datalist
+from sista_monai.engines import encoder_parameter_groups
+from sista_monai.handlers import DetectionJSONWriter
+from sista_monai.networks import (
+    ResNetImageEncoder,
+    ViTImageEncoder,
     ViTSimpleFeaturePyramid,
     build_detector,
-    detection_datalist,
     detection_network,
+)
+from sista_monai.transforms import (
+    BoxesToImagePixelsd,
+    BoxesToOriginalPixelsd,
+    EnsureChestXrayd,
+    LoadChestXrayd,
     map_boxes,
 )
-from sista_monai.networks import ResNetImageEncoder, ViTImageEncoder
-from sista_monai.transforms import LoadChestXrayd
 
 TINY_VIT = {
     "img_size": 64,
@@ -262,8 +266,8 @@ def test_trainer_stops_on_a_non_finite_loss_naming_the_iteration() -> None:
     from monai.data import DataLoader
     from monai.data.utils import no_collation
 
-    from sista_monai.downstream.detection import DetectionTrainer
-    from sista_monai.engines.trainer import NonFiniteLossError
+    from sista_monai.engines import DetectionTrainer
+    from sista_monai.errors import NonFiniteLossError
 
     network = detection_network(_vit(), fpn_channels=16)
     detector = build_detector(network)

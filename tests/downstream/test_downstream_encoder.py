@@ -8,18 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from sista_monai.downstream import (
-    ChestXrayClassifier,
-    EncoderMismatchError,
-    as_flag,
-    encoder_parameter_groups,
-    encoder_source,
-    label_fraction_key,
-    load_pretrained_encoder,
-    positive_class_weight,
-)
-from sista_monai.handlers import export_image_encoder
-from sista_monai.networks import ResNetImageEncoder, ViTImageEncoder
+from sista_monai.config import as_flag
+from sista_monai.data.tasks import label_fraction_key
+from sista_monai.engines import encoder_parameter_groups
+from sista_monai.errors import EncoderMismatchError
+from sista_monai.io import encoder_source, export_image_encoder, load_pretrained_encoder
+from sista_monai.losses import positive_class_weight
+from sista_monai.networks import ChestXrayClassifier, ResNetImageEncoder, ViTImageEncoder
 
 PREPROCESSING = {
     "normalization": {"mean": 0.5, "std": 0.25},

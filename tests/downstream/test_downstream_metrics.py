@@ -13,7 +13,8 @@ from monai.bundle import ConfigParser
 from monai.data import DataLoader
 from PIL import Image
 
-from sista_monai.downstream import binary_classification_metrics, plot_roc_curve, roc_curve
+from sista_monai.metrics import binary_classification_metrics, roc_curve
+from sista_monai.visualize import plot_roc_curve
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_CONFIG = REPO_ROOT / "bundles" / "rsna_pneumonia_classification" / "configs" / "train.json"

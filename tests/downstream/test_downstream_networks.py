@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sista_monai.downstream import ChestXrayClassifier, GlobalImageFeatures
-from sista_monai.networks import ResNetImageEncoder, ViTImageEncoder
+from sista_monai.networks import ChestXrayClassifier, GlobalImageFeatures, ResNetImageEncoder, ViTImageEncoder
 
 ENCODERS = {
     "vit_cls": lambda: ViTImageEncoder(

@@ -12,18 +12,12 @@ from ignite.engine import Engine
 from monai.metrics import DiceMetric, MeanIoU
 from PIL import Image
 
-from sista_monai.downstream import (
-    EMPTY_MASK_RULE,
-    SegmentationReport,
-    ViTSegmentationNet,
-    dice_iou,
-    encoder_parameter_groups,
-    overlay_image,
-    segmentation_datalist,
-    segmentation_network,
-    segmentation_summary,
-)
-from sista_monai.networks import ResNetImageEncoder, ViTImageEncoder
+from sista_monai.data.tasks import segmentation_datalist
+from sista_monai.engines import encoder_parameter_groups
+from sista_monai.handlers import SegmentationReport
+from sista_monai.metrics import EMPTY_MASK_RULE, dice_iou, segmentation_summary
+from sista_monai.networks import ResNetImageEncoder, ViTImageEncoder, ViTSegmentationNet, segmentation_network
+from sista_monai.visualize import overlay_image
 
 
 def _masks(*arrays: np.ndarray) -> torch.Tensor:

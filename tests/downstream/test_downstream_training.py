@@ -7,8 +7,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
-from sista_monai.downstream import FinalModelFallback
-from sista_monai.handlers import BestModelSaver
+from sista_monai.handlers import BestModelSaver, FinalModelFallback
 
 
 def _trainer_with_fallback(saver: BestModelSaver, network: torch.nn.Module, path: Path) -> Engine:
@@ -46,7 +45,7 @@ def test_a_saved_best_model_is_kept(tmp_path: Path) -> None:
 def test_non_finite_final_weights_never_replace_the_file(tmp_path: Path) -> None:
     import pytest
 
-    from sista_monai.handlers import NonFiniteWeightsError
+    from sista_monai.errors import NonFiniteWeightsError
 
     network = torch.nn.Linear(3, 1)
     with torch.no_grad():

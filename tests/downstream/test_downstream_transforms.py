@@ -13,8 +13,9 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImaged
 
-from sista_monai.downstream import ClassificationJSONWriter, EnsureChestXray, EnsureChestXrayd, inference_datalist
-from sista_monai.transforms import ChestXrayReader, LoadChestXray, LoadChestXrayd
+from sista_monai.data.tasks import inference_datalist
+from sista_monai.handlers import ClassificationJSONWriter
+from sista_monai.transforms import ChestXrayReader, EnsureChestXray, EnsureChestXrayd, LoadChestXray, LoadChestXrayd
 
 
 def _deploy_array(path: Path, **meta: object) -> MetaTensor:

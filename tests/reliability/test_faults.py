@@ -35,14 +35,9 @@ from monai.data import PersistentDataset
 from sista_monai.data.cache import CHECKSUM_SUFFIX, VerifiedPersistentDataset
 from sista_monai.data.demo import ensure_demo_data
 from sista_monai.engines import SISTATrainer
-from sista_monai.handlers import (
-    AtomicCheckpointSaver,
-    BestModelSaver,
-    NonFiniteWeightsError,
-    export_image_encoder,
-    load_checkpoint,
-    stale_temporary_files,
-)
+from sista_monai.errors import NonFiniteWeightsError
+from sista_monai.handlers import AtomicCheckpointSaver, BestModelSaver, load_checkpoint
+from sista_monai.io import export_image_encoder, stale_temporary_files
 from sista_monai.networks import ViTImageEncoder
 
 TRAIN = "bundles/pretrain/configs/train.json"

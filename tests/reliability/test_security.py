@@ -33,14 +33,9 @@ from ignite.engine import Engine
 from monai.bundle.config_item import ComponentLocator
 from monai.handlers import CheckpointLoader
 
-from sista_monai.downstream import EncoderMismatchError, load_pretrained_encoder
-from sista_monai.handlers import (
-    WeightsOnlyCheckpointLoader,
-    export_image_encoder,
-    load_checkpoint,
-    load_network_weights,
-    load_weights_only,
-)
+from sista_monai.errors import EncoderMismatchError
+from sista_monai.handlers import WeightsOnlyCheckpointLoader, load_checkpoint
+from sista_monai.io import export_image_encoder, load_network_weights, load_pretrained_encoder, load_weights_only
 from sista_monai.networks import ViTImageEncoder
 from sista_monai.offline import NetworkAccessError
 

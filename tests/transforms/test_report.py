@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from monai.data import DataLoader, Dataset
 from monai.transforms import Compose
 
-from sista_monai.transforms.exceptions import ReportError
+from sista_monai.errors import ReportError
 from sista_monai.transforms.report import (
     CleanReport,
     CleanReportD,

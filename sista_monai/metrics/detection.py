@@ -35,10 +35,7 @@ overlay PNGs (:func:`overlay_boxes`).
 from __future__ import annotations
 
 import logging
-import math
-import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,9 +44,6 @@ from monai.apps.detection.metrics.coco import COCOMetric
 from monai.apps.detection.metrics.matching import matching_batch
 from monai.data.box_utils import box_iou
 from monai.utils import IgniteInfo, min_version, optional_import
-from PIL import Image, ImageDraw, ImageFont
-
-from .metrics import shown, write_eval_report
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -66,12 +60,10 @@ __all__ = [
     "DETECTION_METRICS",
     "MGCA_IOU_RANGE",
     "DetectionMAP",
-    "DetectionReport",
     "detection_map",
     "detection_map_rule",
     "detection_output",
     "iou_thresholds",
-    "overlay_boxes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,9 +73,6 @@ MGCA_IOU_RANGE: tuple[float, float, float] = (0.40, 0.75, 0.05)
 
 DETECTION_METRICS: tuple[str, ...] = ("map", "map50", "mar")
 """The values :class:`DetectionMAP` can report."""
-
-GT_COLOUR = (0, 255, 0)
-PRED_COLOUR = (255, 0, 0)
 
 
 def iou_thresholds(iou_range: Sequence[float] = MGCA_IOU_RANGE) -> np.ndarray:
@@ -361,86 +350,6 @@ def _gather(items: list[Any]) -> list[Any]:
     return list(items)
 
 
-def _pixel(value: float, size: int) -> int:
-    return int(min(max(math.floor(float(value) + 0.5), 0), size - 1))
-
-
-def _rectangle(
-    draw: ImageDraw.ImageDraw, box: np.ndarray, size: tuple[int, int], colour: tuple[int, int, int], width: int
-) -> tuple[int, int, int, int]:
-    """Outline the pixels a box covers: columns ``round(x1) .. round(x2) - 1``, rows ``round(y1) .. round(y2) - 1``."""
-    cols, rows = size
-    x0, y0 = _pixel(box[0], cols), _pixel(box[1], rows)
-    x1, y1 = max(_pixel(float(box[2]) - 1, cols), x0), max(_pixel(float(box[3]) - 1, rows), y0)
-    draw.rectangle((x0, y0, x1, y1), outline=colour, width=width)
-    return x0, y0, x1, y1
-
-
-def overlay_boxes(
-    image: torch.Tensor | np.ndarray,
-    gt_boxes: torch.Tensor | np.ndarray | None,
-    pred_boxes: torch.Tensor | np.ndarray | None,
-    pred_scores: torch.Tensor | np.ndarray | None = None,
-    mean: float = 0.5,
-    std: float = 0.25,
-    score_threshold: float | None = None,
-    line_width: int | None = None,
-) -> Image.Image:
-    """The image with the ground-truth boxes in green and the predicted boxes in red (RGB, ``rows x cols``).
-
-    The normalisation is undone (``v * std + mean``, clipped to [0, 1]) and the ``(W, H)`` plane transposed to
-    ``(rows, cols)`` as :func:`~sista_monai.downstream.segmentation.overlay_image` does, so a box's ``x`` is a
-    column and its ``y`` a row. A box is outlined on the outermost pixels it covers: columns ``round(x1)`` to
-    ``round(x2) - 1`` and rows ``round(y1)`` to ``round(y2) - 1`` (``x2``/``y2`` exclusive, clipped to the
-    image), ``line_width`` pixels thick inwards. Predictions are drawn over the ground truth, lowest score
-    first; with ``pred_scores`` each score is written (red) above its box, or inside it at the top edge.
-
-    Args:
-        image: ``(1, W, H)`` or ``(W, H)`` normalised image.
-        gt_boxes: ``(M, 4)`` ground-truth boxes (``None`` or empty: none).
-        pred_boxes: ``(N, 4)`` predicted boxes.
-        pred_scores: ``(N,)`` scores (written next to the boxes, and used by ``score_threshold``).
-        mean: intensity normalisation mean.
-        std: intensity normalisation std.
-        score_threshold: predictions scoring below it are not drawn (needs ``pred_scores``).
-        line_width: outline width in pixels (default: 1 per 256 pixels of the shorter side, at least 1).
-
-    Raises:
-        ValueError: an image that is not 2-D after dropping a channel axis, or scores that do not match boxes.
-    """
-    plane = np.squeeze(_numpy(image, np.float32))
-    if plane.ndim == 3:
-        plane = plane[0]
-    if plane.ndim != 2:
-        raise ValueError(f"expected a (1, W, H) or (W, H) image, got shape {tuple(np.shape(image))}")
-    grey = np.clip(plane.T * float(std) + float(mean), 0.0, 1.0)  # (W, H) → (rows, cols)
-    canvas = Image.fromarray(np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2))
-    size = canvas.size  # (cols, rows)
-    width = int(line_width) if line_width else max(1, round(min(size) / 256))
-    draw = ImageDraw.Draw(canvas)
-    for box in _boxes(gt_boxes):
-        _rectangle(draw, box, size, GT_COLOUR, width)
-    boxes = _boxes(pred_boxes)
-    scores = None if pred_scores is None else _numpy(pred_scores, np.float32).reshape(-1)
-    if scores is not None and len(scores) != len(boxes):
-        raise ValueError(f"{len(scores)} scores for {len(boxes)} predicted boxes")
-    if score_threshold is not None and scores is None:
-        raise ValueError("score_threshold needs pred_scores")
-    order = np.argsort(scores, kind="stable") if scores is not None else np.arange(len(boxes))
-    font = ImageFont.load_default(size=max(10, min(size) // 40)) if scores is not None else None
-    for index in order:
-        if scores is not None and score_threshold is not None and scores[index] < float(score_threshold):
-            continue
-        x0, y0, _, _ = _rectangle(draw, boxes[index], size, PRED_COLOUR, width)
-        if scores is not None:
-            text = f"{float(scores[index]):.2f}"
-            _, top, _, bottom = draw.textbbox((0, 0), text, font=font)
-            height = bottom - top + 1
-            y = y0 - height - 1 if y0 >= height + 1 else y0 + width
-            draw.text((x0 + width, y - top), text, fill=PRED_COLOUR, font=font)
-    return canvas
-
-
 class DetectionMAP(Metric):
     """Ignite metric: :func:`detection_map`'s ``map`` (IoU 0.40-0.75), ``map50`` or ``mar`` over an epoch.
 
@@ -510,129 +419,3 @@ class DetectionMAP(Metric):
             predictions, targets, self.num_classes, self.iou_range, self.iou_list, self.max_detections
         )[self.metric]
         return float("nan") if value is None else float(value)
-
-
-class DetectionReport:
-    """Write ``metrics.json`` and overlay PNGs when a detection evaluator completes.
-
-    Every iteration the ``output_transform`` gives ``(predictions, targets, images)`` (default:
-    :func:`detection_output` on the evaluator's list of per-image dicts); the boxes are kept, gathered across
-    ranks at completion, and rank 0 writes ``<output_dir>/metrics.json`` (:func:`detection_map`'s values:
-    ``map``, ``map50``, ``mar``, ``ap_by_iou``, ``ap_by_class``, ``iou_thresholds``, the counts; the split;
-    ``metrics`` = ``{"map", "map50"}`` for ``python -m sista_monai.downstream.compare``; ``iou_rule``; the
-    evaluator's own metrics under ``engine_metrics``; the overlay paths; the ``extra`` entries) and
-    ``<output_dir>/overlays/<split>_<k>.png`` (:func:`overlay_boxes`) for the first ``num_overlays`` images of
-    rank 0, numbered: no file or patient names leave the engine.
-
-    Args:
-        output_dir: the bundle's ``eval/`` folder.
-        extra: further entries of ``metrics.json``.
-        split: the split's name.
-        num_overlays: overlay PNGs to write.
-        output_transform: ``engine.state.output`` → ``(predictions, targets, images)``.
-        num_classes: number of classes.
-        class_names: class names (keys of ``ap_by_class``).
-        iou_range: ``(start, stop, step)`` of the ``map`` thresholds.
-        iou_list: further thresholds reported in ``ap_by_iou``.
-        max_detections: detections kept per image and class.
-        intensity_mean: normalisation mean (undone in the overlays).
-        intensity_std: normalisation std.
-        overlay_score_threshold: predictions scoring below it are left out of the overlays (``None``: all).
-        metrics_file: file name of the report.
-    """
-
-    def __init__(
-        self,
-        output_dir: str | os.PathLike,
-        extra: Mapping[str, Any] | None = None,
-        split: str = "test",
-        num_overlays: int = 4,
-        output_transform: Callable[[Any], Any] = detection_output,
-        num_classes: int = 1,
-        class_names: Sequence[str] | None = ("Lung Opacity",),
-        iou_range: Sequence[float] = MGCA_IOU_RANGE,
-        iou_list: Sequence[float] = (0.5,),
-        max_detections: int = 100,
-        intensity_mean: float = 0.5,
-        intensity_std: float = 0.25,
-        overlay_score_threshold: float | None = 0.5,
-        metrics_file: str = "metrics.json",
-    ) -> None:
-        _all_thresholds(iou_range, [0.5, *iou_list])
-        self.output_dir = Path(output_dir)
-        self.extra = dict(extra or {})
-        self.split = split
-        self.num_overlays = int(num_overlays)
-        self.output_transform = output_transform
-        self.num_classes = int(num_classes)
-        self.class_names = None if class_names is None else [str(n) for n in class_names]
-        if self.class_names is not None and len(self.class_names) != self.num_classes:
-            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
-        self.iou_range = tuple(float(v) for v in iou_range)
-        self.iou_list = tuple(float(v) for v in iou_list)
-        self.max_detections = int(max_detections)
-        self.intensity_mean = float(intensity_mean)
-        self.intensity_std = float(intensity_std)
-        self.overlay_score_threshold = None if overlay_score_threshold is None else float(overlay_score_threshold)
-        self.metrics_file = metrics_file
-        self.summary: dict[str, Any] = {}
-        self.reset()
-
-    def attach(self, engine: Engine) -> None:
-        """Reset at every epoch start, collect each iteration, report at completion."""
-        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
-        engine.add_event_handler(Events.COMPLETED, self)
-
-    def reset(self, engine: Engine | None = None) -> None:
-        """Forget the collected boxes and overlays."""
-        self.predictions: list[dict[str, np.ndarray]] = []
-        self.targets: list[dict[str, np.ndarray]] = []
-        self.overlays: list[Image.Image] = []
-
-    def collect(self, engine: Engine) -> None:
-        """Keep the iteration's boxes and draw the first overlays."""
-        predictions, targets, images = self.output_transform(engine.state.output)
-        if not len(predictions) == len(targets) == len(images):
-            raise ValueError(f"{len(predictions)} predictions, {len(targets)} targets and {len(images)} images")
-        for prediction, target, image in zip(predictions, targets, images, strict=True):
-            pred, true = _record(prediction, with_score=True), _record(target, with_score=False)
-            self.predictions.append(pred)
-            self.targets.append(true)
-            if image is not None and len(self.overlays) < self.num_overlays:
-                self.overlays.append(
-                    overlay_boxes(
-                        image,
-                        true["box"],
-                        pred["box"],
-                        pred["score"],
-                        self.intensity_mean,
-                        self.intensity_std,
-                        self.overlay_score_threshold,
-                    )
-                )
-
-    def __call__(self, engine: Engine) -> None:
-        """Write the report and the overlays (rank 0)."""
-        predictions, targets = _gather(self.predictions), _gather(self.targets)
-        if idist.get_rank() != 0:
-            return
-        scores = detection_map(
-            predictions, targets, self.num_classes, self.iou_range, self.iou_list, self.max_detections, self.class_names
-        )
-        summary: dict[str, Any] = {"split": self.split, **scores}
-        summary["metrics"] = {"map": scores["map"], "map50": scores["map50"]}
-        summary["iou_rule"] = detection_map_rule(self.iou_range, self.max_detections)
-        self.summary = write_eval_report(
-            self.output_dir, summary, engine.state.metrics, self.overlays, self.split, self.extra, self.metrics_file
-        )
-        engine.logger.info(
-            "%s split (%d images, %d ground-truth boxes): mAP@[%.2f:%.2f] %s, mAP@0.5 %s",
-            self.split,
-            summary["images"],
-            summary["gt_boxes"],
-            self.iou_range[0],
-            self.iou_range[1],
-            shown(summary["map"]),
-            shown(summary["map50"]),
-        )

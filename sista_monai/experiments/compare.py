@@ -2,7 +2,7 @@
 
 ::
 
-    python -m sista_monai.downstream.compare classification \\
+    python -m sista_monai.experiments.compare classification \\
         [--pretrained bundles/pretrain/models/image_encoder.pt] [--fractions 1 10] [--seeds 0 1 2] \\
         [--work-dir results/compare_classification] [--set key=value ...] [--reuse]
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sista_monai.downstream.encoder import encoder_source
+from sista_monai.io.encoder import encoder_source
 
 __all__ = ["TASKS", "DownstreamTask", "RunResult", "run_comparison", "format_table", "main"]
 
@@ -177,9 +177,9 @@ def format_table(results: Sequence[RunResult], metric_label: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m sista_monai.downstream.compare``."""
+    """The command line of ``python -m sista_monai.experiments.compare``."""
     parser = argparse.ArgumentParser(
-        prog="python -m sista_monai.downstream.compare",
+        prog="python -m sista_monai.experiments.compare",
         description="Pretrained vs randomly initialised encoder on a downstream bundle (mean ± std over seeds).",
     )
     parser.add_argument("task", choices=sorted(TASKS), help="the downstream task")
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work_dir = Path(args.work_dir or f"results/compare_{args.task}")
     results = run_comparison(task, args.pretrained, args.fractions, args.seeds, work_dir, overrides, args.reuse)
     table = format_table(results, task.metric_label)
-    command = "python -m sista_monai.downstream.compare " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m sista_monai.experiments.compare " + " ".join(sys.argv[1:] if argv is None else argv)
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "summary.json").write_text(
         json.dumps(

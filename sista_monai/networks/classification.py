@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from sista_monai.networks import ResNetImageEncoder, ViTImageEncoder
+from sista_monai.config import as_flag
 
-from .config import as_flag
+from .image_encoders import ResNetImageEncoder, ViTImageEncoder
 
 __all__ = ["OUTPUT_KINDS", "GlobalImageFeatures", "ChestXrayClassifier"]
 
@@ -84,10 +84,10 @@ class ChestXrayClassifier(nn.Module):
 
     Args:
         encoder: a SISTA image encoder (weights already loaded, see
-            :func:`sista_monai.downstream.load_pretrained_encoder`).
+            :func:`sista_monai.io.load_pretrained_encoder`).
         num_classes: output channels (1 for pneumonia present/absent).
         freeze_encoder: linear probe (``True``) or fine-tuning (``False``); ``"true"``/``"false"`` as typed on the
-            command line are accepted (see :func:`sista_monai.downstream.config.as_flag`).
+            command line are accepted (see :func:`sista_monai.config.as_flag`).
         output: ``"logits"`` or ``"probabilities"`` (sigmoid applied), see :data:`OUTPUT_KINDS`.
         dropout: dropout on the features before the head.
 

@@ -1,7 +1,7 @@
-"""Segmentation on a pretrained image encoder: U-Net-style networks, Dice/IoU with a stated empty rule, report.
+"""Segmentation networks on a pretrained image encoder (image in, one mask channel out; TorchScript-exportable).
 
-Networks (image in, one mask channel out; both TorchScript-exportable, the encoder's modules shared and its
-the pretrained encoder's state-dict keys kept: ``vit.*`` as exported, or under ``unet.encoder.resnet.*``):
+The encoder's modules are shared and the pretrained encoder's state-dict keys kept (``vit.*`` as exported, or
+under ``unet.encoder.resnet.*``):
 
 * :class:`ViTSegmentationNet`: a UNETR-style decoder (MONAI's ``UnetrBasicBlock``, ``UnetrPrUpBlock``,
   ``UnetrUpBlock`` and ``UnetOutBlock`` with ``spatial_dims=2``) fed by three intermediate blocks and the final
@@ -15,65 +15,33 @@ the pretrained encoder's state-dict keys kept: ``vit.*`` as exported, or under `
 
 :func:`segmentation_network` picks the one that fits the encoder. ``freeze_encoder=True`` (the MGCA protocol)
 freezes the encoder and keeps it in evaluation mode.
-
-Metrics, per image on binary masks (:func:`dice_iou`), the SIIM-ACR (Kaggle) rule for empty masks: an image
-whose ground truth AND prediction are both empty scores Dice = IoU = 1; an empty ground truth with a
-non-empty prediction (or the reverse) scores 0. ``mean_dice`` averages over all images (the paper's metric),
-``positive_dice`` over the images whose ground truth is not empty. MONAI's ``DiceMetric`` and ``MeanIoU``
-with ``ignore_empty=False`` follow the same rule (tested).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from monai.handlers import from_engine
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock, UnetrUpBlock
 from monai.networks.nets import FlexibleUNet
-from monai.utils import IgniteInfo, evenly_divisible_all_gather, min_version, optional_import
-from PIL import Image
 from torch import nn
 
-from sista_monai.networks import ResNetImageEncoder, ViTImageEncoder
+from sista_monai.config import as_flag
 
-from .config import as_flag
-from .metrics import shown, write_eval_report
-from .networks import OUTPUT_KINDS
+from .classification import OUTPUT_KINDS
+from .image_encoders import ResNetImageEncoder, ViTImageEncoder
 
-if TYPE_CHECKING:
-    from ignite.engine import Engine, Events
-else:
-    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
-    Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+logger = logging.getLogger(__name__)
 
 __all__ = [
-    "EMPTY_MASK_RULE",
     "ViTSegmentationNet",
     "ResNetStages",
     "ResNetSegmentationNet",
     "segmentation_network",
-    "segmentation_datalist",
-    "dice_iou",
-    "segmentation_summary",
-    "overlay_image",
-    "SegmentationReport",
 ]
-
-logger = logging.getLogger(__name__)
-
-EMPTY_MASK_RULE = (
-    "per image; empty ground truth and empty prediction: Dice = IoU = 1; exactly one of them empty: 0 "
-    "(SIIM-ACR rule); mean_dice and mean_iou average over all images, positive_dice over images with a "
-    "non-empty ground truth"
-)
-"""How empty masks are scored (written to ``eval/metrics.json``)."""
 
 
 def _check_output(output: str) -> bool:
@@ -169,7 +137,7 @@ class ViTSegmentationNet(nn.Module):
 
     @property
     def encoder(self) -> nn.Module:
-        """The encoder's backbone (for :func:`~sista_monai.downstream.encoder_parameter_groups`)."""
+        """The encoder's backbone (for :func:`~sista_monai.engines.encoder_parameter_groups`)."""
         return self.vit
 
     def config(self) -> dict[str, Any]:
@@ -295,7 +263,7 @@ class ResNetSegmentationNet(nn.Module):
 
     @property
     def encoder(self) -> nn.Module:
-        """The encoder's stages (for :func:`~sista_monai.downstream.encoder_parameter_groups`)."""
+        """The encoder's stages (for :func:`~sista_monai.engines.encoder_parameter_groups`)."""
         return self.unet.encoder
 
     def config(self) -> dict[str, Any]:
@@ -339,213 +307,3 @@ def segmentation_network(encoder: nn.Module, **kwargs: Any) -> nn.Module:
     raise TypeError(
         f"unsupported image encoder {type(encoder).__name__}: expected ViTImageEncoder or ResNetImageEncoder"
     )
-
-
-def segmentation_datalist(
-    datalist: str | os.PathLike, key: str, mask_key: str = "mask", label_key: str = "label"
-) -> list[dict[str, Any]]:
-    """``[{"image": path, "label": mask path, "id": ...}, ...]`` from a segmentation datalist's ``key`` split.
-
-    The demo and ``prepare siim`` datalists hold ``{"id", "image", "mask"}`` items with paths relative to the
-    datalist's folder (MONAI's ``load_decathlon_datalist`` resolves ``image`` and ``label`` only); the mask
-    becomes the ``label`` the supervised engines read.
-
-    Raises:
-        KeyError: the split is not in the datalist.
-        ValueError: an item lacks its image or mask.
-    """
-    path = Path(datalist)
-    content = json.loads(path.read_text())
-    if key not in content:
-        raise KeyError(
-            f"{path.name} has no {key!r} split (has {sorted(k for k, v in content.items() if isinstance(v, list))})"
-        )
-    items = []
-    for item in content[key]:
-        if "image" not in item or mask_key not in item:
-            raise ValueError(f"{path.name}: every {key!r} item needs 'image' and {mask_key!r}")
-        entry = {k: v for k, v in item.items() if k not in ("image", mask_key)}
-        entry["image"] = str(path.parent / item["image"])
-        entry[label_key] = str(path.parent / item[mask_key])
-        items.append(entry)
-    return items
-
-
-def dice_iou(
-    prediction: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image Dice and IoU of binary masks, with the empty-mask rule of :data:`EMPTY_MASK_RULE`.
-
-    Args:
-        prediction: ``(B, ...)`` binary (or boolean) masks; values > 0.5 are foreground.
-        target: ground truth of the same shape.
-
-    Returns:
-        ``(dice, iou)``, each a float tensor of shape ``(B,)``.
-
-    Raises:
-        ValueError: shapes differ.
-    """
-    pred = torch.as_tensor(prediction).float() > 0.5
-    true = torch.as_tensor(target).float() > 0.5
-    if pred.shape != true.shape:
-        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(true.shape)} differ in shape")
-    pred, true = pred.reshape(pred.shape[0], -1).float(), true.reshape(true.shape[0], -1).float()
-    intersection = (pred * true).sum(1)
-    sizes = pred.sum(1) + true.sum(1)
-    union = sizes - intersection
-    both_empty = sizes == 0
-    dice = torch.where(both_empty, torch.ones_like(sizes), 2 * intersection / sizes.clamp_min(1))
-    iou = torch.where(both_empty, torch.ones_like(sizes), intersection / union.clamp_min(1))
-    return dice, iou
-
-
-def segmentation_summary(dice: torch.Tensor, iou: torch.Tensor, positive: torch.Tensor) -> dict[str, Any]:
-    """``mean_dice``, ``mean_iou``, ``positive_dice`` (None without positive images), counts."""
-    positive = positive.bool()
-    n = int(dice.numel())
-    return {
-        "mean_dice": float(dice.mean()) if n else None,
-        "mean_iou": float(iou.mean()) if n else None,
-        "positive_dice": float(dice[positive].mean()) if bool(positive.any()) else None,
-        "positive_iou": float(iou[positive].mean()) if bool(positive.any()) else None,
-        "n": n,
-        "positives": int(positive.sum()),
-    }
-
-
-def overlay_image(
-    image: torch.Tensor | np.ndarray,
-    target: torch.Tensor | np.ndarray,
-    prediction: torch.Tensor | np.ndarray,
-    mean: float = 0.5,
-    std: float = 0.25,
-) -> Image.Image:
-    """Three panels side by side: the image, the ground truth (green) and the prediction (red) on it.
-
-    Args:
-        image: ``(1, W, H)`` or ``(W, H)`` normalised image (MONAI's column-first layout).
-        target: binary mask of the same spatial shape.
-        prediction: binary mask of the same spatial shape.
-        mean: intensity normalisation mean (undone for display).
-        std: intensity normalisation std.
-    """
-
-    def plane(value: torch.Tensor | np.ndarray) -> np.ndarray:
-        array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float32)
-        return np.squeeze(array).T  # (W, H) → (rows, cols)
-
-    grey = np.clip(plane(image) * std + mean, 0.0, 1.0)
-    rgb = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2)
-    panels = [rgb.copy()]
-    for mask, colour in ((plane(target) > 0.5, (0, 255, 0)), (plane(prediction) > 0.5, (255, 0, 0))):
-        panel = rgb.copy().astype(np.float32)
-        panel[mask] = 0.5 * panel[mask] + 0.5 * np.asarray(colour, dtype=np.float32)
-        panels.append(panel.astype(np.uint8))
-    return Image.fromarray(np.concatenate(panels, axis=1))
-
-
-def _main_rank() -> bool:
-    return (
-        not (torch.distributed.is_available() and torch.distributed.is_initialized())
-        or torch.distributed.get_rank() == 0
-    )
-
-
-class SegmentationReport:
-    """Write ``metrics.json`` and overlay PNGs when a segmentation evaluator completes.
-
-    Every iteration, the decollated post-processed output gives (binary prediction, ground truth, image);
-    per-image Dice and IoU (:func:`dice_iou`) are kept, gathered across ranks, and rank 0 writes
-    ``<output_dir>/metrics.json`` (``mean_dice``, ``mean_iou``, ``positive_dice``, ``positive_iou``, also under
-    ``metrics`` as in the classification report, counts,
-    the empty-mask rule, the evaluator's own metrics under ``engine_metrics`` and the ``extra`` entries) and
-    ``<output_dir>/overlays/<split>_<k>.png`` for the first ``num_overlays`` images of rank 0 (numbered: no
-    file or patient names leave the engine).
-
-    Args:
-        output_dir: the bundle's ``eval/`` folder.
-        extra: further entries of ``metrics.json``.
-        split: the split's name.
-        num_overlays: overlay PNGs to write.
-        output_transform: ``engine.state.output`` → ``(predictions, labels, images)`` lists.
-        intensity_mean: normalisation mean (undone in the overlays).
-        intensity_std: normalisation std.
-        metrics_file: file name of the report.
-    """
-
-    def __init__(
-        self,
-        output_dir: str | os.PathLike,
-        extra: Mapping[str, Any] | None = None,
-        split: str = "test",
-        num_overlays: int = 4,
-        output_transform: Callable[[Any], Any] = from_engine(["pred_label", "label", "image"]),
-        intensity_mean: float = 0.5,
-        intensity_std: float = 0.25,
-        metrics_file: str = "metrics.json",
-    ) -> None:
-        self.output_dir = Path(output_dir)
-        self.extra = dict(extra or {})
-        self.split = split
-        self.num_overlays = int(num_overlays)
-        self.output_transform = output_transform
-        self.intensity_mean = float(intensity_mean)
-        self.intensity_std = float(intensity_std)
-        self.metrics_file = metrics_file
-        self.summary: dict[str, Any] = {}
-        self.reset()
-
-    def attach(self, engine: Engine) -> None:
-        """Reset at every epoch start, collect each iteration, report at completion."""
-        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
-        engine.add_event_handler(Events.COMPLETED, self)
-
-    def reset(self, engine: Engine | None = None) -> None:
-        """Forget the collected scores."""
-        self.dice: list[torch.Tensor] = []
-        self.iou: list[torch.Tensor] = []
-        self.positive: list[torch.Tensor] = []
-        self.overlays: list[Image.Image] = []
-
-    def collect(self, engine: Engine) -> None:
-        """Score the iteration's images and keep the first overlays."""
-        predictions, labels, images = self.output_transform(engine.state.output)
-        pred = torch.stack([torch.as_tensor(p).detach().cpu().float() for p in predictions])
-        true = torch.stack([torch.as_tensor(t).detach().cpu().float() for t in labels])
-        dice, iou = dice_iou(pred, true)
-        self.dice.append(dice)
-        self.iou.append(iou)
-        self.positive.append((true.reshape(true.shape[0], -1) > 0.5).any(1).float())
-        for p, t, image in zip(pred, true, images, strict=True):
-            if len(self.overlays) >= self.num_overlays:
-                break
-            self.overlays.append(overlay_image(torch.as_tensor(image), t, p, self.intensity_mean, self.intensity_std))
-
-    def _gathered(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        values = [torch.cat(v) if v else torch.zeros(0) for v in (self.dice, self.iou, self.positive)]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            values = [evenly_divisible_all_gather(v, concat=True) for v in values]
-        return values[0], values[1], values[2]
-
-    def __call__(self, engine: Engine) -> None:
-        """Write the report and the overlays (rank 0)."""
-        dice, iou, positive = self._gathered()
-        if not _main_rank():
-            return
-        summary: dict[str, Any] = {"split": self.split, **segmentation_summary(dice, iou, positive)}
-        summary["metrics"] = {k: summary[k] for k in ("mean_dice", "mean_iou", "positive_dice", "positive_iou")}
-        summary["empty_mask_rule"] = EMPTY_MASK_RULE
-        self.summary = write_eval_report(
-            self.output_dir, summary, engine.state.metrics, self.overlays, self.split, self.extra, self.metrics_file
-        )
-        engine.logger.info(
-            "%s split (%d images, %d with pneumothorax): mean Dice %s, mean IoU %s, Dice on positive images %s",
-            self.split,
-            summary["n"],
-            summary["positives"],
-            shown(summary["mean_dice"]),
-            shown(summary["mean_iou"]),
-            shown(summary["positive_dice"]),
-        )

@@ -1,57 +1,115 @@
-"""Loading the pretrained image encoder into a downstream bundle, and the choices made around it.
+"""The exported image encoder: ``image_encoder.pt`` and its JSON sidecar, written and read in one place.
 
-The pretraining bundle exports ``models/image_encoder.pt`` (a state dict) with ``models/image_encoder.json``
-beside it (see :mod:`sista_monai.handlers.export`). A downstream bundle names the weights file in ONE config
-key, ``pretrained_encoder``; ``null`` keeps the configured encoder's random initialisation (the baseline every
-table needs). Before any weight is loaded, the sidecar is checked against what the downstream bundle
-configured and the file is refused, with a message that lists every difference, when
+``models/image_encoder.pt`` is a plain state dict of the image encoder (loadable with
+``torch.load(weights_only=True)``); ``models/image_encoder.json`` beside it says how to rebuild and feed it:
+the architecture (``encoder.config()``), the input size, the intensity normalisation, the embedding width,
+the SHA-256 of the weights file and the package version. Both files are written atomically.
+
+A downstream bundle names the weights file in ONE config key, ``pretrained_encoder``; ``null`` keeps the
+configured encoder's random initialisation (the baseline every table needs). Before any weight is loaded, the
+sidecar is checked against what the downstream bundle configured and the file is refused, with a message that
+lists every difference, when
 
 * its architecture (``encoder.config()``) or its input size differs from the configured encoder,
 * the weights file's SHA-256 differs from the one the sidecar recorded (a damaged or replaced file), or
 * the intensity normalisation or the resize/pad/crop sizes the encoder was pretrained with differ from the
   downstream preprocessing (when the bundle passes its own values as ``expected_preprocessing``).
-
-The other shared choices of the downstream bundles live here too: the label fraction (``1 | 10 | 100`` → the
-datalist key of the released nested subset) and the optimiser parameter groups of a linear probe or of
-fine-tuning with its own encoder learning rate.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from sista_monai.handlers.export import SIDECAR_FORMAT
+from sista_monai.errors import EncoderMismatchError
+
+from .files import atomic_write_bytes, json_text, sha256_bytes, sha256_file
+from .weights import refuse_nonfinite, state_bytes
 
 __all__ = [
-    "LABEL_FRACTION_KEYS",
+    "SIDECAR_FORMAT",
     "EncoderMismatchError",
+    "export_image_encoder",
     "sidecar_path",
     "read_encoder_sidecar",
     "encoder_differences",
     "load_pretrained_encoder",
     "encoder_source",
-    "label_fraction_key",
-    "encoder_parameter_groups",
-    "positive_class_weight",
 ]
 
 logger = logging.getLogger(__name__)
 
-LABEL_FRACTION_KEYS: dict[int, str] = {1: "training_1", 10: "training_10", 100: "training"}
-"""``label_fraction`` (percent of the training split) → datalist key of the released nested subset."""
+
+SIDECAR_FORMAT = "sista-image-encoder/1"
 
 
-class EncoderMismatchError(ValueError):
-    """A pretrained encoder file that does not fit the configured downstream network or preprocessing."""
+def _package_version() -> str:
+    try:
+        return version("sista-monai")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _config(encoder: nn.Module) -> dict[str, Any]:
+    """The encoder's ``config()``: the arguments that rebuild it (every image encoder of the project has one)."""
+    config: Any = encoder.config
+    return dict(config())
+
+
+def export_image_encoder(
+    model: torch.nn.Module,
+    output_dir: str | os.PathLike,
+    normalization: dict[str, float] | None = None,
+    extra: dict[str, Any] | None = None,
+    name: str = "image_encoder",
+) -> tuple[Path, Path]:
+    """Write ``<name>.pt`` (the image encoder's state dict) and ``<name>.json`` (its sidecar).
+
+    Args:
+        model: a :class:`~sista_monai.networks.SISTAModel` (or its DDP wrapper), or an image encoder itself.
+        output_dir: the bundle's ``models/`` folder.
+        normalization: ``{"mean": ..., "std": ...}`` applied to ``[0, 1]`` images before the encoder.
+        extra: further sidecar entries (e.g. the preprocessing sizes).
+        name: file stem.
+
+    Returns:
+        The weights and sidecar paths.
+
+    Raises:
+        NonFiniteWeightsError: the encoder holds NaN or infinite values (nothing is written).
+    """
+    network = getattr(model, "module", model)
+    encoder: nn.Module = getattr(network, "image_encoder", network)
+    state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+    output_dir = Path(output_dir)
+    refuse_nonfinite(state, output_dir / f"{name}.pt")
+    data = state_bytes(state)
+    weights = atomic_write_bytes(output_dir / f"{name}.pt", data)
+    config = _config(encoder)
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "architecture": config,
+        "input_size": config.get("img_size"),
+        "in_channels": config.get("in_channels", 1),
+        "out_channels": int(getattr(encoder, "out_channels", 0)),
+        "patch_grid": list(getattr(encoder, "patch_grid", ())),
+        "normalization": normalization or {"mean": 0.5, "std": 0.25},
+        "intensity_range": "display-normalised [0, 1], higher = brighter (sista_monai.transforms.LoadChestXray)",
+        "layout": "channel-first (C, W, H), MONAI's (x = column, y = row)",
+        "sha256": sha256_bytes(data),
+        "sista_monai_version": _package_version(),
+        **(extra or {}),
+    }
+    meta = atomic_write_bytes(output_dir / f"{name}.json", json_text(sidecar).encode())
+    return weights, meta
 
 
 def sidecar_path(weights: str | os.PathLike) -> Path:
@@ -81,7 +139,7 @@ def read_encoder_sidecar(weights: str | os.PathLike) -> dict[str, Any]:
     if not meta_path.is_file():
         raise FileNotFoundError(
             f"pretrained_encoder: {weights} has no sidecar {meta_path.name} beside it (architecture, input size, "
-            f"normalisation); export encoders with sista_monai.handlers.export_image_encoder"
+            f"normalisation); export encoders with sista_monai.io.export_image_encoder"
         )
     try:
         sidecar = json.loads(meta_path.read_text())
@@ -132,7 +190,7 @@ def encoder_differences(
     Returns:
         One human-readable line per difference; empty when the file fits.
     """
-    configured = _plain(encoder.config())
+    configured = _plain(_config(encoder))
     exported = _plain(sidecar.get("architecture", {}))
     differences = []
     configured_size, exported_size = _pair(configured.get("img_size", [])), _pair(sidecar.get("input_size", []))
@@ -147,7 +205,7 @@ def encoder_differences(
         if configured.get(key, "<absent>") != exported.get(key, "<absent>"):
             differences.append(
                 f"architecture {key}: file {sidecar['architecture'].get(key, '<absent>')!r}, "
-                f"configured {encoder.config().get(key, '<absent>')!r}"
+                f"configured {_config(encoder).get(key, '<absent>')!r}"
             )
     for group in ("normalization", "preprocessing"):
         wanted = (expected_preprocessing or {}).get(group)
@@ -165,14 +223,6 @@ def encoder_differences(
                     f"{group} {key}: the encoder was pretrained with {recorded[key]!r}, the bundle uses {value!r}"
                 )
     return differences
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_pretrained_encoder(
@@ -208,7 +258,7 @@ def load_pretrained_encoder(
             + "\n  - ".join(differences)
             + "\nconfigure the same encoder and preprocessing as the pretraining run, or use another file"
         )
-    digest = _sha256(weights)
+    digest = sha256_file(weights)
     if digest != sidecar["sha256"]:
         raise EncoderMismatchError(
             f"pretrained_encoder {weights}: SHA-256 {digest} differs from {sidecar['sha256']} recorded in "
@@ -242,77 +292,3 @@ def encoder_source(pretrained_encoder: str | os.PathLike | None) -> dict[str, An
         except (json.JSONDecodeError, UnicodeDecodeError):
             sha = None
     return {"pretrained_encoder": str(weights), "initialisation": "pretrained", "sha256": sha}
-
-
-def label_fraction_key(label_fraction: int | float | str) -> str:
-    """``1 | 10 | 100`` (percent of the training split) → ``training_1 | training_10 | training``.
-
-    The 1 % and 10 % subsets are the released nested ones written by ``prepare`` and the demo generator
-    (1 % ⊂ 10 % ⊂ 100 %), so every run at a fraction sees the same labelled images.
-
-    Raises:
-        ValueError: any other fraction.
-    """
-    try:
-        value = float(label_fraction)
-    except (TypeError, ValueError):
-        value = float("nan")
-    for fraction, key in LABEL_FRACTION_KEYS.items():
-        if value == fraction:
-            return key
-    raise ValueError(f"label_fraction must be one of {sorted(LABEL_FRACTION_KEYS)} (percent), got {label_fraction!r}")
-
-
-def encoder_parameter_groups(
-    network: nn.Module,
-    learning_rate: float,
-    encoder_learning_rate: float | None = None,
-    weight_decay: float = 0.0,
-) -> list[dict[str, Any]]:
-    """Optimiser parameter groups: the head at ``learning_rate``, the encoder at its own rate when trained.
-
-    Args:
-        network: a downstream network with an ``encoder`` submodule (a DDP wrapper is unwrapped).
-        learning_rate: learning rate of everything outside the encoder (the head, a decoder).
-        encoder_learning_rate: learning rate of the encoder when fine-tuning (``None``: ``learning_rate``).
-            Frozen encoder parameters (linear probe) are left out of the optimiser.
-        weight_decay: weight decay of both groups.
-
-    Returns:
-        A list of ``{"params", "lr", "weight_decay", "name"}`` dicts for any ``torch.optim`` optimiser.
-
-    Raises:
-        ValueError: the network has no ``encoder`` or nothing to train.
-    """
-    module = getattr(network, "module", network)
-    encoder = getattr(module, "encoder", None)
-    if not isinstance(encoder, nn.Module):
-        raise ValueError(f"{type(module).__name__} has no 'encoder' submodule")
-    encoder_ids = {id(p) for p in encoder.parameters()}
-    head = [p for p in module.parameters() if id(p) not in encoder_ids and p.requires_grad]
-    trained_encoder = [p for p in encoder.parameters() if p.requires_grad]
-    groups = []
-    if head:
-        groups.append({"params": head, "lr": float(learning_rate), "weight_decay": float(weight_decay), "name": "head"})
-    if trained_encoder:
-        lr = float(learning_rate if encoder_learning_rate is None else encoder_learning_rate)
-        groups.append({"params": trained_encoder, "lr": lr, "weight_decay": float(weight_decay), "name": "encoder"})
-    if not groups:
-        raise ValueError("no trainable parameters")
-    return groups
-
-
-def positive_class_weight(items: Sequence[Mapping[str, Any]], label_key: str = "label") -> torch.Tensor:
-    """``pos_weight`` of ``BCEWithLogitsLoss`` that balances the classes of a training list: ``[#neg / #pos]``.
-
-    Raises:
-        ValueError: the list lacks one of the two classes.
-    """
-    labels = [float(item[label_key]) for item in items]
-    positives = sum(1 for v in labels if v >= 0.5)
-    negatives = len(labels) - positives
-    if positives == 0 or negatives == 0:
-        raise ValueError(
-            f"the training list has {positives} positive and {negatives} negative items: both classes are needed"
-        )
-    return torch.tensor([negatives / positives], dtype=torch.float32)

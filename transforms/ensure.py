@@ -34,7 +34,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_numpy
 
-from sista_monai.transforms import dicom_to_display
+from .io import dicom_to_display
 
 __all__ = ["EnsureChestXray", "EnsureChestXrayd", "EnsureChestXrayD", "EnsureChestXrayDict"]
 

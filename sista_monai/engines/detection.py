@@ -1,0 +1,209 @@
+"""Detection engines: MONAI's supervised trainer and evaluator with the iteration replaced by the detector's.
+
+:class:`DetectionTrainer` and :class:`DetectionEvaluator` run MONAI's
+:class:`~monai.apps.detection.networks.retinanet_detector.RetinaNetDetector` (built by
+:func:`sista_monai.networks.detection.build_detector`): its training call returns the classification and box
+regression losses, its inference call the boxes, scores and labels. The detector takes a list of targets,
+which the stock engines cannot pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.apps.detection.networks.retinanet_detector import RetinaNetDetector
+from monai.data import MetaTensor
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils import CommonKeys as Keys
+from monai.utils import IgniteInfo, min_version, optional_import
+from torch import nn
+
+from sista_monai.errors import NonFiniteLossError
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine, Events
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+    Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = [
+    "DetectionTrainer",
+    "DetectionEvaluator",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _as_plain_tensor(value: Any, device: torch.device | str | None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    tensor = value.as_tensor() if isinstance(value, MetaTensor) else torch.as_tensor(value)
+    return tensor.to(device=device, dtype=dtype) if dtype is not None else tensor.to(device=device)
+
+
+def _split_batch(engine: Any, batch: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Stack the images of a list batch (``no_collation``) and build the detector's targets."""
+    if not isinstance(batch, (list, tuple)) or not batch:
+        raise ValueError("the detection engines need a non-empty list batch (DataLoader collate_fn=no_collation)")
+    device = engine.state.device
+    images = torch.stack([_as_plain_tensor(item[Keys.IMAGE], device, torch.float32) for item in batch])
+    targets = []
+    for item in batch:
+        if engine.box_key in item:
+            targets.append(
+                {
+                    engine.box_key: _as_plain_tensor(item[engine.box_key], device, torch.float32).reshape(-1, 4),
+                    engine.label_key: _as_plain_tensor(item[engine.label_key], device, torch.long).reshape(-1),
+                }
+            )
+    return images, targets
+
+
+class DetectionTrainer(SupervisedTrainer):
+    """MONAI's :class:`SupervisedTrainer` training a :class:`RetinaNetDetector`.
+
+    The data loader yields lists of per-image dicts (``collate_fn=no_collation``) with ``image`` (all of one
+    size) and the target boxes and labels; each iteration calls ``detector(images, targets)`` in training mode,
+    weights MONAI's classification (focal-free BCE on sampled anchors) and box-regression losses and steps the
+    optimiser. ``engine.state.output`` holds ``loss`` and each term (detached). A non-finite loss raises
+    :class:`~sista_monai.engines.trainer.NonFiniteLossError` naming the iteration and the terms.
+
+    Args:
+        detector: the detector; its ``network`` must be the trainer's ``network``.
+        loss_weights: weight of each of the detector's loss terms (``classification``, ``box_regression``).
+        box_key: target boxes in each item.
+        label_key: target labels in each item.
+        args, kwargs: :class:`SupervisedTrainer` arguments (``loss_function`` may be omitted).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        detector: RetinaNetDetector,
+        loss_weights: Mapping[str, float] | None = None,
+        box_key: str = "box",
+        label_key: str = "label",
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("loss_function", nn.Identity())
+        kwargs.setdefault("prepare_batch", _identity_batch)
+        kwargs.setdefault("decollate", False)
+        super().__init__(*args, **kwargs)
+        if detector.network is not self.network:
+            raise ValueError("the detector must wrap the trainer's network")
+        self.detector = detector
+        self.box_key = box_key
+        self.label_key = label_key
+        self.loss_weights = {detector.cls_key: 1.0, detector.box_reg_key: 1.0, **dict(loss_weights or {})}
+
+    def _iteration(self, engine: DetectionTrainer, batchdata: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        images, targets = _split_batch(engine, batchdata)
+        if len(targets) != len(batchdata):
+            raise ValueError(f"every training item needs {engine.box_key!r} and {engine.label_key!r}")
+        engine.detector.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        device_type = torch.device(engine.state.device).type if engine.state.device is not None else "cpu"
+        autocast = torch.autocast(device_type, **engine.amp_kwargs) if engine.amp else contextlib.nullcontext()
+        try:
+            with autocast:
+                losses = engine.detector(images, targets)
+        except ValueError as error:  # MONAI's RetinaNet heads refuse non-finite maps themselves
+            if "NaN or Inf" not in str(error):
+                raise
+            raise NonFiniteLossError(
+                f"non-finite detection head output at iteration {engine.state.iteration} (epoch {engine.state.epoch}): {error}"
+            ) from error
+        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: targets}
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        loss = sum(engine.loss_weights.get(k, 1.0) * v.float() for k, v in losses.items())
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        if not torch.isfinite(loss.detach()):
+            terms = ", ".join(f"{k}={float(v):.6g}" for k, v in losses.items())
+            raise NonFiniteLossError(
+                f"non-finite detection loss at iteration {engine.state.iteration} (epoch {engine.state.epoch}): {terms}"
+            )
+        if (
+            engine.amp
+            and engine.scaler is not None
+            and device_type == "cuda"
+            and engine.amp_kwargs.get("dtype", torch.float16) == torch.float16
+        ):
+            engine.scaler.scale(loss).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            loss.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        output: dict[str, Any] = {f"loss_{k}": v.detach() for k, v in losses.items()}
+        output[Keys.LOSS] = loss.detach()
+        engine.state.output = output
+        return output
+
+
+def _identity_batch(batchdata: Any, device: Any = None, non_blocking: bool = False, **kwargs: Any) -> Any:
+    """``prepare_batch`` of the detection engines: the list batch is split in the iteration itself."""
+    return batchdata
+
+
+class DetectionEvaluator(SupervisedEvaluator):
+    """MONAI's :class:`SupervisedEvaluator` running a :class:`RetinaNetDetector` in inference mode.
+
+    ``engine.state.output`` is a list with one dict per image: ``pred_box`` ``(N, 4)``, ``pred_label`` ``(N,)``,
+    ``pred_score`` ``(N,)`` (on the CPU), ``image`` (the input item's, with its metadata) and, when the item has
+    targets, its ``box`` and ``label``. Run it with ``decollate=False``: the output is already per image,
+    and a ``postprocessing`` transform runs on each (batch item, output item) pair.
+
+    Args:
+        detector: the detector; its ``network`` must be the evaluator's ``network``.
+        box_key: target boxes in each item.
+        label_key: target labels in each item.
+        args, kwargs: :class:`SupervisedEvaluator` arguments.
+    """
+
+    def __init__(
+        self, *args: Any, detector: RetinaNetDetector, box_key: str = "box", label_key: str = "label", **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("prepare_batch", _identity_batch)
+        kwargs.setdefault("decollate", False)
+        super().__init__(*args, **kwargs)
+        if detector.network is not self.network:
+            raise ValueError("the detector must wrap the evaluator's network")
+        self.detector = detector
+        self.box_key = box_key
+        self.label_key = label_key
+
+    def _iteration(self, engine: DetectionEvaluator, batchdata: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        images, targets = _split_batch(engine, batchdata)
+        engine.detector.eval()
+        device_type = torch.device(engine.state.device).type if engine.state.device is not None else "cpu"
+        autocast = torch.autocast(device_type, **engine.amp_kwargs) if engine.amp else contextlib.nullcontext()
+        with engine.mode(engine.network), autocast:
+            detections = engine.detector(images, use_inferer=False)
+        score_key = engine.detector.pred_score_key
+        outputs: list[dict[str, Any]] = []
+        for index, (item, found) in enumerate(zip(batchdata, detections, strict=True)):
+            output: dict[str, Any] = {
+                Keys.IMAGE: item[Keys.IMAGE],
+                "pred_box": found[engine.detector.target_box_key].detach().float().cpu(),
+                "pred_label": found[engine.detector.target_label_key].detach().long().cpu(),
+                "pred_score": found[score_key].detach().float().cpu(),
+            }
+            if len(targets) == len(batchdata):
+                output[engine.box_key] = targets[index][engine.box_key].cpu()
+                output[engine.label_key] = targets[index][engine.label_key].cpu()
+            outputs.append(output)
+        engine.state.batch = [dict(item) for item in batchdata]
+        engine.state.output = outputs
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

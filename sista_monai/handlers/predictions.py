@@ -1,0 +1,179 @@
+"""Per-image prediction files of the downstream inference bundles: one JSON per input image, written atomically."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from sista_monai.data.tasks import source_file
+from sista_monai.io.files import atomic_write_bytes, json_text, write_json
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine, Events
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+    Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = [
+    "ClassificationJSONWriter",
+    "DetectionJSONWriter",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class ClassificationJSONWriter:
+    """Write ``<output_dir>/<input file stem>.json`` with the predicted probability of every image.
+
+    Each file holds ``{"image": <input file name>, "probability": p, "prediction": 0|1, "threshold": t,
+    "label": <class name of the prediction>}`` for a one-output network (``"probabilities"`` as a list for
+    several outputs). Attach to the inference evaluator (``decollate=True``); the iteration output items must
+    carry the prediction under ``pred_key`` and the loaded image (whose metadata names the file) under
+    ``image_key``.
+
+    Args:
+        output_dir: the output folder (created when missing).
+        threshold: a probability ``>= threshold`` is a positive prediction.
+        class_names: names of the negative and positive class, e.g. ``{"0": "no opacity", "1": "Lung Opacity"}``.
+        pred_key: key of the probability in each output item.
+        image_key: key of the input image in each output item.
+        extra: further entries written to every file (e.g. the model version).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        threshold: float = 0.5,
+        class_names: Mapping[str, str] | None = None,
+        pred_key: str = "pred",
+        image_key: str = "image",
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.threshold = float(threshold)
+        self.class_names = {str(k): str(v) for k, v in (class_names or {}).items()}
+        self.pred_key = pred_key
+        self.image_key = image_key
+        self.extra = dict(extra or {})
+        self.written: list[Path] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Write after every iteration."""
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def record(self, probability: torch.Tensor | Sequence[float] | float, source: str | None) -> dict[str, Any]:
+        """The JSON content for one image."""
+        values = [float(v) for v in torch.as_tensor(probability, dtype=torch.float32).reshape(-1).tolist()]
+        record: dict[str, Any] = {"image": Path(source).name if source else None}
+        if len(values) == 1:
+            prediction = int(values[0] >= self.threshold)
+            record.update({"probability": values[0], "prediction": prediction, "threshold": self.threshold})
+            if self.class_names:
+                record["label"] = self.class_names.get(str(prediction))
+        else:
+            record["probabilities"] = values
+        return {**record, **self.extra}
+
+    def write(self, probability: torch.Tensor | Sequence[float] | float, source: str) -> Path:
+        """Write the JSON of one image named after ``source`` and return its path."""
+        path = self.output_dir / f"{Path(source).stem}.json"
+        atomic_write_bytes(path, json_text(self.record(probability, source), indent=2).encode())
+        self.written.append(path)
+        return path
+
+    def __call__(self, engine: Engine) -> None:
+        outputs: Any = engine.state.output
+        items = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        for item in items:
+            source = source_file(item.get(self.image_key))
+            if source is None:
+                raise ValueError(f"the inference output has no source file name under {self.image_key!r}")
+            self.write(item[self.pred_key], source)
+        engine.logger.debug("wrote %d prediction files to %s", len(items), self.output_dir)
+
+
+class DetectionJSONWriter:
+    """Write ``<output_dir>/<input file stem>.json`` with the boxes, scores and labels found in every image.
+
+    Each file holds ``{"image": <input file name>, "width", "height", "box_mode": "xyxy", "boxes": [[x1, y1, x2,
+    y2], ...], "boxes_xywh": [[x, y, width, height], ...], "scores": [...], "labels": [...], "label_names": [...]}``
+    in the input file's pixel coordinates (x: column, y: row, as RSNA's labels), sorted by decreasing score.
+    Attach to the inference evaluator after the post-processing that maps the boxes back
+    (:class:`BoxesToOriginalPixelsd`).
+
+    Args:
+        output_dir: the output folder (created when missing).
+        class_names: ``{"0": "Lung Opacity"}``.
+        box_key, score_key, label_key: keys of the prediction in each output item.
+        image_key: key of the loaded image in each batch item (its metadata names the file).
+        extra: further entries written to every file.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        class_names: Mapping[str, str] | None = None,
+        box_key: str = "pred_box",
+        score_key: str = "pred_score",
+        label_key: str = "pred_label",
+        image_key: str = "image",
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.class_names = {str(k): str(v) for k, v in (class_names or {}).items()}
+        self.box_key = box_key
+        self.score_key = score_key
+        self.label_key = label_key
+        self.image_key = image_key
+        self.extra = dict(extra or {})
+        self.written: list[Path] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Write after every iteration."""
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def record(self, output: Mapping[str, Any], image: Any) -> dict[str, Any]:
+        """The JSON content for one image."""
+        boxes = torch.as_tensor(output[self.box_key], dtype=torch.float32).reshape(-1, 4)
+        scores = torch.as_tensor(output[self.score_key], dtype=torch.float32).reshape(-1)
+        labels = torch.as_tensor(output[self.label_key]).reshape(-1).long()
+        order = torch.argsort(scores, descending=True)
+        boxes, scores, labels = boxes[order], scores[order], labels[order]
+        source = source_file(image)
+        shape = image.meta.get("spatial_shape") if isinstance(image, MetaTensor) else None
+        width, height = (int(v) for v in np.asarray(shape).reshape(-1)[:2]) if shape is not None else (None, None)
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
+        record: dict[str, Any] = {
+            "image": Path(source).name if source else None,
+            "width": width,
+            "height": height,
+            "box_mode": "xyxy",
+            "boxes": [[round(float(v), 2) for v in box] for box in boxes.tolist()],
+            "boxes_xywh": [[round(float(v), 2) for v in box] for box in xywh.tolist()],
+            "scores": [round(float(v), 5) for v in scores.tolist()],
+            "labels": [int(v) for v in labels.tolist()],
+        }
+        if self.class_names:
+            record["label_names"] = [self.class_names.get(str(int(v))) for v in labels.tolist()]
+        return {**record, **self.extra}
+
+    def __call__(self, engine: Engine) -> None:
+        batch: Any = engine.state.batch
+        outputs: Any = engine.state.output
+        for item, output in zip(batch, outputs, strict=True):
+            image = item.get(self.image_key)
+            source = source_file(image)
+            if source is None:
+                raise ValueError(f"the inference batch has no source file name under {self.image_key!r}")
+            path = self.output_dir / f"{Path(source).stem}.json"
+            write_json(path, self.record(output, image))
+            self.written.append(path)
+        engine.logger.debug("wrote %d detection files to %s", len(outputs), self.output_dir)

@@ -1,0 +1,64 @@
+"""Artefact input/output: every file the project writes or reads back goes through here.
+
+* :mod:`.files`: atomic writes (temporary file, sync, rename), the project's JSON layout, SHA-256 checksums;
+* :mod:`.weights`: non-finite states refused, weights saved atomically, ``torch.load(weights_only=True)`` with
+  errors that name the file;
+* :mod:`.encoder`: the exported image encoder (``image_encoder.pt`` + its JSON sidecar), written by pretraining
+  and loaded, with every mismatch refused, by the downstream bundles.
+"""
+
+from __future__ import annotations
+
+from .encoder import (
+    SIDECAR_FORMAT,
+    encoder_differences,
+    encoder_source,
+    export_image_encoder,
+    load_pretrained_encoder,
+    read_encoder_sidecar,
+    sidecar_path,
+)
+from .files import (
+    TEMPORARY_SUFFIX,
+    atomic_write_bytes,
+    json_text,
+    sha256_bytes,
+    sha256_file,
+    stale_temporary_files,
+    write_atomically,
+    write_json,
+)
+from .weights import (
+    load_failure_reason,
+    load_network_weights,
+    load_weights_only,
+    nonfinite_entries,
+    refuse_nonfinite,
+    save_weights,
+    state_bytes,
+)
+
+__all__ = [
+    "SIDECAR_FORMAT",
+    "TEMPORARY_SUFFIX",
+    "atomic_write_bytes",
+    "encoder_differences",
+    "encoder_source",
+    "export_image_encoder",
+    "json_text",
+    "load_failure_reason",
+    "load_network_weights",
+    "load_pretrained_encoder",
+    "load_weights_only",
+    "nonfinite_entries",
+    "read_encoder_sidecar",
+    "refuse_nonfinite",
+    "save_weights",
+    "sha256_bytes",
+    "sha256_file",
+    "sidecar_path",
+    "stale_temporary_files",
+    "state_bytes",
+    "write_atomically",
+    "write_json",
+]

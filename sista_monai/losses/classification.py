@@ -1,0 +1,28 @@
+"""Class balance of the classification bundle's loss (``BCEWithLogitsLoss(pos_weight=...)``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+__all__ = [
+    "positive_class_weight",
+]
+
+
+def positive_class_weight(items: Sequence[Mapping[str, Any]], label_key: str = "label") -> torch.Tensor:
+    """``pos_weight`` of ``BCEWithLogitsLoss`` that balances the classes of a training list: ``[#neg / #pos]``.
+
+    Raises:
+        ValueError: the list lacks one of the two classes.
+    """
+    labels = [float(item[label_key]) for item in items]
+    positives = sum(1 for v in labels if v >= 0.5)
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        raise ValueError(
+            f"the training list has {positives} positive and {negatives} negative items: both classes are needed"
+        )
+    return torch.tensor([negatives / positives], dtype=torch.float32)
