@@ -1,4 +1,4 @@
-"""Loading the pretrained encoder: refusals with messages that say what differs, label fractions, groups."""
+"""The exported encoder file: loading it, and refusals with messages that say what differs."""
 
 from __future__ import annotations
 
@@ -8,13 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sista_monai.config import as_flag
-from sista_monai.data.tasks import label_fraction_key
-from sista_monai.engines import encoder_parameter_groups
 from sista_monai.errors import EncoderMismatchError
 from sista_monai.io import encoder_source, export_image_encoder, load_pretrained_encoder
-from sista_monai.losses import positive_class_weight
-from sista_monai.networks import ChestXrayClassifier, ResNetImageEncoder, ViTImageEncoder
+from sista_monai.networks import ResNetImageEncoder, ViTImageEncoder
 
 PREPROCESSING = {
     "normalization": {"mean": 0.5, "std": 0.25},
@@ -135,65 +131,3 @@ def test_foreign_sidecar_format_is_refused(exported: tuple[Path, ViTImageEncoder
     weights.with_suffix(".json").write_text(json.dumps({"format": "something-else/2"}))
     with pytest.raises(EncoderMismatchError, match="sidecar format 'something-else/2'"):
         load_pretrained_encoder(_vit(), weights)
-
-
-@pytest.mark.parametrize(
-    ("fraction", "key"),
-    [(1, "training_1"), (10, "training_10"), (100, "training"), ("10", "training_10"), (1.0, "training_1")],
-)
-def test_label_fraction_keys(fraction: int | str | float, key: str) -> None:
-    assert label_fraction_key(fraction) == key
-
-
-@pytest.mark.parametrize("fraction", [5, 0, "all", None])
-def test_unknown_label_fraction_is_refused(fraction: object) -> None:
-    with pytest.raises(ValueError, match="label_fraction must be one of"):
-        label_fraction_key(fraction)
-
-
-def test_linear_probe_optimises_the_head_only() -> None:
-    network = ChestXrayClassifier(_vit(), freeze_encoder=True)
-    groups = encoder_parameter_groups(network, learning_rate=0.01, encoder_learning_rate=1e-4, weight_decay=1e-6)
-    assert [g["name"] for g in groups] == ["head"]
-    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in network.head.parameters()}
-    assert not any(p.requires_grad for p in network.encoder.parameters())
-
-
-def test_fine_tuning_gives_the_encoder_its_own_learning_rate() -> None:
-    network = ChestXrayClassifier(_vit(), freeze_encoder=False)
-    wrapper = torch.nn.Module()
-    wrapper.module = network  # the attribute DistributedDataParallel wraps the network under
-    groups = encoder_parameter_groups(wrapper, 0.01, 1e-4)
-    by_name = {g["name"]: g for g in groups}
-    assert by_name["head"]["lr"] == 0.01 and by_name["encoder"]["lr"] == 1e-4
-    trainable = {id(p) for p in network.parameters() if p.requires_grad}
-    assert {id(p) for g in groups for p in g["params"]} == trainable
-    optimizer = torch.optim.AdamW(groups, lr=0.01)
-    assert [g["lr"] for g in optimizer.param_groups] == [0.01, 1e-4]
-
-
-def test_positive_class_weight_balances_the_classes() -> None:
-    items = [{"label": 0}] * 6 + [{"label": 1}] * 2
-    assert positive_class_weight(items).tolist() == [3.0]
-    with pytest.raises(ValueError, match="both classes are needed"):
-        positive_class_weight([{"label": 0}] * 3)
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [(True, True), (False, False), ("false", False), ("True", True), ("no", False), (1, True), (0, False)],
-)
-def test_flags_as_typed_on_the_command_line(value: object, expected: bool) -> None:
-    assert as_flag(value) is expected
-
-
-@pytest.mark.parametrize("value", ["maybe", 2, None, 0.5])
-def test_non_flags_are_refused(value: object) -> None:
-    with pytest.raises(ValueError, match="freeze_encoder must be true or false"):
-        as_flag(value, "freeze_encoder")
-
-
-def test_fine_tuning_spelled_false_on_the_command_line() -> None:
-    network = ChestXrayClassifier(_vit(), freeze_encoder="false")  # `--freeze_encoder false` arrives as a string
-    assert not network.freeze_encoder and all(p.requires_grad for p in network.head.parameters())
-    assert any(p.requires_grad for p in network.encoder.parameters())
