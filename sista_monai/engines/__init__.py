@@ -7,6 +7,7 @@ from .detection import DetectionEvaluator, DetectionTrainer
 from .evaluation import TARGETS, summarise_test_metrics, write_test_report
 from .inference import run_pretrain_inference
 from .optimisation import encoder_parameter_groups
+from .step import NONFINITE_LOSS_ACTIONS, SafeStep, SafeSupervisedTrainer, finite_on_every_rank
 from .trainer import BATCH_KEYS, TARGET_KEYS, SISTAPrepareBatch, SISTATrainer
 
 __all__ = [
@@ -16,6 +17,10 @@ __all__ = [
     "DetectionEvaluator",
     "DetectionTrainer",
     "encoder_parameter_groups",
+    "NONFINITE_LOSS_ACTIONS",
+    "SafeStep",
+    "SafeSupervisedTrainer",
+    "finite_on_every_rank",
     "SISTAPrepareBatch",
     "SISTATrainer",
     "summarise_test_metrics",

@@ -23,7 +23,7 @@ from monai.utils import CommonKeys as Keys
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
-from sista_monai.errors import NonFiniteLossError
+from .step import SafeStep
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -62,20 +62,25 @@ def _split_batch(engine: Any, batch: Sequence[Mapping[str, Any]]) -> tuple[torch
     return images, targets
 
 
-class DetectionTrainer(SupervisedTrainer):
+class DetectionTrainer(SafeStep, SupervisedTrainer):
     """MONAI's :class:`SupervisedTrainer` training a :class:`RetinaNetDetector`.
 
     The data loader yields lists of per-image dicts (``collate_fn=no_collation``) with ``image`` (all of one
     size) and the target boxes and labels; each iteration calls ``detector(images, targets)`` in training mode,
     weights MONAI's classification (focal-free BCE on sampled anchors) and box-regression losses and steps the
-    optimiser. ``engine.state.output`` holds ``loss`` and each term (detached). A non-finite loss raises
-    :class:`~sista_monai.engines.trainer.NonFiniteLossError` naming the iteration and the terms.
+    optimiser through :class:`~sista_monai.engines.step.SafeStep` (accumulation, autocast, scaler, clipping, a
+    non-finite loss raised or skipped on every rank together). ``engine.state.output`` holds ``loss`` and each
+    term (detached). MONAI's RetinaNet heads refuse non-finite maps with a ``ValueError``; that counts as a
+    non-finite loss, so the ranks agree on it too.
 
     Args:
         detector: the detector; its ``network`` must be the trainer's ``network``.
         loss_weights: weight of each of the detector's loss terms (``classification``, ``box_regression``).
         box_key: target boxes in each item.
         label_key: target labels in each item.
+        scheduler: a learning-rate scheduler stepped after every optimiser step (``None``: none).
+        grad_clip_norm: clip the global gradient norm before each step (``None``: no clipping).
+        nonfinite_loss: ``"raise"`` (default) or ``"skip"``.
         args, kwargs: :class:`SupervisedTrainer` arguments (``loss_function`` may be omitted).
     """
 
@@ -86,6 +91,9 @@ class DetectionTrainer(SupervisedTrainer):
         loss_weights: Mapping[str, float] | None = None,
         box_key: str = "box",
         label_key: str = "label",
+        scheduler: Any = None,
+        grad_clip_norm: float | None = None,
+        nonfinite_loss: str = "raise",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("loss_function", nn.Identity())
@@ -98,6 +106,7 @@ class DetectionTrainer(SupervisedTrainer):
         self.box_key = box_key
         self.label_key = label_key
         self.loss_weights = {detector.cls_key: 1.0, detector.box_reg_key: 1.0, **dict(loss_weights or {})}
+        self._init_safe_step(self, scheduler, grad_clip_norm, nonfinite_loss)
 
     def _iteration(self, engine: DetectionTrainer, batchdata: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if batchdata is None:
@@ -105,42 +114,24 @@ class DetectionTrainer(SupervisedTrainer):
         images, targets = _split_batch(engine, batchdata)
         if len(targets) != len(batchdata):
             raise ValueError(f"every training item needs {engine.box_key!r} and {engine.label_key!r}")
+        zero_grad, step = self._accumulation(engine)
         engine.detector.train()
-        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        device_type = torch.device(engine.state.device).type if engine.state.device is not None else "cpu"
-        autocast = torch.autocast(device_type, **engine.amp_kwargs) if engine.amp else contextlib.nullcontext()
+        if zero_grad:
+            engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: targets}
         try:
-            with autocast:
+            with self._autocast(engine):
                 losses = engine.detector(images, targets)
         except ValueError as error:  # MONAI's RetinaNet heads refuse non-finite maps themselves
             if "NaN or Inf" not in str(error):
                 raise
-            raise NonFiniteLossError(
-                f"non-finite detection head output at iteration {engine.state.iteration} (epoch {engine.state.epoch}): {error}"
-            ) from error
-        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: targets}
+            logger.debug("detection heads refused a non-finite map: %s", error)
+            nan = torch.tensor(float("nan"), device=images.device)
+            losses = {engine.detector.cls_key: nan, engine.detector.box_reg_key: nan}
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         loss = sum(engine.loss_weights.get(k, 1.0) * v.float() for k, v in losses.items())
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        if not torch.isfinite(loss.detach()):
-            terms = ", ".join(f"{k}={float(v):.6g}" for k, v in losses.items())
-            raise NonFiniteLossError(
-                f"non-finite detection loss at iteration {engine.state.iteration} (epoch {engine.state.epoch}): {terms}"
-            )
-        if (
-            engine.amp
-            and engine.scaler is not None
-            and device_type == "cuda"
-            and engine.amp_kwargs.get("dtype", torch.float16) == torch.float16
-        ):
-            engine.scaler.scale(loss).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
-        else:
-            loss.backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
+        self._optimise(engine, loss, {f"loss_{k}": v for k, v in losses.items()}, "detection loss", step)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         output: dict[str, Any] = {f"loss_{k}": v.detach() for k, v in losses.items()}
         output[Keys.LOSS] = loss.detach()

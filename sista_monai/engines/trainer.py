@@ -9,7 +9,6 @@ optimiser. Everything else — the Ignite engine, events, handlers, gradient acc
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -20,10 +19,11 @@ from monai.engines.utils import IterationEvents, PrepareBatch
 from monai.utils import CommonKeys as Keys
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from sista_monai.errors import NonFiniteLossError
 from sista_monai.losses import ReportSimilarity, finding_label_agreement
 
-__all__ = ["NonFiniteLossError", "SISTAPrepareBatch", "SISTATrainer", "BATCH_KEYS"]
+from .step import SafeStep
+
+__all__ = ["SISTAPrepareBatch", "SISTATrainer", "BATCH_KEYS", "TARGET_KEYS"]
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -98,8 +98,8 @@ class SISTAPrepareBatch(PrepareBatch):
         return batch["image"], targets, text, {}
 
 
-class SISTATrainer(SupervisedTrainer):
-    """SupervisedTrainer whose iteration is one SISTA step.
+class SISTATrainer(SafeStep, SupervisedTrainer):
+    """SupervisedTrainer whose iteration is one SISTA step, stepped by :class:`~sista_monai.engines.step.SafeStep`.
 
     The constructor takes SupervisedTrainer's arguments (``loss_function`` is a
     :class:`~sista_monai.losses.SISTALoss`, ``network`` a :class:`~sista_monai.networks.SISTAModel` or its
@@ -134,14 +134,9 @@ class SISTATrainer(SupervisedTrainer):
         kwargs.setdefault("prepare_batch", SISTAPrepareBatch())
         kwargs.setdefault("decollate", False)
         super().__init__(*args, **kwargs)
-        if nonfinite_loss not in ("raise", "skip"):
-            raise ValueError(f"nonfinite_loss must be 'raise' or 'skip', got {nonfinite_loss!r}")
+        self._init_safe_step(self, scheduler, grad_clip_norm, nonfinite_loss)
         self.report_similarity = report_similarity or ReportSimilarity("text_online")
-        self.scheduler = scheduler
-        self.grad_clip_norm = grad_clip_norm
-        self.nonfinite_loss = nonfinite_loss
         self.amp_kwargs.setdefault("dtype", torch.bfloat16)
-        self.state.skipped_iterations = 0
         self.state.rows_without_negatives = 0
         self.add_event_handler(Events.EPOCH_STARTED, self._reset_epoch_counts)
         self.add_event_handler(Events.EPOCH_COMPLETED, self._warn_rows_without_negatives)
@@ -168,16 +163,6 @@ class SISTATrainer(SupervisedTrainer):
                 count,
                 action,
             )
-
-    def _accumulation(self, engine: SISTATrainer) -> tuple[bool, bool]:
-        """(zero the gradients now, step the optimiser now), as SupervisedTrainer decides them."""
-        acc = engine.accumulation_steps
-        if acc == 1:
-            return True, True
-        epoch_length = engine.state.epoch_length
-        local = (engine.state.iteration - 1) % epoch_length if epoch_length else engine.state.iteration - 1
-        last = epoch_length is not None and local + 1 == epoch_length
-        return local % acc == 0, (local + 1) % acc == 0 or last
 
     def _report_features(self, output: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         source = self.report_similarity.source
@@ -210,21 +195,6 @@ class SISTATrainer(SupervisedTrainer):
                     torch.distributed.all_reduce(parameter.grad)
                     parameter.grad /= world
 
-    @staticmethod
-    def _finite_on_every_rank(locally_finite: bool, device: torch.device) -> bool:
-        """Whether the loss is finite on all ranks, so that every rank raises or skips the same step.
-
-        Under DDP a rank that skipped ``backward`` while the others ran it would leave their gradient
-        all-reduce waiting forever; one scalar all-reduce per step keeps the ranks in agreement.
-        """
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return locally_finite
-        if torch.distributed.get_world_size() == 1:
-            return locally_finite
-        flag = torch.tensor([1.0 if locally_finite else 0.0], device=device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-        return bool(flag.item() > 0)
-
     def _iteration(self, engine: SISTATrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
         """One SISTA step; ``engine.state.output`` holds every loss term and diagnostic (detached)."""
         if batchdata is None:
@@ -235,9 +205,7 @@ class SISTATrainer(SupervisedTrainer):
         if zero_grad:
             engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
 
-        device_type = torch.device(engine.state.device).type if engine.state.device is not None else "cpu"
-        autocast = torch.autocast(device_type, **engine.amp_kwargs) if engine.amp else contextlib.nullcontext()
-        with autocast:
+        with self._autocast(engine):
             pred = engine.network(
                 batch["image"],
                 batch["input_ids"],
@@ -263,43 +231,9 @@ class SISTATrainer(SupervisedTrainer):
         loss = terms["loss"]
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
-        locally_finite = bool(torch.isfinite(loss.detach()))
-        if not self._finite_on_every_rank(locally_finite, loss.device):
-            scalars = {k: float(v) for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1}
-            where = "" if not locally_finite else " on another rank"
-            message = (
-                f"non-finite SISTA loss{where} at iteration {engine.state.iteration} (epoch {engine.state.epoch}): "
-                + ", ".join(f"{k}={v:.6g}" for k, v in sorted(scalars.items(), key=lambda kv: kv[0] != "loss"))
-            )
-            if engine.nonfinite_loss == "raise":
-                raise NonFiniteLossError(message)
-            logger.warning("%s; batch skipped", message)
-            engine.optimizer.zero_grad(set_to_none=True)
-            engine.state.skipped_iterations += 1
-        else:
-            scaler = (
-                engine.scaler
-                if engine.amp and engine.amp_kwargs.get("dtype") == torch.float16 and device_type == "cuda"
-                else None
-            )
-            scaled = loss / engine.accumulation_steps
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            if step:
-                self._average_gradients_outside_ddp(engine)
-                if engine.grad_clip_norm is not None:
-                    if scaler is not None:
-                        scaler.unscale_(engine.optimizer)
-                    torch.nn.utils.clip_grad_norm_(
-                        [p for g in engine.optimizer.param_groups for p in g["params"]], engine.grad_clip_norm
-                    )
-                if scaler is not None:
-                    scaler.step(engine.optimizer)
-                    scaler.update()
-                else:
-                    engine.optimizer.step()
-                if engine.scheduler is not None:
-                    engine.scheduler.step()
+        self._optimise(
+            engine, loss, terms, "SISTA loss", step, before_step=lambda: self._average_gradients_outside_ddp(engine)
+        )
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
 
         if "rows_without_negatives" in terms:

@@ -34,7 +34,7 @@ from monai.data import PersistentDataset
 
 from sista_monai.data.cache import CHECKSUM_SUFFIX, VerifiedPersistentDataset
 from sista_monai.data.demo import ensure_demo_data
-from sista_monai.engines import SISTATrainer
+from sista_monai.engines import finite_on_every_rank
 from sista_monai.errors import NonFiniteWeightsError
 from sista_monai.handlers import AtomicCheckpointSaver, BestModelSaver, load_checkpoint
 from sista_monai.io import export_image_encoder, stale_temporary_files
@@ -438,8 +438,8 @@ def test_nonfinite_weights_are_never_saved_over_a_good_checkpoint(tmp_path: Path
 def _finite_vote(rank: int, init_file: str, out: str) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        one_nan = SISTATrainer._finite_on_every_rank(rank != 1, torch.device("cpu"))  # only rank 1 saw a NaN
-        all_finite = SISTATrainer._finite_on_every_rank(True, torch.device("cpu"))
+        one_nan = finite_on_every_rank(rank != 1, torch.device("cpu"))  # only rank 1 saw a NaN
+        all_finite = finite_on_every_rank(True, torch.device("cpu"))
         Path(out, f"rank{rank}").write_text(f"{one_nan},{all_finite}")
     finally:
         torch.distributed.destroy_process_group()
