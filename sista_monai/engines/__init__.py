@@ -4,7 +4,7 @@ and evaluator, pretraining inference and its test report, and the optimiser para
 from __future__ import annotations
 
 from .detection import DetectionEvaluator, DetectionTrainer
-from .evaluation import TARGETS, summarise_test_metrics, write_test_report
+from .evaluation import write_test_report
 from .inference import run_pretrain_inference
 from .optimisation import encoder_parameter_groups
 from .step import NONFINITE_LOSS_ACTIONS, SafeStep, SafeSupervisedTrainer, finite_on_every_rank
@@ -13,7 +13,6 @@ from .trainer import BATCH_KEYS, TARGET_KEYS, SISTAPrepareBatch, SISTATrainer
 __all__ = [
     "BATCH_KEYS",
     "TARGET_KEYS",
-    "TARGETS",
     "DetectionEvaluator",
     "DetectionTrainer",
     "encoder_parameter_groups",
@@ -23,7 +22,6 @@ __all__ = [
     "finite_on_every_rank",
     "SISTAPrepareBatch",
     "SISTATrainer",
-    "summarise_test_metrics",
     "write_test_report",
     "run_pretrain_inference",
 ]

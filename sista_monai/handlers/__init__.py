@@ -9,7 +9,7 @@ from __future__ import annotations
 from .export import ImageEncoderExporter
 from .heatmaps import AlignmentHeatmaps
 from .predictions import ClassificationJSONWriter, DetectionJSONWriter
-from .reports import ClassificationReport, DetectionReport, SegmentationReport, write_eval_report
+from .reports import ClassificationReport, DetectionReport, EvaluationReport, PretrainingReport, SegmentationReport
 from .training import (
     LOSS_TERM_KEYS,
     AtomicCheckpointSaver,
@@ -41,5 +41,6 @@ __all__ = [
     "ClassificationReport",
     "SegmentationReport",
     "DetectionReport",
-    "write_eval_report",
+    "EvaluationReport",
+    "PretrainingReport",
 ]

@@ -1,14 +1,19 @@
-"""Evaluation reports: ``eval/metrics.json`` plus plots, written once by rank 0 when an evaluator completes."""
+"""Evaluation reports: ``eval/metrics.json`` plus plots, written once by rank 0 when an evaluator completes.
+
+Every report is an :class:`EvaluationReport`: it collects what it needs at each iteration (on every rank), gathers
+it across ranks at completion, and on rank 0 summarises it, writes ``<output_dir>/<metrics_file>`` atomically and
+logs one line. :class:`ClassificationReport`, :class:`SegmentationReport` and :class:`DetectionReport` serve the
+downstream bundles, :class:`PretrainingReport` the pretraining bundle's test split.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -17,7 +22,7 @@ from monai.utils import IgniteInfo, evenly_divisible_all_gather, min_version, op
 from PIL import Image
 
 from sista_monai.distributed import is_main_process
-from sista_monai.io.files import atomic_write_bytes
+from sista_monai.io.files import write_json
 from sista_monai.metrics.classification import THRESHOLD_METRICS, _as_column, binary_classification_metrics, roc_curve
 from sista_monai.metrics.detection import (
     MGCA_IOU_RANGE,
@@ -28,6 +33,7 @@ from sista_monai.metrics.detection import (
     detection_map_rule,
     detection_output,
 )
+from sista_monai.metrics.pretraining import summarise_test_metrics
 from sista_monai.metrics.segmentation import EMPTY_MASK_RULE, dice_iou, segmentation_summary
 from sista_monai.visualize import overlay_boxes, overlay_image, plot_roc_curve
 
@@ -43,7 +49,8 @@ reinit__is_reduced, _ = optional_import(
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 __all__ = [
-    "write_eval_report",
+    "EvaluationReport",
+    "PretrainingReport",
     "shown",
     "ClassificationReport",
     "SegmentationReport",
@@ -53,20 +60,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def write_eval_report(
+def _with_overlays(
     output_dir: str | os.PathLike,
     summary: dict[str, Any],
     engine_metrics: Mapping[str, Any],
     overlays: Sequence[Any] = (),
     split: str = "test",
     extra: Mapping[str, Any] | None = None,
-    metrics_file: str = "metrics.json",
 ) -> dict[str, Any]:
-    """Complete and write a downstream report: ``engine_metrics``, overlay PNGs, ``extra``, then ``metrics.json``.
+    """Complete a downstream report with ``engine_metrics``, the overlay PNGs and ``extra``; returns ``summary``.
 
     The engine's scalar metrics go under ``engine_metrics`` (NaN as ``null``); the overlays (PIL images) are
     saved as ``<output_dir>/overlays/<split>_<k>.png`` (numbered: no file or patient names) and listed under
-    ``overlays``; ``extra`` entries are added last; the JSON is written atomically. Returns ``summary``.
+    ``overlays``; ``extra`` entries are added last.
     """
     output_dir = Path(output_dir)
     summary["engine_metrics"] = {
@@ -83,7 +89,6 @@ def write_eval_report(
         names.append(f"overlays/{name}")
     summary["overlays"] = names
     summary.update(extra or {})
-    atomic_write_bytes(output_dir / metrics_file, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     return summary
 
 
@@ -96,7 +101,72 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if math.isfinite(float(value)) else None
 
 
-class ClassificationReport:
+class EvaluationReport:
+    """The pattern of every evaluation report: collect per iteration, gather at completion, write on rank 0.
+
+    Attached to an evaluator, it resets at every epoch start, calls :meth:`collect` after every iteration (on
+    every rank), and at completion calls :meth:`gather` (on every rank: it may hold a collective), then on rank
+    0 only :meth:`summarise`, writes the summary to ``<output_dir>/<metrics_file>`` atomically (indented,
+    sorted keys), keeps it as ``self.summary`` and calls :meth:`log`. Subclasses implement :meth:`reset`,
+    :meth:`collect`, :meth:`gather`, :meth:`summarise` and :meth:`log`; only numbers leave the engine.
+
+    Args:
+        output_dir: the bundle's ``eval/`` folder.
+        split: the split's name in the report.
+        extra: further entries of the report (provenance: encoder file, label fraction, seed...).
+        metrics_file: file name of the report.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        split: str = "test",
+        extra: Mapping[str, Any] | None = None,
+        metrics_file: str = "metrics.json",
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.split = split
+        self.extra = dict(extra or {})
+        self.metrics_file = metrics_file
+        self.summary: dict[str, Any] = {}
+        self.reset()
+
+    def attach(self, engine: Engine) -> None:
+        """Reset at every epoch start, collect each iteration, report at completion."""
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        """Forget what was collected."""
+
+    def collect(self, engine: Engine) -> None:
+        """Keep what the report needs from ``engine.state.output``."""
+
+    def gather(self) -> Any:
+        """What was collected, from every rank (called on every rank)."""
+        return None
+
+    def summarise(self, engine: Engine, gathered: Any) -> dict[str, Any]:
+        """The report's content (rank 0; may write plots beside it)."""
+        raise NotImplementedError
+
+    def log(self, engine: Engine, summary: Mapping[str, Any]) -> None:
+        """One line with the headline figures (rank 0)."""
+
+    def __call__(self, engine: Engine) -> None:
+        """Gather, then on rank 0 summarise, write ``metrics_file`` and log."""
+        gathered = self.gather()
+        if not is_main_process():
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        summary = self.summarise(engine, gathered)
+        write_json(self.output_dir / self.metrics_file, summary)
+        self.summary = summary
+        self.log(engine, summary)
+
+
+class ClassificationReport(EvaluationReport):
     """Write ``metrics.json`` and ``roc_curve.png`` when a classification evaluator completes.
 
     Collects ``(probability, label)`` pairs every iteration (``output_transform`` of the decollated,
@@ -132,27 +202,16 @@ class ClassificationReport:
         metrics_file: str = "metrics.json",
         roc_file: str = "roc_curve.png",
     ) -> None:
-        self.output_dir = Path(output_dir)
         self.threshold = float(threshold)
         self.metric_names = list(metric_names) if metric_names is not None else ["auroc", *THRESHOLD_METRICS]
-        self.extra = dict(extra or {})
-        self.split = split
         self.output_transform = output_transform
-        self.metrics_file = metrics_file
         self.roc_file = roc_file
-        self.scores: list[torch.Tensor] = []
-        self.labels: list[torch.Tensor] = []
-        self.summary: dict[str, Any] = {}
-
-    def attach(self, engine: Engine) -> None:
-        """Reset at every epoch start, collect each iteration, report at completion."""
-        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
-        engine.add_event_handler(Events.COMPLETED, self)
+        super().__init__(output_dir, split, extra, metrics_file)
 
     def reset(self, engine: Engine | None = None) -> None:
         """Forget the collected predictions."""
-        self.scores, self.labels = [], []
+        self.scores: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
 
     def collect(self, engine: Engine) -> None:
         """Keep the iteration's probabilities and labels."""
@@ -160,7 +219,8 @@ class ClassificationReport:
         self.scores.append(_as_column(scores).detach().cpu())
         self.labels.append(_as_column(labels).detach().cpu())
 
-    def _gathered(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def gather(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The probabilities and labels of every rank."""
         scores = torch.cat(self.scores) if self.scores else torch.zeros(0, 1)
         labels = torch.cat(self.labels) if self.labels else torch.zeros(0, 1)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -168,11 +228,9 @@ class ClassificationReport:
             labels = evenly_divisible_all_gather(labels, concat=True)
         return scores, labels
 
-    def __call__(self, engine: Engine) -> None:
-        """Write the report and the plot (rank 0)."""
-        scores, labels = self._gathered()
-        if not is_main_process():
-            return
+    def summarise(self, engine: Engine, gathered: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+        """The threshold metrics, the confusion counts and the ROC plot."""
+        scores, labels = gathered
         counts = binary_classification_metrics(scores, labels, self.threshold)
         metrics = {
             name: _finite_or_none(float(engine.state.metrics.get(name, float("nan")))) for name in self.metric_names
@@ -186,7 +244,6 @@ class ClassificationReport:
             "confusion": {k: counts[k] for k in ("tp", "fp", "tn", "fn")},
             **self.extra,
         }
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         auroc = metrics.get("auroc")
         if auroc is not None and 0 < counts["positives"] < counts["n"]:
             fpr, tpr, _ = roc_curve(scores.numpy(), labels.numpy())
@@ -204,22 +261,22 @@ class ClassificationReport:
         else:
             logger.warning("the %s split has a single class: no AUROC and no ROC curve", self.split)
             summary["roc_curve"] = None
-        atomic_write_bytes(
-            self.output_dir / self.metrics_file, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
-        )
-        self.summary = summary
-        shown = ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a" for k, v in metrics.items())
+        return summary
+
+    def log(self, engine: Engine, summary: Mapping[str, Any]) -> None:
+        """Images, positives and every metric at the threshold."""
+        metrics = ", ".join(f"{k} {shown(v)}" for k, v in summary["metrics"].items())
         engine.logger.info(
             "%s split (%d images, %d positive): %s at threshold %g",
             self.split,
-            counts["n"],
-            counts["positives"],
-            shown,
+            summary["n"],
+            summary["positives"],
+            metrics,
             self.threshold,
         )
 
 
-class SegmentationReport:
+class SegmentationReport(EvaluationReport):
     """Write ``metrics.json`` and overlay PNGs when a segmentation evaluator completes.
 
     Every iteration, the decollated post-processed output gives (binary prediction, ground truth, image);
@@ -252,22 +309,11 @@ class SegmentationReport:
         intensity_std: float = 0.25,
         metrics_file: str = "metrics.json",
     ) -> None:
-        self.output_dir = Path(output_dir)
-        self.extra = dict(extra or {})
-        self.split = split
         self.num_overlays = int(num_overlays)
         self.output_transform = output_transform
         self.intensity_mean = float(intensity_mean)
         self.intensity_std = float(intensity_std)
-        self.metrics_file = metrics_file
-        self.summary: dict[str, Any] = {}
-        self.reset()
-
-    def attach(self, engine: Engine) -> None:
-        """Reset at every epoch start, collect each iteration, report at completion."""
-        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
-        engine.add_event_handler(Events.COMPLETED, self)
+        super().__init__(output_dir, split, extra, metrics_file)
 
     def reset(self, engine: Engine | None = None) -> None:
         """Forget the collected scores."""
@@ -290,23 +336,23 @@ class SegmentationReport:
                 break
             self.overlays.append(overlay_image(torch.as_tensor(image), t, p, self.intensity_mean, self.intensity_std))
 
-    def _gathered(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def gather(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-image Dice, IoU and ground-truth positivity of every rank."""
         values = [torch.cat(v) if v else torch.zeros(0) for v in (self.dice, self.iou, self.positive)]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             values = [evenly_divisible_all_gather(v, concat=True) for v in values]
         return values[0], values[1], values[2]
 
-    def __call__(self, engine: Engine) -> None:
-        """Write the report and the overlays (rank 0)."""
-        dice, iou, positive = self._gathered()
-        if not is_main_process():
-            return
+    def summarise(self, engine: Engine, gathered: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+        """Dice and IoU over all and over positive images, with the empty-mask rule, and the overlays."""
+        dice, iou, positive = gathered
         summary: dict[str, Any] = {"split": self.split, **segmentation_summary(dice, iou, positive)}
         summary["metrics"] = {k: summary[k] for k in ("mean_dice", "mean_iou", "positive_dice", "positive_iou")}
         summary["empty_mask_rule"] = EMPTY_MASK_RULE
-        self.summary = write_eval_report(
-            self.output_dir, summary, engine.state.metrics, self.overlays, self.split, self.extra, self.metrics_file
-        )
+        return _with_overlays(self.output_dir, summary, engine.state.metrics, self.overlays, self.split, self.extra)
+
+    def log(self, engine: Engine, summary: Mapping[str, Any]) -> None:
+        """Images, positives, mean Dice and IoU, Dice on positive images."""
         engine.logger.info(
             "%s split (%d images, %d with pneumothorax): mean Dice %s, mean IoU %s, Dice on positive images %s",
             self.split,
@@ -318,7 +364,7 @@ class SegmentationReport:
         )
 
 
-class DetectionReport:
+class DetectionReport(EvaluationReport):
     """Write ``metrics.json`` and overlay PNGs when a detection evaluator completes.
 
     Every iteration the ``output_transform`` gives ``(predictions, targets, images)`` (default:
@@ -365,9 +411,6 @@ class DetectionReport:
         metrics_file: str = "metrics.json",
     ) -> None:
         _all_thresholds(iou_range, [0.5, *iou_list])
-        self.output_dir = Path(output_dir)
-        self.extra = dict(extra or {})
-        self.split = split
         self.num_overlays = int(num_overlays)
         self.output_transform = output_transform
         self.num_classes = int(num_classes)
@@ -380,15 +423,7 @@ class DetectionReport:
         self.intensity_mean = float(intensity_mean)
         self.intensity_std = float(intensity_std)
         self.overlay_score_threshold = None if overlay_score_threshold is None else float(overlay_score_threshold)
-        self.metrics_file = metrics_file
-        self.summary: dict[str, Any] = {}
-        self.reset()
-
-    def attach(self, engine: Engine) -> None:
-        """Reset at every epoch start, collect each iteration, report at completion."""
-        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
-        engine.add_event_handler(Events.COMPLETED, self)
+        super().__init__(output_dir, split, extra, metrics_file)
 
     def reset(self, engine: Engine | None = None) -> None:
         """Forget the collected boxes and overlays."""
@@ -418,20 +453,23 @@ class DetectionReport:
                     )
                 )
 
-    def __call__(self, engine: Engine) -> None:
-        """Write the report and the overlays (rank 0)."""
-        predictions, targets = _gather(self.predictions), _gather(self.targets)
-        if idist.get_rank() != 0:
-            return
+    def gather(self) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+        """The predicted and ground-truth boxes of every rank."""
+        return _gather(self.predictions), _gather(self.targets)
+
+    def summarise(self, engine: Engine, gathered: tuple[list[Any], list[Any]]) -> dict[str, Any]:
+        """mAP over the IoU range, mAP@0.5, recall, per-threshold and per-class AP, and the overlays."""
+        predictions, targets = gathered
         scores = detection_map(
             predictions, targets, self.num_classes, self.iou_range, self.iou_list, self.max_detections, self.class_names
         )
         summary: dict[str, Any] = {"split": self.split, **scores}
         summary["metrics"] = {"map": scores["map"], "map50": scores["map50"]}
         summary["iou_rule"] = detection_map_rule(self.iou_range, self.max_detections)
-        self.summary = write_eval_report(
-            self.output_dir, summary, engine.state.metrics, self.overlays, self.split, self.extra, self.metrics_file
-        )
+        return _with_overlays(self.output_dir, summary, engine.state.metrics, self.overlays, self.split, self.extra)
+
+    def log(self, engine: Engine, summary: Mapping[str, Any]) -> None:
+        """Images, ground-truth boxes, mAP over the range and at 0.5."""
         engine.logger.info(
             "%s split (%d images, %d ground-truth boxes): mAP@[%.2f:%.2f] %s, mAP@0.5 %s",
             self.split,
@@ -442,3 +480,70 @@ class DetectionReport:
             shown(summary["map"]),
             shown(summary["map50"]),
         )
+
+
+class PretrainingReport(EvaluationReport):
+    """The pretraining bundle's test report: grounding, retrieval, SIA flags and STA sparsity against baselines.
+
+    The figures come from the evaluator's own Ignite metrics (configured in ``train.json``), arranged by
+    :func:`~sista_monai.metrics.pretraining.summarise_test_metrics` under the keys of ``eval/metrics.json`` (a
+    contract other tools read); after writing, ``heatmaps`` (if given) draws the alignment heat maps (rank 0).
+
+    Args:
+        output_dir: the bundle's ``eval/`` folder.
+        info: configuration facts recorded in the report (see :func:`summarise_test_metrics`).
+        heatmaps: called after the report is written (rank 0).
+        metrics_file: file name of the report.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        info: Mapping[str, Any] | None = None,
+        heatmaps: Callable[[], Any] | None = None,
+        metrics_file: str = "metrics.json",
+    ) -> None:
+        self.info = dict(info or {})
+        self.heatmaps = heatmaps
+        super().__init__(output_dir, "test", None, metrics_file)
+
+    def summarise(self, engine: Engine, gathered: Any) -> dict[str, Any]:
+        """The report of :func:`summarise_test_metrics` on the evaluator's metrics."""
+        n_pairs = len(cast(Any, engine).data_loader.dataset)
+        return summarise_test_metrics(dict(engine.state.metrics), n_pairs, self.info)
+
+    def log(self, engine: Engine, summary: Mapping[str, Any]) -> None:
+        """Every headline figure beside its baseline, then the heat maps."""
+        r, g, sia = summary["retrieval"], summary["grounding"], summary["sia"]
+        logger.info(
+            "test (%d pairs): lesion grounding %.3f (image-free prior %.3f, chance %.3f, %d trials); "
+            "zone grounding %.3f (prior %.3f, chance %.3f); semantic precision@5 %.3f (chance %.3f); "
+            "image->report R@1/5/10 = %.3f/%.3f/%.3f (chance R@5 %.3f); report->image R@5 = %.3f; "
+            "SIA flags (%s, theta %s): precision %.3f, recall %.3f, rate %.4f (base rate %.3f); "
+            "STA patches kept %.3f; targets met: %s",
+            summary["n_pairs"],
+            g["lesion"]["accuracy"],
+            g["lesion"]["prior"],
+            g["lesion"]["chance"],
+            g["lesion"]["trials"],
+            g["zone"]["accuracy"],
+            g["zone"]["prior"],
+            g["zone"]["chance"],
+            r["semantic"]["precision_at_5"],
+            r["semantic"]["chance"],
+            r["image_to_report"]["R@1"],
+            r["image_to_report"]["R@5"],
+            r["image_to_report"]["R@10"],
+            r["chance"]["R@5"],
+            r["report_to_image"]["R@5"],
+            sia["source"],
+            sia["threshold"],
+            sia["flag_precision"],
+            sia["flag_recall"],
+            sia["flag_rate"],
+            sia["base_rate"],
+            summary["sta"]["patches_kept"],
+            summary["targets_met"],
+        )
+        if self.heatmaps is not None:
+            self.heatmaps()

@@ -28,6 +28,7 @@ from .grounding import (
     prior_accuracy,
     zone_cells,
 )
+from .pretraining import TARGETS, summarise_test_metrics
 from .retrieval import (
     DIRECTIONS,
     RetrievalRecall,
@@ -73,4 +74,6 @@ __all__ = [
     "EMPTY_MASK_RULE",
     "dice_iou",
     "segmentation_summary",
+    "TARGETS",
+    "summarise_test_metrics",
 ]

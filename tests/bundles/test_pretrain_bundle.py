@@ -12,8 +12,8 @@ from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
 from monai.bundle import run as bundle_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from sista_monai.engines.evaluation import TARGETS
 from sista_monai.io import load_network_weights
+from sista_monai.metrics.pretraining import TARGETS
 from sista_monai.networks import build_image_encoder
 
 CONFIGS = REPO_ROOT / "bundles" / "pretrain" / "configs"

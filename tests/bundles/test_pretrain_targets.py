@@ -1,7 +1,7 @@
 """The README's main job, unchanged, against the targets of the demo run (issue 15, point 4).
 
 The bundle runs once with its defaults (fresh demo data in a temporary folder, outputs in another) and every
-target of ``sista_monai.engines.evaluation.TARGETS`` is checked on its test report. Targets that the method as
+target of ``sista_monai.metrics.pretraining.TARGETS`` is checked on its test report. Targets that the method as
 specified does not reach at demo scale are marked as expected failures, strictly: the day one is met, the mark
 must go. The evidence for each is in ``bundles/pretrain/docs/README.md`` ("Targets of the default run").
 """
@@ -13,7 +13,7 @@ import json
 import pytest
 from bundle_helpers import run_cli
 
-from sista_monai.engines.evaluation import TARGETS
+from sista_monai.metrics.pretraining import TARGETS
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sista_monai.engines.evaluation import TARGETS, summarise_test_metrics
 from sista_monai.metrics import (
     FalseNegativeFlags,
     PatchesKept,
@@ -22,6 +21,7 @@ from sista_monai.metrics import (
     pointing_trials,
     prior_accuracy,
 )
+from sista_monai.metrics.pretraining import TARGETS, summarise_test_metrics
 
 GRID = (2, 2)  # patch k at (k // 2, k % 2) of a 4 x 4 image: patch 1 covers x 0-1, y 2-3
 
