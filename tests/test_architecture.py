@@ -1,0 +1,82 @@
+"""Imports run one way between the rooms of the package (docs/ARCHITECTURE.md, "Imports run one way")."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "config": set(),
+    "io": {"errors"},
+    "distributed": {"errors"},
+    "transforms": {"errors"},
+    "networks": {"config"},
+    "losses": {"distributed"},
+    "metrics": {"losses", "distributed"},
+    "visualize": {"io", "metrics"},
+    "data": {"errors", "config", "io", "transforms"},
+    "handlers": {"errors", "config", "io", "distributed", "transforms", "losses", "metrics", "visualize", "data"},
+    "engines": {
+        "errors",
+        "config",
+        "io",
+        "distributed",
+        "transforms",
+        "networks",
+        "losses",
+        "metrics",
+        "visualize",
+        "data",
+        "handlers",
+    },
+}
+"""Room → the other rooms it may import (the package's own room is always allowed)."""
+
+
+def _room_files(room: str) -> list[Path]:
+    if room == "transforms":
+        return sorted((ROOT / "transforms").glob("*.py"))
+    folder = ROOT / "sista_monai" / room
+    return sorted(folder.glob("*.py")) if folder.is_dir() else [ROOT / "sista_monai" / f"{room}.py"]
+
+
+def _imported_rooms(path: Path) -> set[str]:
+    """The first-level ``sista_monai`` rooms a module imports, at module level or inside functions."""
+    rooms = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "sista_monai" and len(parts) > 1:
+                rooms.add(parts[1])
+    return rooms
+
+
+@pytest.mark.parametrize("room", sorted(ALLOWED))
+def test_imports_run_one_way(room: str) -> None:
+    files = _room_files(room)
+    assert files, f"no modules found for room {room!r}"
+    wrong = {
+        f"{path.relative_to(ROOT)} imports sista_monai.{other}"
+        for path in files
+        for other in _imported_rooms(path) - ALLOWED[room] - {room}
+        if other in ALLOWED
+    }
+    assert not wrong, sorted(wrong)
+
+
+def test_the_checker_sees_a_wrong_way_import(tmp_path: Path) -> None:
+    module = tmp_path / "handler.py"
+    module.write_text(
+        "def f():\n    from sista_monai.engines.trainer import SISTAPrepareBatch\n    import sista_monai.io\n"
+    )
+    assert _imported_rooms(module) == {"engines", "io"}
