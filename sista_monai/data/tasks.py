@@ -1,4 +1,6 @@
-"""Datalists of the downstream tasks: label fractions, the segmentation and detection items, inference folders.
+"""Datalists of the downstream tasks: the data folder, label fractions, segmentation and detection items, inference.
+
+* :func:`dataset_root`: the folder a bundle reads (the embedded demo data, generated when needed, or yours);
 
 * :func:`label_fraction_key`: ``1 | 10 | 100`` percent of the training split → the datalist key of the released
   nested subset (1 % ⊂ 10 % ⊂ 100 %);
@@ -10,45 +12,20 @@
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
 import json
 import logging
-import math
 import os
-from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import pydicom
-import torch
-from monai.apps.detection.metrics.coco import COCOMetric
-from monai.apps.detection.metrics.matching import matching_batch
-from monai.apps.detection.networks.retinanet_detector import RetinaNetDetector
-from monai.apps.detection.networks.retinanet_network import RetinaNet, resnet_fpn_feature_extractor
-from monai.apps.detection.transforms.box_ops import apply_affine_to_boxes
-from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorShape
-from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.data.box_utils import box_iou, clip_boxes_to_image
-from monai.engines import SupervisedEvaluator, SupervisedTrainer
-from monai.engines.utils import IterationEvents
-from monai.handlers import from_engine
-from monai.metrics import compute_confusion_matrix_metric, compute_roc_auc, get_confusion_matrix
-from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock, UnetrUpBlock
-from monai.networks.nets import FlexibleUNet
-from monai.transforms import MapTransform, Transform
-from monai.utils import CommonKeys as Keys
-from monai.utils import IgniteInfo, convert_to_numpy, evenly_divisible_all_gather, min_version, optional_import
-from PIL import Image, ImageDraw, ImageFont
-from torch import nn
 
+from sista_monai.config import as_flag
 from sista_monai.transforms.io import DICOM_SUFFIXES, RASTER_SUFFIXES
 
-
 __all__ = [
+    "dataset_root",
     "LABEL_FRACTION_KEYS",
     "label_fraction_key",
     "segmentation_datalist",
@@ -64,6 +41,34 @@ logger = logging.getLogger(__name__)
 LABEL_FRACTION_KEYS: dict[int, str] = {1: "training_1", 10: "training_10", 100: "training"}
 """``label_fraction`` (percent of the training split) → datalist key of the released nested subset."""
 
+
+def dataset_root(
+    dataset_dir: str | os.PathLike,
+    demo_data: bool | str = True,
+    n: int = 600,
+    size: int = 256,
+    seed: int = 0,
+    plant_phi: bool | str = False,
+) -> str:
+    """The data folder of a bundle: ``dataset_dir`` itself, or the demo data there (generated when needed).
+
+    Args:
+        dataset_dir: your prepared dataset folder, or where the demo data lives.
+        demo_data: use (and generate when missing or stale) the embedded demo data in ``dataset_dir``; booleans as
+            typed on the command line are accepted (:func:`~sista_monai.config.as_flag`).
+        n: demo images.
+        size: demo image size.
+        seed: demo seed.
+        plant_phi: plant synthetic PHI in the demo headers (for the privacy tests).
+
+    Returns:
+        The folder as a string (configs join file names to it).
+    """
+    if not as_flag(demo_data, "demo_data"):
+        return str(Path(dataset_dir))
+    from sista_monai.data.demo import ensure_demo_data  # the generator is only needed for the demo data
+
+    return str(ensure_demo_data(dataset_dir, n=n, size=size, seed=seed, plant_phi=as_flag(plant_phi, "demo_plant_phi")))
 
 
 def label_fraction_key(label_fraction: int | float | str) -> str:
@@ -121,7 +126,6 @@ def _is_xywh(box: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return values.shape == (4,) and bool(np.isfinite(values).all()) and values[2] > 0 and values[3] > 0
-
 
 
 def detection_datalist(
@@ -203,11 +207,9 @@ def inference_datalist(folder: str | os.PathLike, image_key: str = "image") -> l
     return [{image_key: str(path)} for path in files]
 
 
-
 def source_file(image: Any) -> str | None:
     """The file an image was loaded from (its ``filename_or_obj`` metadata), if any."""
     if isinstance(image, MetaTensor):
         name = image.meta.get("filename_or_obj")
         return str(name) if name else None
     return None
-

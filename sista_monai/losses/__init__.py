@@ -4,7 +4,7 @@ classification bundle's loss."""
 
 from __future__ import annotations
 
-from sista_monai.losses.classification import positive_class_weight
+from sista_monai.losses.classification import balanced_pos_weight, positive_class_weight
 from sista_monai.losses.distributed import gather_no_grad, gather_with_grad, world_info
 from sista_monai.losses.sia import SIA_MODES, SemanticInstanceAlignmentLoss
 from sista_monai.losses.similarity import (
@@ -29,4 +29,5 @@ __all__ = [
     "gather_with_grad",
     "world_info",
     "positive_class_weight",
+    "balanced_pos_weight",
 ]

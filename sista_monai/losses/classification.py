@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-__all__ = [
-    "positive_class_weight",
-]
+from sista_monai.config import as_flag
+
+__all__ = ["positive_class_weight", "balanced_pos_weight"]
 
 
 def positive_class_weight(items: Sequence[Mapping[str, Any]], label_key: str = "label") -> torch.Tensor:
@@ -26,3 +26,16 @@ def positive_class_weight(items: Sequence[Mapping[str, Any]], label_key: str = "
             f"the training list has {positives} positive and {negatives} negative items: both classes are needed"
         )
     return torch.tensor([negatives / positives], dtype=torch.float32)
+
+
+def balanced_pos_weight(
+    items: Sequence[Mapping[str, Any]],
+    balance_classes: bool | str = True,
+    device: torch.device | str | None = None,
+    label_key: str = "label",
+) -> torch.Tensor | None:
+    """The classification bundle's ``pos_weight``: :func:`positive_class_weight` on ``device`` when
+    ``balance_classes`` (booleans as typed on the command line), else ``None`` (an unweighted loss)."""
+    if not as_flag(balance_classes, "balance_classes"):
+        return None
+    return positive_class_weight(items, label_key).to(device)
