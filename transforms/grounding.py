@@ -73,7 +73,7 @@ LESION_WORDS: dict[str, tuple[str, ...]] = {
     "effusion": ("effusion",),
 }
 """The report words that name each lesion class (lower case, whole words), from the demo report grammar
-(:mod:`sista_monai.data.demo_reports`) and MIMIC-CXR usage. Cardiomegaly words are left out on purpose: the
+(:mod:`sista_monai.data.demo.reports`) and MIMIC-CXR usage. Cardiomegaly words are left out on purpose: the
 heart sits in the same place in every frontal radiograph, so an image-free pointer finds it."""
 
 

@@ -13,7 +13,6 @@ In a bundle config it replaces ``"_target_": "PersistentDataset"`` with the same
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 from copy import deepcopy
@@ -25,7 +24,7 @@ from monai.data import PersistentDataset
 from monai.data.utils import SUPPORTED_PICKLE_MOD
 from monai.utils import convert_to_tensor, look_up_option
 
-from sista_monai.io import write_atomically
+from sista_monai.io import sha256_bytes, write_atomically
 
 __all__ = ["CHECKSUM_SUFFIX", "VerifiedPersistentDataset"]
 
@@ -81,7 +80,7 @@ class VerifiedPersistentDataset(PersistentDataset):
         if expected is None:
             logger.info("cache file %s has no %s checksum (older cache): recomputing it", cache_file, CHECKSUM_SUFFIX)
             return self._discard(cache_file, None)
-        actual = hashlib.sha256(data).hexdigest()
+        actual = sha256_bytes(data)
         if actual != expected:
             return self._discard(cache_file, f"SHA-256 {actual[:16]}... differs from the recorded {expected[:16]}... (damaged)")
         try:
@@ -113,7 +112,7 @@ class VerifiedPersistentDataset(PersistentDataset):
             pickle_protocol=self.pickle_protocol,
         )
         data = buffer.getvalue()
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256_bytes(data)
         try:
             # checksum first: a kill between the two writes leaves a cache file that fails verification
             write_atomically(self.checksum_file(cache_file), lambda stream: stream.write(f"{digest}\n".encode("ascii")))

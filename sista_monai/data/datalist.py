@@ -17,12 +17,11 @@ Downstream datalists may also hold the nested label-fraction subsets ``"training
 Preparing a dataset finds *all* problems of its inputs before writing anything: :class:`ProblemLog` collects
 them (file, CSV row, item, reason) and raises one :class:`DatasetPreparationError` listing every one of them.
 Output goes through :class:`StagedOutput` (a temporary folder next to the destination, moved into place
-only when complete) or :func:`write_json_atomic`, so a failure never leaves a half-written file behind.
+only when complete) or :func:`write_json_atomic` (:mod:`sista_monai.io.files`), so a failure never leaves a half-written file behind.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -36,7 +35,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from sista_monai.errors import DatalistSchemaError, DatasetPreparationError, SistaDataError
+from sista_monai.errors import DatalistSchemaError, DatasetPreparationError
+from sista_monai.io.files import json_text, write_json
 
 __all__ = [
     "TASKS",
@@ -53,8 +53,6 @@ __all__ = [
     "load_datalist_split",
     "dump_json",
     "write_json_atomic",
-    "write_text_atomic",
-    "sha256_file",
     "StagedOutput",
 ]
 
@@ -429,8 +427,14 @@ def load_datalist_split(
 
 
 def dump_json(obj: Any) -> str:
-    """The project's JSON text: one-space indent, sorted keys, UTF-8 text, final newline (reproducible)."""
-    return json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    """The datalist JSON text: :func:`sista_monai.io.files.json_text` with a one-space indent (sorted keys, UTF-8
+    text, final newline: reproducible)."""
+    return json_text(obj, indent=1)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as datalist JSON (:func:`dump_json`) atomically (:func:`sista_monai.io.files.write_json`)."""
+    return write_json(path, obj, indent=1)
 
 
 def _umask() -> int:
@@ -438,50 +442,6 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and :func:`os.replace`.
-
-    Readers see either the old file or the complete new one, never a partial file. The file gets the usual
-    permissions of a new file (``0o666`` less the umask), not the private ones of a temporary file.
-
-    Args:
-        path: the destination; its folder must exist.
-        text: the content.
-
-    Returns:
-        The destination path.
-    """
-    destination = Path(path)
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(handle.name, 0o666 & ~_umask())
-        os.replace(handle.name, destination)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    return destination
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as JSON (:func:`dump_json`) atomically (:func:`write_text_atomic`)."""
-    return write_text_atomic(path, dump_json(obj))
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class StagedOutput:

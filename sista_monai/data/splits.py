@@ -15,11 +15,17 @@ How a split is drawn (:func:`make_split`), deterministically for a seed and inde
    first ``max(1, round(f t))`` form the label fraction ``f`` (1 % and 10 %); both fractions are prefixes of
    the same order, so 1 % ⊂ 10 % ⊂ 100 % and every fraction holds both classes.
 
+Steps 2 and 3 are :func:`assign_in_order` and :func:`nested_prefixes` over a seeded order; the demo generator
+(:mod:`sista_monai.data.demo`) uses the same two, with whole patients as the groups of its order.
+
 Released files (IDs only, one per line, sorted; ``SHA256SUMS`` in ``sha256sum`` format)::
 
     data/splits/rsna/{train,validation,test,train_1,train_10}.txt
     data/splits/siim/{train,validation,test,train_1,train_10}.txt
     data/splits/SHA256SUMS  data/splits/README.md
+
+They are installed with the package as the package data of :data:`RELEASED_SPLITS_PACKAGE` and found by
+:func:`default_splits_dir` (with :mod:`importlib.resources`), in editable and plain installs alike.
 
 Command (reads the ``.zip``/``.gz`` label files directly; plain CSVs give identical files)::
 
@@ -31,20 +37,24 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.resources
 import logging
 import math
 import os
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, TypeVar
 
-import sista_monai
 from sista_monai.errors import SistaDataError, SplitError
+from sista_monai.io.files import atomic_write_bytes, sha256_file
 
-from .datalist import ProblemLog, StagedOutput, sha256_file, write_text_atomic
+from .datalist import ProblemLog, StagedOutput
+from .sources.kaggle import read_rsna_labels, read_siim_rle
+from .sources.tables import open_csv_text
 
 __all__ = [
     "DATASETS",
@@ -55,9 +65,13 @@ __all__ = [
     "SPLIT_FRACTIONS",
     "LABEL_FRACTIONS",
     "CHECKSUM_FILE",
+    "RELEASED_SPLITS_PACKAGE",
     "SplitError",
     "DatasetSplit",
     "seeded_order",
+    "split_ends",
+    "assign_in_order",
+    "nested_prefixes",
     "make_split",
     "default_splits_dir",
     "write_split_files",
@@ -67,6 +81,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+GroupT = TypeVar("GroupT", bound=Hashable)
 
 DATASETS: tuple[str, ...] = ("rsna", "siim")
 """The datasets with released splits (folder names under ``data/splits``)."""
@@ -92,6 +108,9 @@ LABEL_FRACTIONS: dict[str, Fraction] = {"train_1": Fraction(1, 100), "train_10":
 """Nested label fractions of the training split."""
 
 CHECKSUM_FILE = "SHA256SUMS"
+
+RELEASED_SPLITS_PACKAGE = "sista_monai.data.released_splits"
+"""The package the released split files are installed as (``setup.cfg`` maps ``data/splits`` to it)."""
 
 _DESCRIPTIONS = {
     "rsna": (
@@ -128,6 +147,10 @@ class DatasetSplit:
         """Every id of the training, validation and test splits."""
         return frozenset().union(*(self.subsets[name] for name in SPLIT_NAMES))
 
+    def assignment(self) -> dict[str, str]:
+        """The split name (``"train"``, ``"validation"``, ``"test"``) of every id of :attr:`ids`."""
+        return {item_id: name for name in SPLIT_NAMES for item_id in self.subsets[name]}
+
     def split_of(self, item_id: str) -> str | None:
         """``"train"``, ``"validation"``, ``"test"``, or ``None`` when ``item_id`` is not in the split."""
         for name in SPLIT_NAMES:
@@ -160,6 +183,53 @@ class DatasetSplit:
 
 def _round_half_up(value: Fraction) -> int:
     return math.floor(value + Fraction(1, 2))
+
+
+def split_ends(total: int, shares: Sequence, rounding: Callable[[Any], int] = _round_half_up) -> tuple[int, int]:
+    """Where training ends and validation ends in an order of ``total`` items with these ``shares``.
+
+    Args:
+        total: the number of items (ids, or studies when whole patients are assigned).
+        shares: the training, validation and test shares.
+        rounding: how ``shares[0] * total`` and ``(shares[0] + shares[1]) * total`` become counts; halves
+            up on exact fractions by default (:func:`make_split`). The demo generator passes Python's
+            :func:`round` on its float shares, which fixes its published bytes.
+
+    Returns:
+        ``(train_end, validation_end)``.
+    """
+    return rounding(shares[0] * total), rounding((shares[0] + shares[1]) * total)
+
+
+def assign_in_order(
+    order: Sequence[GroupT], ends: tuple[int, int], sizes: Mapping[GroupT, int] | None = None
+) -> dict[GroupT, str]:
+    """Cut a seeded order into training, validation and test, keeping every group whole.
+
+    A group goes to ``"train"`` while fewer than ``ends[0]`` items precede it in ``order``, to
+    ``"validation"`` while fewer than ``ends[1]`` do, and to ``"test"`` otherwise. With every size 1 (ids)
+    this is ``order[:ends[0]]``, ``order[ends[0]:ends[1]]`` and ``order[ends[1]:]``; with patients as groups
+    (the demo generator) no patient is in two splits.
+
+    Args:
+        order: the groups in their seeded order.
+        ends: ``(train_end, validation_end)`` in items (:func:`split_ends`).
+        sizes: the number of items of each group; 1 each when ``None``.
+
+    Returns:
+        The split name (:data:`SPLIT_NAMES`) of every group.
+    """
+    assignment: dict[GroupT, str] = {}
+    before = 0
+    for group in order:
+        assignment[group] = "train" if before < ends[0] else "validation" if before < ends[1] else "test"
+        before += 1 if sizes is None else sizes[group]
+    return assignment
+
+
+def nested_prefixes(order: Sequence[GroupT], counts: Mapping[str, int]) -> dict[str, list[GroupT]]:
+    """The label-fraction subsets: the first ``counts[name]`` of one seeded ``order`` (so smaller ⊂ larger)."""
+    return {name: list(order[:count]) for name, count in counts.items()}
 
 
 def seeded_order(ids: Iterable[str], seed: int, purpose: str) -> list[str]:
@@ -208,23 +278,51 @@ def make_split(
     subsets: dict[str, set[str]] = {name: set() for name in (*SPLIT_NAMES, *subset_shares)}
     for stratum in sorted(groups, key=repr):
         order = seeded_order(groups[stratum], seed, "split")
-        n = len(order)
-        train_end = _round_half_up(shares[0] * n)
-        validation_end = _round_half_up((shares[0] + shares[1]) * n)
-        subsets["train"].update(order[:train_end])
-        subsets["validation"].update(order[train_end:validation_end])
-        subsets["test"].update(order[validation_end:])
-        training = seeded_order(order[:train_end], seed, "fraction")
-        for name, share in subset_shares.items():
-            count = min(len(training), max(1, _round_half_up(share * len(training)))) if training else 0
-            subsets[name].update(training[:count])
+        assignment = assign_in_order(order, split_ends(len(order), shares))
+        for item_id, name in assignment.items():
+            subsets[name].add(item_id)
+        training = seeded_order([item_id for item_id in order if assignment[item_id] == "train"], seed, "fraction")
+        counts = {
+            name: min(len(training), max(1, _round_half_up(share * len(training)))) if training else 0
+            for name, share in subset_shares.items()
+        }
+        for name, ids in nested_prefixes(training, counts).items():
+            subsets[name].update(ids)
     description = source if source is not None else f"seeded split (seed {seed})"
     return DatasetSplit({name: frozenset(ids) for name, ids in subsets.items()}, description)
 
 
 def default_splits_dir() -> Path:
-    """``data/splits`` of the source checkout the package was imported from."""
-    return Path(sista_monai.__file__).resolve().parents[1] / "data" / "splits"
+    """The folder of the released split files installed with the package, found with :mod:`importlib.resources`.
+
+    The files live in ``data/splits`` of the repository, where the documentation points. ``setup.cfg`` maps
+    that folder as the package :data:`RELEASED_SPLITS_PACKAGE` (``package_dir``, the way ``transforms`` is
+    installed as ``sista_monai.transforms``) and ships ``README.md``, ``SHA256SUMS`` and ``*/*.txt`` as its
+    package data. A plain or wheel install (``pip install .``) therefore copies them into
+    ``site-packages/sista_monai/data/released_splits``, and an editable install (``pip install -e .``) maps the
+    package to the checkout's ``data/splits`` itself; :func:`importlib.resources.files` finds either, whatever
+    the working directory (looking beside ``sista_monai.__file__`` found nothing in a plain install).
+
+    Returns:
+        The folder holding ``SHA256SUMS`` and the ``rsna``/``siim`` split files.
+
+    Raises:
+        SplitError: when the package is not installed (an editable install made before the mapping existed:
+            reinstall with ``pip install -e .``) or is not on a file system (a zipped install).
+    """
+    try:
+        folder = importlib.resources.files(RELEASED_SPLITS_PACKAGE)
+    except ModuleNotFoundError:
+        raise SplitError(
+            RELEASED_SPLITS_PACKAGE,
+            "the released splits are not installed: reinstall sista-monai (pip install -e . in a checkout made "
+            "before they were package data), or give the split folder (--splits DIR)",
+        ) from None
+    if not isinstance(folder, Path):
+        raise SplitError(
+            RELEASED_SPLITS_PACKAGE, "the released splits are not on a file system: give the split folder (--splits DIR)"
+        )
+    return folder
 
 
 def _read_checksums(folder: Path) -> dict[str, str]:
@@ -298,13 +396,12 @@ def write_split_files(split: DatasetSplit, folder: str | os.PathLike) -> list[Pa
     for name in SPLIT_FILES:
         if name in split.subsets:
             text = "".join(f"{item_id}\n" for item_id in sorted(split.subsets[name]))
-            written.append(write_text_atomic(target / f"{name}.txt", text))
+            written.append(atomic_write_bytes(target / f"{name}.txt", text.encode("utf-8")))
     return written
 
 
 def _csv_content_sha256(path: Path) -> str:
-    from .prepare import open_csv_text
-
+    """SHA-256 of the CSV's text (decompressed, BOM dropped), so zipped, gzipped and plain copies agree."""
     digest = hashlib.sha256()
     with open_csv_text(path) as handle:
         for block in iter(lambda: handle.read(1 << 20), ""):
@@ -387,8 +484,6 @@ def generate_released_splits(
     Raises:
         DatasetPreparationError: listing every problem of the label files (nothing is written then).
     """
-    from .prepare import read_rsna_labels, read_siim_rle
-
     problems = ProblemLog("splits")
     rsna = read_rsna_labels(Path(rsna_labels), problems)
     siim = read_siim_rle(Path(siim_rle), problems)
@@ -414,8 +509,8 @@ def generate_released_splits(
             for dataset in DATASETS
             for name in SPLIT_FILES
         ]
-        write_text_atomic(staging / CHECKSUM_FILE, "".join(sums))
-        write_text_atomic(staging / "README.md", _readme(seed, splits, strata, sources))
+        atomic_write_bytes(staging / CHECKSUM_FILE, "".join(sums).encode("utf-8"))
+        atomic_write_bytes(staging / "README.md", _readme(seed, splits, strata, sources).encode("utf-8"))
     for dataset, split in splits.items():
         counts = Counter({name: len(ids) for name, ids in split.subsets.items()})
         logger.info("%s split: %s", dataset, ", ".join(f"{name} {counts[name]}" for name in SPLIT_FILES))
@@ -430,7 +525,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--rsna-labels", required=True, type=Path, help="stage_2_train_labels.csv[.zip|.gz]")
     parser.add_argument("--siim-rle", required=True, type=Path, help="stage-1 train-rle.csv[.zip|.gz]")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the checkout's data/splits)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: the released splits, data/splits of the checkout)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="split seed (default 0, the released one)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     args = parser.parse_args(argv)

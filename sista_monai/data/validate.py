@@ -38,7 +38,6 @@ and no report text.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -56,7 +55,8 @@ from PIL import Image, UnidentifiedImageError
 from pydicom.pixels import get_decoder
 
 from sista_monai.config import as_flag
-from sista_monai.errors import BadItemsError, ChestXrayReadError, ReportError, SistaDataError
+from sista_monai.errors import BadItemsError, ChestXrayReadError, ReportError
+from sista_monai.io.files import sha256_bytes
 from sista_monai.transforms.io import read_chest_xray
 from sista_monai.transforms.report import DEFAULT_SECTION_ORDER, CleanReport, ExtractReportSections, ReportTokenizer
 
@@ -119,7 +119,7 @@ def _fingerprint() -> str:
         except NotImplementedError:
             continue
     content = json.dumps([CHECK_VERSION, pydicom.__version__, PIL.__version__, decodable])
-    return hashlib.sha256(content.encode()).hexdigest()
+    return sha256_bytes(content.encode())
 
 
 class _Memo:
@@ -269,7 +269,7 @@ def _report_key(value: Any, settings: str) -> str | None:
         content = b"bytes:" + bytes(value)
     else:
         return None
-    return hashlib.sha256(settings.encode() + b"\0" + content).hexdigest()
+    return sha256_bytes(settings.encode() + b"\0" + content)
 
 
 class _Reports:

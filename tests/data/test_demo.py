@@ -21,7 +21,7 @@ from scipy import ndimage
 import sista_monai.data.demo as demo
 from sista_monai.data.datalist import dump_json, validate_datalist
 from sista_monai.data.demo import LABEL_NAMES, ZONE_NAMES, ensure_demo_data, main, plan_studies, render_study
-from sista_monai.data.demo_reports import ReportFinding, compose_report
+from sista_monai.data.demo.reports import ReportFinding, compose_report
 from sista_monai.data.tokenizer import SPECIAL_TOKENS, learn_wordpiece_vocab
 from sista_monai.transforms import LoadChestXray
 
@@ -132,7 +132,7 @@ def test_interrupted_generation_leaves_nothing(tmp_path: Path, monkeypatch: pyte
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(demo, "train_wordpiece_tokenizer", interrupted)
+    monkeypatch.setattr(demo.generate, "train_wordpiece_tokenizer", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ensure_demo_data(tmp_path / "demo", n=20, size=64)
     assert list(tmp_path.iterdir()) == []
@@ -147,7 +147,7 @@ def test_dicom_encodings_vary_and_every_file_loads_as_drawn(demo_dir: Path, item
         path = demo_dir / item["image"]
         assert path.read_bytes()[128:132] == b"DICM"
         ds = pydicom.dcmread(path)
-        assert ds.SOPClassUID == ds.file_meta.MediaStorageSOPClassUID == demo._SOP_CLASS[ds.Modality]
+        assert ds.SOPClassUID == ds.file_meta.MediaStorageSOPClassUID == demo.dicom._SOP_CLASS[ds.Modality]
         assert ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID
         assert (ds.Rows, ds.Columns) == (SIZE, SIZE) and list(ds.PatientOrientation) == ["L", "F"]
         assert ds.PatientName == "" and "InstitutionName" not in ds and ds.PatientID.startswith("DEMO")
@@ -398,7 +398,7 @@ def test_plant_phi_puts_distinctive_strings_in_headers_and_reports(demo_dir: Pat
     report_names = 0
     for study_id, planted in manifest["items"].items():
         ds = pydicom.dcmread(phi_dir / "images" / f"{study_id}.dcm", stop_before_pixels=True)
-        for keyword in demo._PHI_KEYWORDS:
+        for keyword in demo.dicom._PHI_KEYWORDS:
             assert str(ds.get(keyword)) == planted[keyword]
         report = " ".join((phi_dir / "reports" / f"{study_id}.txt").read_text().split())
         for name in planted["names_in_report"]:
@@ -468,5 +468,5 @@ def test_vectorised_rle_matches_pydicom_encoder_byte_for_byte(bits: int) -> None
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = pixels.itemsize * 8, bits, bits - 1, 0
     ds.PixelData = pixels.tobytes()
     ds.compress(RLELossless, pixels, encoding_plugin="pydicom", generate_instance_uid=False)
-    assert pydicom.encaps.encapsulate([demo._rle_lossless_frame(pixels)]) == ds.PixelData
+    assert pydicom.encaps.encapsulate([demo.dicom._rle_lossless_frame(pixels)]) == ds.PixelData
     assert np.array_equal(ds.pixel_array, pixels)

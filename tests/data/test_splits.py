@@ -140,7 +140,11 @@ def test_regenerating_gives_the_committed_files(realdata, tmp_path):
         ]
     )
     assert code == 0
-    committed = sorted(p.relative_to(RELEASED) for p in RELEASED.rglob("*") if p.is_file())
+    # the released files: SHA256SUMS, README.md and every file SHA256SUMS lists (not the package marker
+    # __init__.py that installs the folder as sista_monai.data.released_splits)
+    listed = [line.split("  ", 1)[1] for line in (RELEASED / CHECKSUM_FILE).read_text().splitlines() if line]
+    committed = sorted(Path(name) for name in [CHECKSUM_FILE, "README.md", *listed])
+    assert len(committed) == 2 + len(DATASETS) * len(SPLIT_FILES)
     generated = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert generated == committed
     for relative in committed:
