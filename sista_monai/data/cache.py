@@ -82,7 +82,9 @@ class VerifiedPersistentDataset(PersistentDataset):
             return self._discard(cache_file, None)
         actual = sha256_bytes(data)
         if actual != expected:
-            return self._discard(cache_file, f"SHA-256 {actual[:16]}... differs from the recorded {expected[:16]}... (damaged)")
+            return self._discard(
+                cache_file, f"SHA-256 {actual[:16]}... differs from the recorded {expected[:16]}... (damaged)"
+            )
         try:
             return torch.load(io.BytesIO(data), weights_only=True)
         except Exception as err:  # noqa: BLE001 - any failure to load means: recompute from the source

@@ -464,9 +464,7 @@ class StagedOutput:
 
     def __enter__(self) -> Path:
         self.destination.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(
-            tempfile.mkdtemp(prefix=f".{self.destination.name}.staging-", dir=self.destination.parent)
-        )
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.destination.name}.staging-", dir=self.destination.parent))
         self.staging.chmod(0o777 & ~_umask())
         return self.staging
 

@@ -36,7 +36,14 @@ __all__ = ["DEFAULT_MLM", "ensure_demo_text_encoder", "train_mlm_text_encoder"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MLM: dict[str, Any] = {"epochs": 40, "batch_size": 32, "learning_rate": 1e-3, "weight_decay": 0.01, "warmup_fraction": 0.1, "mlm_probability": 0.15}
+DEFAULT_MLM: dict[str, Any] = {
+    "epochs": 40,
+    "batch_size": 32,
+    "learning_rate": 1e-3,
+    "weight_decay": 0.01,
+    "warmup_fraction": 0.1,
+    "mlm_probability": 0.15,
+}
 """Training settings of the demo MLM (chosen so that it converges in well under a minute on 2 CPU cores)."""
 
 
@@ -46,7 +53,10 @@ def _training_texts(datalist: Path, parser: str, sections: Sequence[str]) -> lis
 
     extract, clean = ExtractReportSections(parser, tuple(sections)), CleanReport()
     items = load_datalist_split(str(datalist), "training")
-    return [clean(extract(item["report"], source=item.get("id", "report")), source=item.get("id", "report")) for item in items]
+    return [
+        clean(extract(item["report"], source=item.get("id", "report")), source=item.get("id", "report"))
+        for item in items
+    ]
 
 
 def train_mlm_text_encoder(
@@ -86,21 +96,33 @@ def train_mlm_text_encoder(
         losses = _train_mlm(tok, texts, config, options, generator, max_length, out_dir)
     summary = {"first_loss": losses[0], "final_loss": losses[-1], "seconds": time.perf_counter() - start}
     (Path(out_dir) / "mlm.json").write_text(
-        json.dumps({**summary, "settings": options, "reports": len(texts), "seed": seed}, indent=2, sort_keys=True) + "\n"
+        json.dumps({**summary, "settings": options, "reports": len(texts), "seed": seed}, indent=2, sort_keys=True)
+        + "\n"
     )
     return summary
 
 
-def _train_mlm(tok: Any, texts: Sequence[str], config: Mapping[str, Any], options: Mapping[str, Any], generator: torch.Generator,
-               max_length: int, out_dir: str | os.PathLike) -> list[float]:
+def _train_mlm(
+    tok: Any,
+    texts: Sequence[str],
+    config: Mapping[str, Any],
+    options: Mapping[str, Any],
+    generator: torch.Generator,
+    max_length: int,
+    out_dir: str | os.PathLike,
+) -> list[float]:
     from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
 
     model = BertForMaskedLM(BertConfig(vocab_size=len(tok), **{k: v for k, v in config.items() if k != "model_type"}))
     encoded = tok(list(texts), max_length=max_length, truncation=True)  # padded per batch by the collator
-    collator = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=float(options["mlm_probability"]), return_tensors="pt")
+    collator = DataCollatorForLanguageModeling(
+        tok, mlm=True, mlm_probability=float(options["mlm_probability"]), return_tensors="pt"
+    )
     batch_size, epochs = int(options["batch_size"]), int(options["epochs"])
     steps = epochs * max(1, -(-len(texts) // batch_size))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(options["learning_rate"]), weight_decay=float(options["weight_decay"]))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=float(options["learning_rate"]), weight_decay=float(options["weight_decay"])
+    )
     warmup = max(1, int(float(options["warmup_fraction"]) * steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup)))
@@ -134,9 +156,20 @@ def _train_mlm(tok: Any, texts: Sequence[str], config: Mapping[str, Any], option
     return losses
 
 
-def _digest(texts: Sequence[str], tokenizer: Path, config: Mapping[str, Any], max_length: int, seed: int, settings: Mapping[str, Any]) -> str:
+def _digest(
+    texts: Sequence[str],
+    tokenizer: Path,
+    config: Mapping[str, Any],
+    max_length: int,
+    seed: int,
+    settings: Mapping[str, Any],
+) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"config": dict(config), "max_length": max_length, "seed": seed, "settings": dict(settings)}, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {"config": dict(config), "max_length": max_length, "seed": seed, "settings": dict(settings)}, sort_keys=True
+        ).encode()
+    )
     for name in ("tokenizer.json", "vocab.txt"):
         if (tokenizer / name).is_file():
             h.update((tokenizer / name).read_bytes())
@@ -194,6 +227,9 @@ def ensure_demo_text_encoder(
         raise
     logger.info(
         "demo text encoder pretrained (masked-language modelling on %d training reports, loss %.2f -> %.2f, %.1f s)",
-        len(texts), summary["first_loss"], summary["final_loss"], summary["seconds"],
+        len(texts),
+        summary["first_loss"],
+        summary["final_loss"],
+        summary["seconds"],
     )
     return str(target)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sista_monai.errors import RLEError, SistaDataError
+from sista_monai.errors import RLEError
 
 __all__ = [
     "RLE_FORMATS",
@@ -154,11 +154,11 @@ def detect_rle_format(encodings: Iterable[RunLengths], sizes: Iterable[int] | No
         size_list = list(sizes)
         relative_fits = all(
             runs.empty or int(absolute_runs(runs, "stage1")[-1] + runs.lengths[-1]) <= size
-            for runs, size in zip(runs_list, size_list)
+            for runs, size in zip(runs_list, size_list, strict=True)
         )
         absolute_fits = all(
             runs.empty or int(runs.starts[-1] - 1 + runs.lengths[-1]) <= size
-            for runs, size in zip(runs_list, size_list)
+            for runs, size in zip(runs_list, size_list, strict=True)
         )
         if absolute_fits and not relative_fits:
             return "stage2"

@@ -320,7 +320,8 @@ def default_splits_dir() -> Path:
         ) from None
     if not isinstance(folder, Path):
         raise SplitError(
-            RELEASED_SPLITS_PACKAGE, "the released splits are not on a file system: give the split folder (--splits DIR)"
+            RELEASED_SPLITS_PACKAGE,
+            "the released splits are not on a file system: give the split folder (--splits DIR)",
         )
     return folder
 
@@ -526,7 +527,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rsna-labels", required=True, type=Path, help="stage_2_train_labels.csv[.zip|.gz]")
     parser.add_argument("--siim-rle", required=True, type=Path, help="stage-1 train-rle.csv[.zip|.gz]")
     parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: the released splits, data/splits of the checkout)"
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: the released splits, data/splits of the checkout)",
     )
     parser.add_argument("--seed", type=int, default=0, help="split seed (default 0, the released one)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")

@@ -68,7 +68,9 @@ def dataset_root(
         return str(Path(dataset_dir))
     from sista_monai.data.demo import ensure_demo_data  # the generator is only needed for the demo data
 
-    return str(ensure_demo_data(dataset_dir, n=n, size=size, seed=seed, plant_phi=as_flag(plant_phi, "demo_plant_phi")))
+    return str(
+        ensure_demo_data(Path(dataset_dir), n=n, size=size, seed=seed, plant_phi=as_flag(plant_phi, "demo_plant_phi"))
+    )
 
 
 def label_fraction_key(label_fraction: int | float | str) -> str:

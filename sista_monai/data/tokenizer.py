@@ -29,7 +29,7 @@ CONTINUING_SUBWORD_PREFIX = "##"
 
 
 def _pairs(symbols: tuple[str, ...]) -> Counter:
-    return Counter(zip(symbols[:-1], symbols[1:]))
+    return Counter(zip(symbols[:-1], symbols[1:], strict=True))
 
 
 def _merge_symbols(symbols: tuple[str, ...], pair: tuple[str, str], merged: str) -> tuple[str, ...]:
@@ -73,7 +73,7 @@ def learn_wordpiece_vocab(word_counts: dict[str, int], vocab_size: int, min_freq
 
     pair_counts: Counter = Counter()
     where: dict[tuple[str, str], set[int]] = {}
-    for index, (word, count) in enumerate(zip(symbols, counts)):
+    for index, (word, count) in enumerate(zip(symbols, counts, strict=True)):
         for pair, k in _pairs(word).items():
             pair_counts[pair] += k * count
             where.setdefault(pair, set()).add(index)

@@ -209,9 +209,7 @@ def _read_mask(path: str) -> list[Any]:
     return [None, int(array.shape[0]), int(array.shape[1])]
 
 
-def _check_files(
-    paths: Sequence[str], table: str, reader: Any, memo: _Memo, workers: int
-) -> dict[str, list[Any]]:
+def _check_files(paths: Sequence[str], table: str, reader: Any, memo: _Memo, workers: int) -> dict[str, list[Any]]:
     """``{path: [reason or None, rows, columns]}``, from the memo or by reading each file."""
     results: dict[str, list[Any]] = {}
     todo: list[tuple[str, list[Any]]] = []
@@ -230,7 +228,7 @@ def _check_files(
     if todo:
         logger.info("pre-flight: reading %d %s (%d remembered)", len(todo), table, remembered_count)
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            for (path, stamp), result in zip(todo, pool.map(reader, [p for p, _ in todo])):
+            for (path, stamp), result in zip(todo, pool.map(reader, [p for p, _ in todo]), strict=True):
                 results[path] = result
                 memo.put(table, os.path.abspath(path), stamp, result)
     return results
@@ -321,9 +319,9 @@ class _Reports:
                 pending[position] = cleaned
         if pending:
             encoded = self.tokenizer(list(pending.values()), add_special_tokens=True, truncation=False, verbose=False)
-            for position, ids in zip(pending, encoded["input_ids"]):
+            for position, ids in zip(pending, encoded["input_ids"], strict=True):
                 results[position] = [None, len(ids)]
-        for key, result in zip(keys, results):
+        for key, result in zip(keys, results, strict=True):
             if key is not None and self.memo.tables["reports"].get(key) != result:
                 self.memo.tables["reports"][key] = result
                 self.memo.changed = True
@@ -508,7 +506,7 @@ def _report_problems(
     ]
     with_report = [(s, i, item) for s, i, item in entries if item.get(report_key) is not None]
     results = reports.check([(_item_label(item, id_key, image_keys), item[report_key]) for _, _, item in with_report])
-    for (s, i, item), (reason, _) in zip(with_report, results):
+    for (s, i, item), (reason, _) in zip(with_report, results, strict=True):
         if reason is not None:
             problems.append((s, i, reason, _report_file(item[report_key])))
     if reports.tokenizer is None:
@@ -584,8 +582,7 @@ def _duplicate_problems(
                 reason = f"duplicate id {item_id!r}: {where} has it too (the first is kept)"
             else:
                 reason = (
-                    f"id {item_id!r} is also in {where}: an item may be in one split only "
-                    f"(kept in {names[keep[0]]})"
+                    f"id {item_id!r} is also in {where}: an item may be in one split only (kept in {names[keep[0]]})"
                 )
             problems.append((*position, reason, None))
     for path, positions in by_image.items():
@@ -623,8 +620,12 @@ def _patient_problems(
         for s, i in positions:
             if s != latest:
                 problems.append(
-                    (s, i, f"its patient also has items in {names[latest]} ({shown}): a patient may be in one "
-                     f"split only (kept in {names[latest]})", None)
+                    (
+                        s,
+                        i,
+                        f"its patient also has items in {names[latest]} ({shown}): a patient may be in one "
+                        f"split only (kept in {names[latest]})",
+                        None,
+                    )
                 )
     return problems
-

@@ -16,7 +16,12 @@ def _items(n: int) -> list[dict]:
 
 
 def _transform() -> Compose:
-    return Compose([Lambdad("image", lambda x: MetaTensor(x, meta={"source": "test"})), EnsureChannelFirstd("image", channel_dim="no_channel")])
+    return Compose(
+        [
+            Lambdad("image", lambda x: MetaTensor(x, meta={"source": "test"})),
+            EnsureChannelFirstd("image", channel_dim="no_channel"),
+        ]
+    )
 
 
 def test_a_batch_of_cached_and_new_items_collates_and_matches(tmp_path: Path) -> None:

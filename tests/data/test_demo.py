@@ -96,7 +96,7 @@ def test_manifest_lists_parameters_labels_and_hashes(demo_dir: Path, items: list
     assert manifest["label_names"] == list(LABEL_NAMES)
     assert set(manifest["files"]) == set(_files(demo_dir)) - {"manifest.json"}
     counts = np.array([i["labels"] for i in items]).sum(axis=0)
-    assert manifest["counts"]["labels"] == {name: int(c) for name, c in zip(LABEL_NAMES, counts)}
+    assert manifest["counts"]["labels"] == {name: int(c) for name, c in zip(LABEL_NAMES, counts, strict=True)}
     assert sum(manifest["counts"]["splits"].values()) == N
     # a sensible mixture: normal studies and every finding present
     assert 0.15 * N <= counts[0] <= 0.6 * N and (counts[1:] > 0).all()
@@ -183,7 +183,7 @@ def test_dicom_encodings_vary_and_every_file_loads_as_drawn(demo_dir: Path, item
 # -------------------------------------------------------------------------------------- ground truth
 def test_sides_follow_the_patient(items: list[dict], loaded: dict) -> None:
     for item in items:
-        for zone, (x, y, w, h) in item["zones"].items():
+        for zone, (x, _y, w, _h) in item["zones"].items():
             centre = x + w / 2
             assert (centre < SIZE / 2) if zone.startswith("right") else (centre > SIZE / 2), (item["id"], zone)
         right, left = item["zones"]["right upper"], item["zones"]["left upper"]
@@ -221,7 +221,7 @@ def test_each_finding_changes_the_image_inside_its_box_or_mask() -> None:
     checked = Counter()
     for plan in plan_studies(N, SEED):
         with_all = render_study(plan, SIZE, SEED)
-        for finding, truth in zip(plan.findings, with_all.findings):
+        for finding, truth in zip(plan.findings, with_all.findings, strict=True):
             assert truth["name"] == finding.name
             others = tuple(f for f in plan.findings if f is not finding)
             without = render_study(dataclasses.replace(plan, findings=others), SIZE, SEED)
@@ -311,7 +311,7 @@ def test_reports_agree_with_labels_and_sides(demo_dir: Path, items: list[dict]) 
         assert (demo_dir / "reports" / f"{item['id']}.txt").read_text() == report
         for section in ("FINAL REPORT", "EXAMINATION:", "INDICATION:", "IMPRESSION:"):
             assert section in report
-        labels = dict(zip(LABEL_NAMES, item["labels"]))
+        labels = dict(zip(LABEL_NAMES, item["labels"], strict=True))
         mentions = _mentions(report)
         for name in WORDS:
             assert (True in mentions[name]) == bool(labels[name]), (item["id"], name, report)
@@ -356,7 +356,7 @@ def test_datalists_load_split_by_patient_and_nest_label_fractions(demo_dir: Path
         path = demo_dir / f"datalist_{name}.json"
         keys = SPLITS + (("training_1", "training_10") if name != "pretrain" else ())
         lists = {key: load_decathlon_datalist(path, data_list_key=key) for key in keys}
-        for key, entries in lists.items():
+        for _key, entries in lists.items():
             for entry in entries:
                 assert Path(entry["image"]).is_file() and Path(entry["image"]).is_absolute()
                 if name == "segmentation":
@@ -372,7 +372,7 @@ def test_datalists_load_split_by_patient_and_nest_label_fractions(demo_dir: Path
         assert set(ids["training_1"]) <= set(ids["training_10"]) <= set(ids["training"])
         assert len(ids["training_1"]) >= min(8, len(ids["training"]))
         subset = [by_id[i]["labels"] for i in ids["training_1"]]
-        assert {l[1] for l in subset} == {0, 1} and {l[3] for l in subset} == {0, 1}
+        assert {labels[1] for labels in subset} == {0, 1} and {labels[3] for labels in subset} == {0, 1}
         if name == "classification":
             assert all(e["label"] == by_id[e["id"]]["labels"][1] for e in lists["training"])
         if name == "detection":
@@ -383,7 +383,7 @@ def test_datalists_load_split_by_patient_and_nest_label_fractions(demo_dir: Path
                 assert entry["boxes"] == expected and entry["labels"] == [0] * len(expected)
                 assert all(x >= 0 and y >= 0 and x + w <= SIZE and y + h <= SIZE for x, y, w, h in expected)
     assert all(split_ids[name] == split_ids["pretrain"] for name in DATALISTS)
-    for name, task in zip(DATALISTS, ("pretraining", "classification", "segmentation", "detection")):
+    for name, task in zip(DATALISTS, ("pretraining", "classification", "segmentation", "detection"), strict=True):
         datalist = json.loads((demo_dir / f"datalist_{name}.json").read_text())
         assert validate_datalist(datalist, task, base_dir=demo_dir, check_files=True) == []
         assert (demo_dir / f"datalist_{name}.json").read_text() == dump_json(datalist)  # the project's JSON form

@@ -36,8 +36,13 @@ TEXTS = [
         "Trace {side} pleural effusion. No pneumothorax.",
     )
 ]
-CONFIG = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
-          "max_position_embeddings": 64}
+CONFIG = {
+    "hidden_size": 16,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "max_position_embeddings": 64,
+}
 SETTINGS = {"epochs": 3, "batch_size": 8}
 
 
@@ -77,7 +82,9 @@ def test_mlm_loss_falls_clearly_with_more_epochs(tokenizer: Path, tmp_path: Path
     assert summary["final_loss"] < summary["first_loss"] - 0.2
 
 
-def test_saved_folder_loads_into_the_configured_encoder(trained: tuple[Path, dict[str, float]], tokenizer: Path) -> None:
+def test_saved_folder_loads_into_the_configured_encoder(
+    trained: tuple[Path, dict[str, float]], tokenizer: Path
+) -> None:
     folder, _ = trained
     from transformers import AutoTokenizer
 
@@ -105,7 +112,9 @@ def test_same_seed_is_bitwise_identical_and_another_seed_differs(
 ) -> None:
     folder, summary = trained
     torch.manual_seed(123)  # the global random state before the call must not matter
-    again = train_mlm_text_encoder(TEXTS, tokenizer, CONFIG, tmp_path / "again", max_length=32, seed=0, settings=SETTINGS)
+    again = train_mlm_text_encoder(
+        TEXTS, tokenizer, CONFIG, tmp_path / "again", max_length=32, seed=0, settings=SETTINGS
+    )
     first, second = _weights(folder), _weights(tmp_path / "again")
     assert first.keys() == second.keys()
     for name in first:

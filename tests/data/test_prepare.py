@@ -145,7 +145,12 @@ def test_rsna_problems_reported_at_once_synthetic(tmp_path, dicom_writer, capsys
     skipped = load(out / "skipped.json")
     assert skipped["items"] == ["pb", "pc", "pd", "px", "py"]
     assert {(p["row"], p["item"]) for p in skipped["problems"]} == {
-        (4, "pb"), (6, "pc"), (7, "px"), (8, "py"), (9, "pd"), (10, "pd")
+        (4, "pb"),
+        (6, "pc"),
+        (7, "px"),
+        (8, "py"),
+        (9, "pd"),
+        (10, "pd"),
     }
     kept = load(out / "datalist_classification.json")
     assert set(split_of(kept)) == {"pa"}
@@ -290,7 +295,7 @@ def independent_decode(encodings: list[str], rows: int, cols: int) -> np.ndarray
             continue
         values = [int(v) for v in encoding.split()]
         position = 0
-        for start, length in zip(values[0::2], values[1::2]):
+        for start, length in zip(values[0::2], values[1::2], strict=True):
             position += start
             for pixel in range(position, position + length):
                 mask[pixel % rows, pixel // rows] = 1
@@ -365,9 +370,7 @@ def test_siim_real_bad_input(realdata, tmp_path, capsys):
         assert expected in err, expected
     assert not out.exists() and leftovers(tmp_path) == []
 
-    code, err = run(
-        ["siim", "--rle", rle, "--images", realdata / "siim", "--out", out, "--on-error", "skip"], capsys
-    )
+    code, err = run(["siim", "--rle", rle, "--images", realdata / "siim", "--out", out, "--on-error", "skip"], capsys)
     assert code == 0, err
     datalist = load(out / "datalist_segmentation.json")
     kept = {i["id"] for k in ("training", "validation", "test") for i in datalist[k]}

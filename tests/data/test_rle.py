@@ -20,7 +20,7 @@ def reference_decode_stage1(encoding: str, rows: int, cols: int) -> np.ndarray:
     if encoding.strip() != "-1":
         values = [int(v) for v in encoding.split()]
         position = 0
-        for start, length in zip(values[0::2], values[1::2]):
+        for start, length in zip(values[0::2], values[1::2], strict=True):
             position += start
             for pixel in range(position, position + length):
                 flat[pixel] = 1
@@ -33,7 +33,7 @@ def reference_decode_stage2(encoding: str, rows: int, cols: int) -> np.ndarray:
     flat = np.zeros(rows * cols, dtype=np.uint8)
     if encoding.strip() != "-1":
         values = [int(v) for v in encoding.split()]
-        for start, length in zip(values[0::2], values[1::2]):
+        for start, length in zip(values[0::2], values[1::2], strict=True):
             for pixel in range(start - 1, start - 1 + length):
                 flat[pixel] = 1
     return flat.reshape(cols, rows).T

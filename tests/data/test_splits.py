@@ -20,8 +20,8 @@ from sista_monai.data.splits import (
     default_splits_dir,
     generate_released_splits,
     load_split,
-    make_split,
     main,
+    make_split,
 )
 
 RELEASED = Path(__file__).resolve().parents[2] / "data" / "splits"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sista_monai.data.tasks import detection_datalist, label_fraction_key, segmentation_datalist
+from sista_monai.data.tasks import dataset_root, detection_datalist, label_fraction_key, segmentation_datalist
 
 
 def test_detection_datalist_resolves_paths_and_names_bad_rows(tmp_path: Path) -> None:
@@ -62,9 +62,14 @@ def test_label_fraction_keys(fraction: int | str | float, key: str) -> None:
     assert label_fraction_key(fraction) == key
 
 
-
 @pytest.mark.parametrize("fraction", [5, 0, "all", None])
 def test_unknown_label_fraction_is_refused(fraction: object) -> None:
     with pytest.raises(ValueError, match="label_fraction must be one of"):
         label_fraction_key(fraction)
 
+
+def test_dataset_root_is_your_folder_or_the_demo_data(tmp_path: Path) -> None:
+    assert dataset_root(tmp_path / "mine", demo_data="false") == str(tmp_path / "mine")
+    assert not (tmp_path / "mine").exists()  # nothing generated for your own data
+    with pytest.raises(ValueError, match="demo_data must be true or false"):
+        dataset_root(tmp_path, demo_data="perhaps")

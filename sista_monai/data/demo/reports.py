@@ -275,9 +275,11 @@ def _abnormal_findings_text(
     names = {f.name for f in findings}
     has_opacity = bool(names & {"Lung Opacity", "Consolidation"})
     has_ptx, has_eff = "Pneumothorax" in names, "Pleural Effusion" in names
-    opacity_text = [p for f, p in zip(findings, positive) if f.name in ("Lung Opacity", "Consolidation")]
-    pleural_text = [p for f, p in zip(findings, positive) if f.name in ("Pneumothorax", "Pleural Effusion")]
-    cardiac_text = [p for f, p in zip(findings, positive) if f.name == "Cardiomegaly"]
+    opacity_text = [p for f, p in zip(findings, positive, strict=True) if f.name in ("Lung Opacity", "Consolidation")]
+    pleural_text = [
+        p for f, p in zip(findings, positive, strict=True) if f.name in ("Pneumothorax", "Pleural Effusion")
+    ]
+    cardiac_text = [p for f, p in zip(findings, positive, strict=True) if f.name == "Cardiomegaly"]
 
     sentences: list[str] = list(opacity_text)
     if not has_opacity:
