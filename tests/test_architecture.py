@@ -80,3 +80,16 @@ def test_the_checker_sees_a_wrong_way_import(tmp_path: Path) -> None:
         "def f():\n    from sista_monai.engines.trainer import SISTAPrepareBatch\n    import sista_monai.io\n"
     )
     assert _imported_rooms(module) == {"engines", "io"}
+
+
+def test_light_modules_do_not_load_torch() -> None:
+    """Reading JSON, splits and errors must not pay for importing torch (command-line tools start fast)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sista_monai.errors, sista_monai.config, sista_monai.distributed, sista_monai.io.files, "
+        "sista_monai.data.splits; print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

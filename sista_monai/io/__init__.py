@@ -5,19 +5,15 @@
   errors that name the file;
 * :mod:`.encoder`: the exported image encoder (``image_encoder.pt`` + its JSON sidecar), written by pretraining
   and loaded, with every mismatch refused, by the downstream bundles.
+
+The torch-dependent names are imported on first use, so reading and writing JSON does not load torch.
 """
 
 from __future__ import annotations
 
-from .encoder import (
-    SIDECAR_FORMAT,
-    encoder_differences,
-    encoder_source,
-    export_image_encoder,
-    load_pretrained_encoder,
-    read_encoder_sidecar,
-    sidecar_path,
-)
+from importlib import import_module
+from typing import Any
+
 from .files import (
     TEMPORARY_SUFFIX,
     atomic_write_bytes,
@@ -28,15 +24,41 @@ from .files import (
     write_atomically,
     write_json,
 )
-from .weights import (
-    load_failure_reason,
-    load_network_weights,
-    load_weights_only,
-    nonfinite_entries,
-    refuse_nonfinite,
-    save_weights,
-    state_bytes,
-)
+
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "SIDECAR_FORMAT",
+            "encoder_differences",
+            "encoder_source",
+            "export_image_encoder",
+            "load_pretrained_encoder",
+            "read_encoder_sidecar",
+            "sidecar_path",
+        ),
+        "encoder",
+    ),
+    **dict.fromkeys(
+        (
+            "load_failure_reason",
+            "load_network_weights",
+            "load_weights_only",
+            "nonfinite_entries",
+            "refuse_nonfinite",
+            "save_weights",
+            "state_bytes",
+        ),
+        "weights",
+    ),
+}
+"""Names of the torch-dependent modules, imported on first use so that ``sista_monai.io.files`` stays light."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "SIDECAR_FORMAT",
