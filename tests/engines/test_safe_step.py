@@ -160,3 +160,24 @@ def test_a_nan_on_one_rank_is_skipped_by_both(kind: str, tmp_path: Path) -> None
     results = _run_two_ranks(kind, "skip", tmp_path)
     assert results == ["completed skipped=1 finite=True"] * 2, results
     torch.testing.assert_close(torch.load(tmp_path / "params0.pt"), torch.load(tmp_path / "params1.pt"))
+
+
+def test_detection_trainer_stops_on_a_non_finite_loss_naming_the_iteration() -> None:
+    network = detection_network(_vit(64), fpn_channels=16)
+    detector = build_detector(network)
+    good = {"image": torch.randn(1, 64, 64), "box": torch.tensor([[8.0, 8.0, 30.0, 40.0]]), "label": torch.tensor([0])}
+    bad = {**good, "image": torch.full((1, 64, 64), float("nan"))}
+    loader = DataLoader([good, good, bad, good], batch_size=2, collate_fn=no_collation)
+    trainer = DetectionTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=loader,
+        network=network,
+        optimizer=torch.optim.SGD([p for p in network.parameters() if p.requires_grad], lr=1e-3),
+        detector=detector,
+    )
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match=r"iteration 2 \(epoch 1\)"):
+        trainer.run()
+    changed = [k for k, v in network.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all(torch.isfinite(v).all() for v in network.state_dict().values())  # the bad step was not taken
