@@ -16,7 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "distributed": {"errors"},
     "transforms": {"errors"},
     "networks": {"config"},
-    "losses": {"distributed"},
+    "losses": {"config", "distributed"},
     "metrics": {"losses", "distributed"},
     "visualize": {"io", "metrics"},
     "data": {"errors", "config", "io", "transforms"},
