@@ -25,12 +25,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from transformers import AutoTokenizer
 
 from sista_monai.data.tasks import image_files
 from sista_monai.io import atomic_write_bytes
-from sista_monai.losses import SparseTokenAlignmentLoss
-from sista_monai.transforms import CleanReport, ExtractReportSections, ReportTokenizer
+from sista_monai.losses import alignment_weights
+from sista_monai.transforms import CleanReport, ExtractReportSections, ReportTokenizer, load_tokenizer
 from sista_monai.transforms.grounding import ZONE_WORDS
 from sista_monai.visualize import overlay_heatmap
 
@@ -74,11 +73,9 @@ def run_pretrain_inference(
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     network = getattr(network, "module", network).to(device).eval()
-    if isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer), local_files_only=True)
+    tokenizer = load_tokenizer(tokenizer)
     report_tokenizer = ReportTokenizer(tokenizer, max_length=max_length)
     extract, clean = ExtractReportSections("auto"), CleanReport()
-    sta = SparseTokenAlignmentLoss(sparsity_threshold=sparsity_threshold)
     written: list[Path] = []
     files = image_files(input_dir)
     with torch.no_grad():
@@ -101,7 +98,7 @@ def run_pretrain_inference(
                 tokens["word_mask"][None].to(device),
                 tokens["word_start"][None].to(device),
             )
-            weights = sta.alignment_weights(patch_emb, token_emb)[0]
+            weights = alignment_weights(patch_emb, token_emb, sparsity_threshold)[0]
             words = tokenizer.convert_ids_to_tokens(tokens["input_ids"].tolist())
             display = (image[0, 0].float().cpu() * intensity_std + intensity_mean).numpy()
             alignment = []

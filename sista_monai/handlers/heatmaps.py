@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sista_monai.engines.trainer import SISTAPrepareBatch
-from sista_monai.losses import SparseTokenAlignmentLoss
+from sista_monai.losses import alignment_weights
+from sista_monai.transforms import load_tokenizer
 from sista_monai.transforms.grounding import LESION_WORDS, ZONE_WORDS
 from sista_monai.visualize import overlay_heatmap
 
@@ -71,17 +72,14 @@ class AlignmentHeatmaps:
         self.data_loader = data_loader
         self.output_dir = Path(output_dir)
         self.tokenizer = tokenizer
-        self.sta = SparseTokenAlignmentLoss(sparsity_threshold=sparsity_threshold)
+        self.sparsity_threshold = sparsity_threshold
         self.mean, self.std = float(intensity_mean), float(intensity_std)
         self.n_pairs, self.max_words = int(n_pairs), int(max_words)
 
     def _token_names(self) -> Any:
         if self.tokenizer is None:
             return None
-        if isinstance(self.tokenizer, (str, os.PathLike)):
-            from transformers import AutoTokenizer
-
-            self.tokenizer = AutoTokenizer.from_pretrained(os.fspath(self.tokenizer), local_files_only=True)
+        self.tokenizer = load_tokenizer(self.tokenizer)
         return self.tokenizer
 
     def __call__(self, engine: Any = None) -> list[Path]:
@@ -113,7 +111,8 @@ class AlignmentHeatmaps:
                     batch.get("word_mask"),
                     batch.get("word_start"),
                 )
-                weights = self.sta.alignment_weights(out.patch_emb, out.token_emb)  # local: no collective
+                # local: no collective
+                weights = alignment_weights(out.patch_emb, out.token_emb, self.sparsity_threshold)
                 for index in range(len(batch["image"])):
                     tokens = torch.nonzero(shown[index]).flatten()[: self.max_words].tolist()
                     if not tokens or pairs >= self.n_pairs:
