@@ -9,7 +9,7 @@ import pytest
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
-BASELINE_SIZE = 23
+BASELINE_SIZE = 22
 """Modules in the baseline (27 when the gate was added); lower this number as modules are fixed."""
 
 

@@ -20,6 +20,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from .report import load_tokenizer
+
 __all__ = [
     "LESION_CLASSES",
     "LESION_FINDINGS",
@@ -84,14 +86,6 @@ def _like(mask: torch.Tensor, image: Any) -> Any:
     return MetaTensor(mask, affine=image.affine, meta={k: v for k, v in image.meta.items() if k != "affine"})
 
 
-def _load_tokenizer(tokenizer: Any, local_files_only: bool) -> Any:
-    if isinstance(tokenizer, str) or hasattr(tokenizer, "__fspath__"):
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=local_files_only)
-    return tokenizer
-
-
 def first_piece_words(
     input_ids: torch.Tensor, word_start: torch.Tensor | None, tokens: Sequence[str]
 ) -> dict[int, str]:
@@ -136,7 +130,7 @@ class _WordTargets(MapTransform):
         super().__init__(keys, allow_missing_keys)
         if tokenizer is None:
             raise ValueError(f"{type(self).__name__} needs the tokenizer that produced the ids")
-        tokenizer = _load_tokenizer(tokenizer, local_files_only)
+        tokenizer = load_tokenizer(tokenizer, local_files_only)
         vocab = tokenizer.get_vocab()
         self.tokens = [""] * (max(vocab.values()) + 1)
         for token, index in vocab.items():

@@ -47,6 +47,7 @@ __all__ = [
     "report_item_id",
     "filter_report_items",
     "ReportTokenizer",
+    "load_tokenizer",
     "ExtractReportSections",
     "CleanReport",
     "TokenizeReport",
@@ -692,6 +693,37 @@ def word_positions(
     return word_start, word_group
 
 
+def load_tokenizer(
+    name_or_path: str | os.PathLike | Any, local_files_only: bool = True, revision: str | None = None
+) -> Any:
+    """The Hugging Face tokenizer of a local folder or hub id, loaded once (``AutoTokenizer.from_pretrained``).
+
+    The one loader of the project: a bundle builds its ``loaded_tokenizer`` component with it and hands the object
+    to every consumer (the report transforms, the zone/lesion word transforms, the text encoder, the heat maps,
+    pretraining inference); each consumer also still accepts a folder or hub id, which it loads through here.
+
+    Args:
+        name_or_path: a local folder, a hub id, or an already-built tokenizer (returned as is).
+        local_files_only: load from the local folder or cache only (no hub download).
+        revision: the hub revision (branch, tag or commit) to load; pin a commit for reproducibility.
+
+    Returns:
+        The tokenizer.
+
+    Raises:
+        OSError: when the tokenizer cannot be loaded (the message names it).
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        return name_or_path
+    from transformers import AutoTokenizer
+
+    name = os.fspath(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(name, local_files_only=local_files_only, revision=revision)
+    except (OSError, ValueError) as err:
+        raise OSError(f"cannot load tokenizer {name!r}: {err}") from err
+
+
 class ReportTokenizer:
     """Fixed-length tokenisation of report texts with a Hugging Face fast tokenizer.
 
@@ -706,8 +738,8 @@ class ReportTokenizer:
     (``"."``, ``","``, ``"##/"``). Word-piece continuations (``"##ing"``) are words.
 
     Args:
-        tokenizer: a hub id or a local folder (loaded with ``transformers.AutoTokenizer``), or an
-            already-built fast tokenizer object.
+        tokenizer: a hub id or a local folder (loaded with :func:`load_tokenizer`), or an already-built fast
+            tokenizer object.
         max_length: the length of every output, special tokens included.
         exclude_punctuation: leave pure-punctuation tokens out of ``word_mask``.
         local_files_only: load from the local folder or cache only (no hub download).
@@ -727,14 +759,7 @@ class ReportTokenizer:
         local_files_only: bool = True,
         revision: str | None = None,
     ) -> None:
-        if isinstance(tokenizer, (str, os.PathLike)):
-            from transformers import AutoTokenizer
-
-            name = os.fspath(tokenizer)
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only, revision=revision)
-            except (OSError, ValueError) as err:
-                raise OSError(f"cannot load tokenizer {name!r}: {err}") from err
+        tokenizer = load_tokenizer(tokenizer, local_files_only, revision)
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError(
                 f"{type(tokenizer).__name__} is not a fast tokenizer: ReportTokenizer needs a Hugging Face fast "

@@ -1,11 +1,11 @@
 """Engines: the SISTA trainer (a MONAI SupervisedTrainer whose iteration is one SISTA step), the detection trainer
-and evaluator, pretraining inference and its test report, and the optimiser parameter groups."""
+and evaluator, pretraining inference's batch preparation and inferer, the test report, and the optimiser parameter groups."""
 
 from __future__ import annotations
 
 from .detection import DetectionEvaluator, DetectionTrainer
 from .evaluation import write_test_report
-from .inference import run_pretrain_inference
+from .inference import SISTAAlignmentInferer, SISTAInferencePrepareBatch, pretrain_inference_items
 from .optimisation import encoder_parameter_groups
 from .step import NONFINITE_LOSS_ACTIONS, SafeStep, SafeSupervisedTrainer, finite_on_every_rank
 from .trainer import BATCH_KEYS, TARGET_KEYS, SISTAPrepareBatch, SISTATrainer
@@ -23,5 +23,7 @@ __all__ = [
     "SISTAPrepareBatch",
     "SISTATrainer",
     "write_test_report",
-    "run_pretrain_inference",
+    "SISTAAlignmentInferer",
+    "SISTAInferencePrepareBatch",
+    "pretrain_inference_items",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,14 @@ __all__ = ["write_test_report"]
 def write_test_report(
     evaluator: Any,
     output_path: str | os.PathLike,
-    heatmaps: Callable[[], Any] | None = None,
     info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the test evaluator with a :class:`~sista_monai.handlers.PretrainingReport` attached.
+    """Run the test evaluator with a :class:`~sista_monai.handlers.PretrainingReport` attached (its other handlers,
+    e.g. the alignment heat maps, are the evaluator's own).
 
     Args:
         evaluator: the test evaluator.
         output_path: where ``metrics.json`` goes (written atomically by rank 0).
-        heatmaps: called after the report (rank 0) to draw the alignment heat maps.
         info: configuration facts recorded in the report (see
             :func:`~sista_monai.metrics.pretraining.summarise_test_metrics`).
 
@@ -31,7 +29,7 @@ def write_test_report(
         The summary written (on rank 0; an empty dict on the other ranks).
     """
     path = Path(output_path)
-    report = PretrainingReport(path.parent, info=info, heatmaps=heatmaps, metrics_file=path.name)
+    report = PretrainingReport(path.parent, info=info, metrics_file=path.name)
     report.attach(evaluator)
     evaluator.run()
     return report.summary

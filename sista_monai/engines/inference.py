@@ -1,126 +1,120 @@
-"""Inference of the pretraining bundle: image → global embedding; image + report → word–patch heat maps.
+"""One iteration of pretraining inference: image → global embedding; image + report → word–patch alignment weights.
 
-For every DICOM/PNG/JPEG file in the input folder, ``<stem>.json`` holds the L2-normalised global image
-embedding. When a report ``<stem>.txt`` (MIMIC-style text) or ``<stem>.xml`` (IU XML) lies beside the image,
-the report's words are aligned with the image patches by the STA weights: ``<stem>_alignment.json`` holds,
-per word token, its position in the tokenised report and the weights over the patch grid, and
-``<stem>_word<NNN>.png`` draws each (``NNN``: the position).
-
-Privacy: a report may still name a patient or a clinician ("Dr. X was notified"), so the text of the report is
-neither logged nor written by default: a token's text is written only for the lung-location words of
-:data:`~sista_monai.transforms.grounding.ZONE_WORDS` (``"right"``, ``"upper"``, ...), otherwise ``null``; the
-caller, who holds the report, maps a position back to its word with the tokenizer. ``write_all_words=True``
-writes every token's text, for reports known to be de-identified.
+The pretraining bundle's ``inference.json`` has the standard MONAI inference layout: :func:`pretrain_inference_items`
+lists the input folder, a Dataset applies the image transforms and the configured report transforms (parser,
+sections, tokenizer), a DataLoader feeds MONAI's :class:`~monai.engines.SupervisedEvaluator` whose
+``prepare_batch`` is :class:`SISTAInferencePrepareBatch` and whose ``inferer`` is :class:`SISTAAlignmentInferer`,
+and two handlers write the files (:class:`~sista_monai.handlers.ImageEmbeddingWriter`,
+:class:`~sista_monai.handlers.WordAlignmentWriter`).
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from transformers import AutoTokenizer
+from monai.engines.utils import PrepareBatch
 
 from sista_monai.data.tasks import image_files
-from sista_monai.io import atomic_write_bytes
-from sista_monai.losses import SparseTokenAlignmentLoss
-from sista_monai.transforms import CleanReport, ExtractReportSections, ReportTokenizer
-from sista_monai.transforms.grounding import ZONE_WORDS
-from sista_monai.visualize import overlay_heatmap
+from sista_monai.losses import alignment_weights
 
-__all__ = ["run_pretrain_inference"]
+__all__ = ["REPORT_SUFFIXES", "SISTAAlignmentInferer", "SISTAInferencePrepareBatch", "pretrain_inference_items"]
 
-logger = logging.getLogger(__name__)
+REPORT_SUFFIXES = (".txt", ".xml")
+"""The report files looked for beside an image ``<stem>.<image suffix>``, in this order."""
+
+TEXT_KEYS = ("input_ids", "attention_mask", "word_mask", "word_start")
 
 
-def run_pretrain_inference(
-    network: torch.nn.Module,
-    input_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    image_transform: Callable[[dict[str, Any]], dict[str, Any]],
-    tokenizer: str | os.PathLike | Any,
-    max_length: int = 112,
-    sparsity_threshold: float | None = None,
-    intensity_mean: float = 0.5,
-    intensity_std: float = 0.25,
-    device: str | torch.device = "cpu",
-    write_all_words: bool = False,
-) -> list[Path]:
-    """Embed every image of ``input_dir`` and align it with its report when one is present.
+def pretrain_inference_items(input_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """The items of pretraining inference: every DICOM/PNG/JPEG file of ``input_dir`` with its report, if any.
 
     Args:
-        network: a trained :class:`~sista_monai.networks.SISTAModel`.
-        input_dir: folder of images (and optional ``<stem>.txt``/``<stem>.xml`` reports).
-        output_dir: where the JSON and PNG files go.
-        image_transform: dictionary transform from ``{"image": path}`` to the network input.
-        tokenizer: tokenizer folder, hub id or object.
-        max_length: report token length.
-        sparsity_threshold: σ of STA (``None``: 1/P).
-        intensity_mean: normalisation mean (to display the image again).
-        intensity_std: normalisation std.
-        device: where to run.
-        write_all_words: write the text of every report token, not only of the lung-location words (only
-            for de-identified reports: a name in the report would be written too).
+        input_dir: folder of images and optional reports ``<stem>.txt`` (MIMIC-style text) or ``<stem>.xml`` (IU XML).
 
     Returns:
-        The files written.
+        ``[{"image": path, "source": file name, "report": report path (only when one lies beside the image)}]``,
+        sorted by image file name.
     """
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    network = getattr(network, "module", network).to(device).eval()
-    if isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer), local_files_only=True)
-    report_tokenizer = ReportTokenizer(tokenizer, max_length=max_length)
-    extract, clean = ExtractReportSections("auto"), CleanReport()
-    sta = SparseTokenAlignmentLoss(sparsity_threshold=sparsity_threshold)
-    written: list[Path] = []
-    files = image_files(input_dir)
-    with torch.no_grad():
-        for path in files:
-            image = image_transform({"image": str(path)})["image"].unsqueeze(0).to(device)
-            image_emb, patch_emb, grid = network.encode_image(image)
-            record = {
-                "source": path.name,
-                "embed_dim": int(image_emb.shape[1]),
-                "embedding": image_emb[0].cpu().tolist(),
-            }
-            written.append(atomic_write_bytes(output / f"{path.stem}.json", (json.dumps(record) + "\n").encode()))
-            report = next((path.with_suffix(s) for s in (".txt", ".xml") if path.with_suffix(s).is_file()), None)
-            if report is None:
-                continue
-            tokens = report_tokenizer(clean(extract(report, source=report.name), source=report.name))
-            _, token_emb, word_mask = network.encode_text(
-                tokens["input_ids"][None].to(device),
-                tokens["attention_mask"][None].to(device),
-                tokens["word_mask"][None].to(device),
-                tokens["word_start"][None].to(device),
-            )
-            weights = sta.alignment_weights(patch_emb, token_emb)[0]
-            words = tokenizer.convert_ids_to_tokens(tokens["input_ids"].tolist())
-            display = (image[0, 0].float().cpu() * intensity_std + intensity_mean).numpy()
-            alignment = []
-            for j in torch.nonzero(word_mask[0]).flatten().tolist():
-                grid_weights = weights[j].float().reshape(1, 1, *grid)
-                upsampled = F.interpolate(grid_weights, size=display.shape, mode="nearest")[0, 0].cpu().numpy()
-                png = output / f"{path.stem}_word{j:03d}.png"
-                Image.fromarray(overlay_heatmap(display.T, upsampled.T)).save(png)
-                written.append(png)
-                token = words[j] if write_all_words or words[j] in ZONE_WORDS else None
-                alignment.append({"index": j, "token": token, "weights": weights[j].cpu().reshape(grid).tolist()})
-            payload = {
-                "source": path.name,
-                "patch_grid": list(grid),
-                "layout": "(x = column, y = row)",
-                "tokens": alignment,
-            }
-            written.append(
-                atomic_write_bytes(output / f"{path.stem}_alignment.json", (json.dumps(payload) + "\n").encode())
-            )
-    logger.info("embedded %d images into %s", len(files), output)
-    return written
+    items = []
+    for path in image_files(input_dir):
+        item = {"image": str(path), "source": path.name}
+        report = next((path.with_suffix(s) for s in REPORT_SUFFIXES if path.with_suffix(s).is_file()), None)
+        if report is not None:
+            item["report"] = str(report)
+        items.append(item)
+    return items
+
+
+class SISTAInferencePrepareBatch(PrepareBatch):
+    """Prepare a pretraining-inference batch for :class:`~monai.engines.SupervisedEvaluator`.
+
+    Returns ``(image, targets, (), text)``: ``targets`` holds ``source`` (the file names) and, for a batch with
+    reports, ``input_ids`` (to name the words); ``text`` holds the tokenised reports as keyword arguments of
+    :class:`SISTAAlignmentInferer` (empty when the batch has no report).
+    """
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        image = torch.as_tensor(batchdata["image"]).to(device=device, non_blocking=non_blocking, **kwargs)
+        text = {
+            key: torch.as_tensor(batchdata[key]).to(device=device, non_blocking=non_blocking, **kwargs)
+            for key in TEXT_KEYS
+            if batchdata.get(key) is not None
+        }
+        if "word_mask" in text:
+            text["word_mask"] = text["word_mask"].bool()
+        targets: dict[str, Any] = {"source": list(batchdata["source"])}
+        if "input_ids" in text:
+            targets["input_ids"] = text["input_ids"]
+        return image, targets, (), text
+
+
+class SISTAAlignmentInferer:
+    """MONAI-style inferer of pretraining inference: ``inferer(image, network, **text)``.
+
+    Encodes the images; when reports are given, also the reports, and returns their STA alignment weights
+    (:func:`~sista_monai.losses.alignment_weights`, local: no collective).
+
+    Args:
+        sparsity_threshold: ``sigma`` of STA (``None``: ``1 / P``).
+    """
+
+    def __init__(self, sparsity_threshold: float | None = None) -> None:
+        self.sparsity_threshold = sparsity_threshold
+
+    def __call__(
+        self,
+        inputs: torch.Tensor,
+        network: torch.nn.Module,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        word_mask: torch.Tensor | None = None,
+        word_start: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """
+        Args:
+            inputs: ``(B, 1, W, H)`` images.
+            network: a :class:`~sista_monai.networks.SISTAModel` (a DDP wrapper is unwrapped).
+            input_ids, attention_mask, word_mask, word_start: the tokenised reports (``None``: images only).
+
+        Returns:
+            ``{"image_emb": (B, D), "patch_grid": (gx, gy)}`` and, with reports, ``"weights"`` ``(B, T, P)`` and
+            ``"word_mask"`` ``(B, T)`` (first pieces of the words with ``word_start``).
+        """
+        model: Any = getattr(network, "module", network)
+        image_emb, patch_emb, grid = model.encode_image(inputs)
+        output: dict[str, Any] = {"image_emb": image_emb, "patch_grid": tuple(grid)}
+        if input_ids is None or attention_mask is None:
+            return output
+        _, token_emb, token_mask = model.encode_text(input_ids, attention_mask, word_mask, word_start)
+        output["weights"] = alignment_weights(patch_emb, token_emb, self.sparsity_threshold)
+        output["word_mask"] = token_mask
+        return output

@@ -19,7 +19,7 @@ from monai.engines.utils import IterationEvents, PrepareBatch
 from monai.utils import CommonKeys as Keys
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from sista_monai.losses import ReportSimilarity, finding_label_agreement
+from sista_monai.losses import ReportSimilarity, finding_label_agreement, report_features
 
 from .step import SafeStep
 
@@ -103,7 +103,7 @@ class SISTATrainer(SafeStep, SupervisedTrainer):
 
     The constructor takes SupervisedTrainer's arguments (``loss_function`` is a
     :class:`~sista_monai.losses.SISTALoss`, ``network`` a :class:`~sista_monai.networks.SISTAModel` or its
-    DDP wrapper), plus:
+    DDP wrapper; a learnable SIA temperature is the model's, which returns it for the loss), plus:
 
     Args:
         report_similarity: computes ``report_sim`` for SIA from the source it was built with:
@@ -164,37 +164,6 @@ class SISTATrainer(SafeStep, SupervisedTrainer):
                 action,
             )
 
-    def _report_features(self, output: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        source = self.report_similarity.source
-        if source == "text_frozen":
-            if output.frozen_text_features is None:
-                raise ValueError("report similarity source 'text_frozen' needs SISTAModel(keep_frozen_text_copy=True)")
-            return output.frozen_text_features
-        if source == "labels":
-            if "labels" not in batch:
-                raise ValueError("report similarity source 'labels' needs a 'labels' entry in every batch item")
-            return batch["labels"]
-        return output.text_emb
-
-    @staticmethod
-    def _average_gradients_outside_ddp(engine: SISTATrainer) -> None:
-        """Average across ranks the gradients of optimised parameters that DDP does not own.
-
-        A learnable SIA temperature lives in the loss, outside the DDP-wrapped network, so DDP would leave its
-        gradient rank-local; without this, ranks would drift apart.
-        """
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return
-        world = torch.distributed.get_world_size()
-        if world == 1:
-            return
-        owned = {id(p) for p in engine.network.parameters()} if hasattr(engine.network, "module") else set()
-        for group in engine.optimizer.param_groups:
-            for parameter in group["params"]:
-                if id(parameter) not in owned and parameter.grad is not None:
-                    torch.distributed.all_reduce(parameter.grad)
-                    parameter.grad /= world
-
     def _iteration(self, engine: SISTATrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
         """One SISTA step; ``engine.state.output`` holds every loss term and diagnostic (detached)."""
         if batchdata is None:
@@ -216,7 +185,8 @@ class SISTATrainer(SafeStep, SupervisedTrainer):
         engine.state.output = {Keys.IMAGE: batch["image"], Keys.PRED: pred}
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
 
-        report_sim = engine.report_similarity(self._report_features(pred, batch).float())
+        features = report_features(engine.report_similarity.source, pred, batch.get("labels"))
+        report_sim = engine.report_similarity(features.float())
         agreement = finding_label_agreement(batch["labels"]) if "labels" in batch else None
         terms = engine.loss_function(
             image_emb=pred.image_emb.float(),
@@ -227,13 +197,12 @@ class SISTATrainer(SafeStep, SupervisedTrainer):
             token_mask=pred.token_mask,
             token_groups=batch.get("word_group"),
             label_agreement=agreement,
+            temperature=None if pred.temperature is None else pred.temperature.float(),
         )
         loss = terms["loss"]
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
-        self._optimise(
-            engine, loss, terms, "SISTA loss", step, before_step=lambda: self._average_gradients_outside_ddp(engine)
-        )
+        self._optimise(engine, loss, terms, "SISTA loss", step)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
 
         if "rows_without_negatives" in terms:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .export import ImageEncoderExporter
 from .heatmaps import AlignmentHeatmaps
 from .predictions import ClassificationJSONWriter, DetectionJSONWriter
+from .pretrain_inference import ImageEmbeddingWriter, WordAlignmentWriter
 from .reports import ClassificationReport, DetectionReport, EvaluationReport, PretrainingReport, SegmentationReport
 from .training import (
     LOSS_TERM_KEYS,
@@ -30,6 +31,7 @@ __all__ = [
     "BestModelSaver",
     "EpochSeeder",
     "FinalModelFallback",
+    "ImageEmbeddingWriter",
     "ImageEncoderExporter",
     "MainRankTensorBoardStatsHandler",
     "RandomStates",
@@ -38,6 +40,7 @@ __all__ = [
     "loss_terms",
     "ClassificationJSONWriter",
     "DetectionJSONWriter",
+    "WordAlignmentWriter",
     "ClassificationReport",
     "SegmentationReport",
     "DetectionReport",

@@ -12,16 +12,25 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from monai.utils import CommonKeys as Keys
+from monai.utils import IgniteInfo, min_version, optional_import
 from PIL import Image
 
-from sista_monai.engines.trainer import SISTAPrepareBatch
-from sista_monai.losses import SparseTokenAlignmentLoss
+from sista_monai.distributed import is_main_process
+from sista_monai.losses import alignment_weights
+from sista_monai.transforms import load_tokenizer
 from sista_monai.transforms.grounding import LESION_WORDS, ZONE_WORDS
 from sista_monai.visualize import overlay_heatmap
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine, Events
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+    Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["AlignmentHeatmaps"]
 
@@ -43,9 +52,13 @@ def _shown_words(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
 class AlignmentHeatmaps:
     """Render the STA alignment of zone and lesion words for the first ``n_pairs`` pairs that have any.
 
+    An evaluator handler (rank 0 only): attached to the pretraining bundle's test evaluator, it reads each
+    iteration's output as that evaluator leaves it (``decollate=False``; :class:`~sista_monai.engines.SISTAPrepareBatch`
+    with ``as_supervised=True``): the normalised images under ``image``, the targets (``input_ids``,
+    ``pointing_mask``, ``lesion_word``) under ``label`` and the :class:`~sista_monai.networks.SISTAOutput` under
+    ``pred``. No second pass of the network.
+
     Args:
-        network: the SISTA model (or DDP wrapper).
-        data_loader: an evaluation loader (items carry ``pointing_mask``).
         output_dir: folder for the PNGs.
         tokenizer: the tokenizer (folder, hub id or object) that produced the ids, to name the words.
         sparsity_threshold: σ of the STA loss (``None``: 1/P).
@@ -57,8 +70,6 @@ class AlignmentHeatmaps:
 
     def __init__(
         self,
-        network: torch.nn.Module,
-        data_loader: Any,
         output_dir: str | os.PathLike,
         tokenizer: Any = None,
         sparsity_threshold: float | None = None,
@@ -67,63 +78,56 @@ class AlignmentHeatmaps:
         n_pairs: int = 4,
         max_words: int = 3,
     ) -> None:
-        self.network = network
-        self.data_loader = data_loader
         self.output_dir = Path(output_dir)
         self.tokenizer = tokenizer
-        self.sta = SparseTokenAlignmentLoss(sparsity_threshold=sparsity_threshold)
+        self.sparsity_threshold = sparsity_threshold
         self.mean, self.std = float(intensity_mean), float(intensity_std)
         self.n_pairs, self.max_words = int(n_pairs), int(max_words)
+        self.written: list[Path] = []
+        self.pairs = 0
 
     def _token_names(self) -> Any:
         if self.tokenizer is None:
             return None
-        if isinstance(self.tokenizer, (str, os.PathLike)):
-            from transformers import AutoTokenizer
-
-            self.tokenizer = AutoTokenizer.from_pretrained(os.fspath(self.tokenizer), local_files_only=True)
+        self.tokenizer = load_tokenizer(self.tokenizer)
         return self.tokenizer
 
-    def __call__(self, engine: Any = None) -> list[Path]:
-        """Write the PNGs; returns their paths (rank 0 only writes)."""
-        if (
-            torch.distributed.is_available()
-            and torch.distributed.is_initialized()
-            and torch.distributed.get_rank() != 0
-        ):
-            return []
+    def attach(self, engine: Engine) -> None:
+        """Register on rank 0 only: reset at each run, draw after each iteration until ``n_pairs`` are done."""
+        if not is_main_process():
+            return
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self.log)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        """Forget the PNGs of an earlier run (the files stay)."""
+        self.written, self.pairs = [], 0
+
+    def __call__(self, engine: Engine) -> None:
+        """Draw the iteration's pairs that mark zone or lesion words, until ``n_pairs`` pairs are drawn."""
+        if self.pairs >= self.n_pairs:
+            return
+        output: Any = engine.state.output
+        targets, out = output[Keys.LABEL], output[Keys.PRED]
+        shown = _shown_words(targets)
+        if shown is None or not shown.any():
+            return
+        batch = {"image": output[Keys.IMAGE], "input_ids": targets["input_ids"]}
         tokenizer = self._token_names()
-        network = getattr(self.network, "module", self.network)
-        device = next(network.parameters()).device
-        prepare = SISTAPrepareBatch()
-        written: list[Path] = []
-        pairs = 0
-        network.eval()
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        with torch.no_grad():
-            for batchdata in self.data_loader:
-                batch = prepare(batchdata, device)
-                shown = _shown_words(batch)
-                if shown is None or not shown.any():
-                    continue
-                out = network(
-                    batch["image"],
-                    batch["input_ids"],
-                    batch["attention_mask"],
-                    batch.get("word_mask"),
-                    batch.get("word_start"),
-                )
-                weights = self.sta.alignment_weights(out.patch_emb, out.token_emb)  # local: no collective
-                for index in range(len(batch["image"])):
-                    tokens = torch.nonzero(shown[index]).flatten()[: self.max_words].tolist()
-                    if not tokens or pairs >= self.n_pairs:
-                        continue
-                    written += self._render(batch, weights[index], out.patch_grid, index, tokens, tokenizer, pairs)
-                    pairs += 1
-                if pairs >= self.n_pairs:
-                    break
-        logger.info("wrote %d alignment heat maps of %d pairs to %s", len(written), pairs, self.output_dir)
-        return written
+        with torch.no_grad():  # local: no collective
+            weights = alignment_weights(out.patch_emb, out.token_emb, self.sparsity_threshold)
+        for index in range(len(batch["image"])):
+            tokens = torch.nonzero(shown[index]).flatten()[: self.max_words].tolist()
+            if not tokens or self.pairs >= self.n_pairs:
+                continue
+            self.written += self._render(batch, weights[index], out.patch_grid, index, tokens, tokenizer, self.pairs)
+            self.pairs += 1
+
+    def log(self, engine: Engine | None = None) -> None:
+        """One line: how many heat maps of how many pairs, and where."""
+        logger.info("wrote %d alignment heat maps of %d pairs to %s", len(self.written), self.pairs, self.output_dir)
 
     def _render(
         self,

@@ -487,12 +487,11 @@ class PretrainingReport(EvaluationReport):
 
     The figures come from the evaluator's own Ignite metrics (configured in ``train.json``), arranged by
     :func:`~sista_monai.metrics.pretraining.summarise_test_metrics` under the keys of ``eval/metrics.json`` (a
-    contract other tools read); after writing, ``heatmaps`` (if given) draws the alignment heat maps (rank 0).
+    contract other tools read).
 
     Args:
         output_dir: the bundle's ``eval/`` folder.
         info: configuration facts recorded in the report (see :func:`summarise_test_metrics`).
-        heatmaps: called after the report is written (rank 0).
         metrics_file: file name of the report.
     """
 
@@ -500,11 +499,9 @@ class PretrainingReport(EvaluationReport):
         self,
         output_dir: str | os.PathLike,
         info: Mapping[str, Any] | None = None,
-        heatmaps: Callable[[], Any] | None = None,
         metrics_file: str = "metrics.json",
     ) -> None:
         self.info = dict(info or {})
-        self.heatmaps = heatmaps
         super().__init__(output_dir, "test", None, metrics_file)
 
     def summarise(self, engine: Engine, gathered: Any) -> dict[str, Any]:
@@ -513,7 +510,7 @@ class PretrainingReport(EvaluationReport):
         return summarise_test_metrics(dict(engine.state.metrics), n_pairs, self.info)
 
     def log(self, engine: Engine, summary: Mapping[str, Any]) -> None:
-        """Every headline figure beside its baseline, then the heat maps."""
+        """Every headline figure beside its baseline."""
         r, g, sia = summary["retrieval"], summary["grounding"], summary["sia"]
         logger.info(
             "test (%d pairs): lesion grounding %.3f (image-free prior %.3f, chance %.3f, %d trials); "
@@ -545,5 +542,3 @@ class PretrainingReport(EvaluationReport):
             summary["sta"]["patches_kept"],
             summary["targets_met"],
         )
-        if self.heatmaps is not None:
-            self.heatmaps()

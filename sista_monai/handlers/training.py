@@ -26,6 +26,7 @@ from sista_monai.io.files import stale_temporary_files, write_atomically
 from sista_monai.io.weights import (
     load_failure_reason,
     load_weights_only,
+    move_loss_temperature,
     refuse_nonfinite,
     save_weights,
 )
@@ -286,14 +287,16 @@ class AtomicCheckpointSaver:
 def load_checkpoint(path: str | os.PathLike, load_dict: Mapping[str, Any], map_location: Any = "cpu") -> None:
     """Restore every object of ``load_dict`` from a checkpoint written by :class:`AtomicCheckpointSaver`.
 
-    Loaded with ``torch.load(weights_only=True)``: a checkpoint carrying arbitrary pickled objects is refused.
+    Loaded with ``torch.load(weights_only=True)``: a checkpoint carrying arbitrary pickled objects is refused. A
+    checkpoint written when the SIA loss held the learnable temperature (``"loss": {"log_temperature": ...}``) still
+    loads: the temperature is moved into the network (:func:`~sista_monai.io.move_loss_temperature`).
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: the file is not a loadable weights-only checkpoint, or lacks an entry of ``load_dict``.
     """
     path = Path(path)
-    checkpoint = load_weights_only(path, map_location, what="checkpoint")
+    checkpoint = move_loss_temperature(load_weights_only(path, map_location, what="checkpoint"))
     missing = [k for k in load_dict if k not in checkpoint]
     if missing:
         raise ValueError(f"{path}: checkpoint lacks {missing} (has {sorted(checkpoint)})")

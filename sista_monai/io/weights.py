@@ -32,6 +32,7 @@ __all__ = [
     "load_weights_only",
     "load_failure_reason",
     "load_network_weights",
+    "move_loss_temperature",
 ]
 
 logger = logging.getLogger(__name__)
@@ -103,12 +104,49 @@ def load_failure_reason(err: BaseException, what: str = "checkpoint") -> str:
     return f"not a loadable weights-only {what}: damaged, truncated or not a PyTorch file ({type(err).__name__}: {first_line[:300]})"
 
 
+LEGACY_TEMPERATURE_KEY = "log_temperature"
+"""The key of the learnable SIA temperature in the ``"loss"`` entry of checkpoints written before it moved."""
+
+MODEL_TEMPERATURE_KEY = "temperature.log_temperature"
+"""Its key in :class:`~sista_monai.networks.SISTAModel`'s state dict since it lives in the model."""
+
+
+def move_loss_temperature(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Bring a checkpoint written when the SIA loss held the learnable temperature into today's layout.
+
+    Such a checkpoint keeps ``log(tau)`` as ``checkpoint["loss"]["log_temperature"]``; today it is the model's
+    ``temperature.log_temperature``. The value is moved into ``checkpoint["network"]`` (a new mapping; the input is
+    not modified) and the ``"loss"`` entry, left without state, is dropped. The optimiser state needs no change:
+    the temperature was the last optimised parameter then and is the model's last trainable parameter now. Any
+    other checkpoint (no ``"loss"`` temperature, or a ``"network"`` entry that already has one) is returned as is.
+
+    Args:
+        checkpoint: a full training checkpoint (``{"network": ..., "optimizer": ..., "loss": ..., ...}``).
+
+    Returns:
+        The checkpoint in today's layout.
+    """
+    loss_state = checkpoint.get("loss")
+    network_state = checkpoint.get("network")
+    if not (isinstance(loss_state, Mapping) and LEGACY_TEMPERATURE_KEY in loss_state):
+        return checkpoint
+    if not isinstance(network_state, Mapping) or MODEL_TEMPERATURE_KEY in network_state:
+        return checkpoint
+    moved = {key: value for key, value in checkpoint.items() if key != "loss"}
+    moved["network"] = {**network_state, MODEL_TEMPERATURE_KEY: loss_state[LEGACY_TEMPERATURE_KEY]}
+    rest = {key: value for key, value in loss_state.items() if key != LEGACY_TEMPERATURE_KEY}
+    if rest:
+        moved["loss"] = rest
+    return moved
+
+
 def load_network_weights(
     path: str | os.PathLike, network: torch.nn.Module, map_location: Any = "cpu"
 ) -> torch.nn.Module:
     """Load model weights from a full training checkpoint (its ``"network"`` entry) or a plain state dict.
 
-    Loaded with ``torch.load(weights_only=True)``; a DDP wrapper is unwrapped.
+    Loaded with ``torch.load(weights_only=True)``; a DDP wrapper is unwrapped. A checkpoint written when the SIA
+    loss held the learnable temperature has it moved into the network first (:func:`move_loss_temperature`).
 
     Raises:
         FileNotFoundError: no such file.
@@ -118,10 +156,17 @@ def load_network_weights(
     path = Path(path)
     state = load_weights_only(path, map_location, what="model weights")
     if isinstance(state, Mapping) and "network" in state and isinstance(state["network"], Mapping):
-        state = state["network"]
+        state = move_loss_temperature(state)["network"]
     target = getattr(network, "module", network)
     result = target.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
+        if MODEL_TEMPERATURE_KEY in {*result.missing_keys, *result.unexpected_keys}:
+            trained = "with" if MODEL_TEMPERATURE_KEY in result.unexpected_keys else "without"
+            raise ValueError(
+                f"{path}: the model was trained {trained} a learnable SIA temperature and the configured network "
+                f"{'has none' if trained == 'with' else 'has one'}: set sia_learnable_temperature (the network's "
+                "learnable_temperature) as in training"
+            )
         raise ValueError(
             f"{path}: weights do not fit the configured network; missing {list(result.missing_keys)[:5]}, "
             f"unexpected {list(result.unexpected_keys)[:5]}"

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from sista_monai.losses.classification import balanced_pos_weight, positive_class_weight
 from sista_monai.losses.distributed import gather_no_grad, gather_with_grad, world_info
-from sista_monai.losses.sia import SIA_MODES, SemanticInstanceAlignmentLoss
+from sista_monai.losses.sia import SIA_MODES, SemanticInstanceAlignmentLoss, false_negative_flags
 from sista_monai.losses.similarity import (
     REPORT_SIMILARITY_SOURCES,
     ReportSimilarity,
     finding_label_agreement,
     fit_report_center,
+    report_features,
 )
 from sista_monai.losses.sista import SISTALoss
-from sista_monai.losses.sta import SparseTokenAlignmentLoss
+from sista_monai.losses.sta import SparseTokenAlignmentLoss, alignment_weights
 
 __all__ = [
     "REPORT_SIMILARITY_SOURCES",
@@ -23,6 +24,8 @@ __all__ = [
     "SISTALoss",
     "SemanticInstanceAlignmentLoss",
     "SparseTokenAlignmentLoss",
+    "alignment_weights",
+    "false_negative_flags",
     "finding_label_agreement",
     "fit_report_center",
     "gather_no_grad",
@@ -30,4 +33,5 @@ __all__ = [
     "world_info",
     "positive_class_weight",
     "balanced_pos_weight",
+    "report_features",
 ]

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from sista_monai.losses.distributed import gather_with_grad, world_info
 
-__all__ = ["SemanticInstanceAlignmentLoss", "SIA_MODES"]
+__all__ = ["SemanticInstanceAlignmentLoss", "SIA_MODES", "false_negative_flags"]
 
 SIA_MODES = ("eliminate", "positive", "soft")
+
+
+def false_negative_flags(report_sim: torch.Tensor, threshold: float, first_column: int = 0) -> torch.Tensor:
+    """The SIA false-negative mask ``F_ij = (R_ij >= threshold) and j is not i's own report`` (METHOD.md §1).
+
+    Args:
+        report_sim: ``(N, M)`` report–report similarity ``R``: rows are anchors, columns candidate reports.
+        threshold: ``theta``.
+        first_column: the column of row 0's own report; row ``i``'s is ``first_column + i`` (``rank * B`` for the
+            local rows of a rank against the gathered columns, 0 for a square matrix).
+
+    Returns:
+        ``(N, M)`` boolean flags; a row's own report is never flagged.
+    """
+    rows, columns = report_sim.shape
+    own = torch.arange(columns, device=report_sim.device)[None, :] == (
+        torch.arange(rows, device=report_sim.device)[:, None] + first_column
+    )
+    return (report_sim >= threshold) & ~own
 
 
 class SemanticInstanceAlignmentLoss(nn.Module):
@@ -20,8 +37,8 @@ class SemanticInstanceAlignmentLoss(nn.Module):
 
     With L2-normalised image embeddings ``v`` and report embeddings ``t`` the logits are
     ``s_ij = <v_i, t_j> / tau``. A pair ``(i, j)``, ``j != i``, is a *false negative* (flagged) when the
-    report–report similarity ``R_ij >= threshold``. The image→report term uses the rows of ``s``, the
-    report→image term its columns, and the loss is their mean. Modes:
+    report–report similarity ``R_ij >= threshold`` (:func:`false_negative_flags`). The image→report term uses the
+    rows of ``s``, the report→image term its columns, and the loss is their mean. Modes:
 
     - ``"eliminate"`` (default): flagged pairs are dropped from both softmax denominators,
       ``L_i = -log(exp(s_ii) / sum_{j not flagged} exp(s_ij))``.
@@ -48,7 +65,8 @@ class SemanticInstanceAlignmentLoss(nn.Module):
 
     References:
         Radford, Alec, et al. "Learning Transferable Visual Models From Natural Language Supervision." ICML 2021
-        (https://arxiv.org/abs/2103.00020): symmetric image–text InfoNCE, learnable log-scale temperature.
+        (https://arxiv.org/abs/2103.00020): symmetric image–text InfoNCE (its learnable temperature is
+        :class:`~sista_monai.networks.LearnableTemperature`, held by the model).
 
         van den Oord, Aaron, et al. "Representation Learning with Contrastive Predictive Coding." 2018
         (https://arxiv.org/abs/1807.03748): InfoNCE.
@@ -79,11 +97,12 @@ class SemanticInstanceAlignmentLoss(nn.Module):
         Args:
             threshold: ``theta``; an off-diagonal pair is a false negative when ``report_sim >= threshold``.
             mode: ``"eliminate"``, ``"positive"`` or ``"soft"`` (see the class docstring).
-            temperature: ``tau`` of the image–report logits (initial value when learnable).
-            learnable_temperature: learn ``log(tau)`` as a parameter (CLIP); ``tau`` is clamped to
-                ``temperature_bounds`` in every forward.
-            temperature_bounds: ``(min, max)`` of a learnable ``tau``; CLIP's logit-scale clamp at 100 is a
-                minimum of 0.01.
+            temperature: ``tau`` of the image–report logits, used when :meth:`forward` is given none.
+            learnable_temperature: must be ``False``. A learnable ``tau`` lives in the model
+                (``SISTAModel(learnable_temperature=True)``), which returns it for :meth:`forward`'s ``temperature``;
+                the argument stays so that configurations naming it ``false`` keep working.
+            temperature_bounds: validated (``0 < min <= max``) and otherwise unused; kept so that configurations
+                naming it keep working. The bounds of a learnable ``tau`` are ``SISTAModel(temperature_bounds=...)``.
             soft_temperature: ``tau_R`` of the soft targets (``mode="soft"`` only).
             gather_distributed: use the global batch as negatives when running distributed.
             min_negatives: the guard against rows that lose every negative. A row (anchor) with fewer than this
@@ -97,8 +116,8 @@ class SemanticInstanceAlignmentLoss(nn.Module):
                 ``threshold=-inf`` is meant to flag the whole row).
 
         Raises:
-            ValueError: when ``mode`` is unknown, a temperature is not positive, or the bounds are not
-                ``0 < min <= max`` containing ``temperature`` when it is learnable.
+            ValueError: when ``mode`` is unknown, a temperature is not positive, the bounds are not
+                ``0 < min <= max``, or ``learnable_temperature`` is ``True`` (set it on the model).
         """
         super().__init__()
         if mode not in SIA_MODES:
@@ -110,27 +129,21 @@ class SemanticInstanceAlignmentLoss(nn.Module):
         low, high = (float(b) for b in temperature_bounds)
         if not 0 < low <= high:
             raise ValueError(f"temperature_bounds must satisfy 0 < min <= max, got {tuple(temperature_bounds)}.")
-        if learnable_temperature and not low <= temperature <= high:
-            raise ValueError(f"temperature {temperature} is outside temperature_bounds {(low, high)}.")
+        if learnable_temperature:
+            raise ValueError(
+                "the learnable SIA temperature lives in the model: set SISTAModel(learnable_temperature=True, "
+                "temperature=..., temperature_bounds=...) (the bundle key sia_learnable_temperature does) and leave "
+                "the loss's learnable_temperature False; the model returns the clamped temperature, which the trainer "
+                "passes to the loss."
+            )
         self.threshold = float(threshold)
         self.mode = mode
-        self.learnable_temperature = learnable_temperature
-        self.temperature_bounds = (low, high)
         self.soft_temperature = float(soft_temperature)
         self.gather_distributed = gather_distributed
         if min_negatives < 0:
             raise ValueError(f"min_negatives must be non-negative, got {min_negatives}.")
         self.min_negatives = int(min_negatives)
-        self.initial_temperature = float(temperature)
-        if learnable_temperature:
-            self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
-
-    def current_temperature(self) -> torch.Tensor | float:
-        """The current ``tau``: a float when fixed, a tensor with gradient clamped to the bounds when learnable."""
-        if not self.learnable_temperature:
-            return self.initial_temperature
-        low, high = self.temperature_bounds
-        return self.log_temperature.clamp(math.log(low), math.log(high)).exp()
+        self.temperature = float(temperature)
 
     def forward(
         self,
@@ -138,6 +151,7 @@ class SemanticInstanceAlignmentLoss(nn.Module):
         text_emb: torch.Tensor,
         report_sim: torch.Tensor,
         label_agreement: torch.Tensor | None = None,
+        temperature: torch.Tensor | float | None = None,
     ) -> dict[str, torch.Tensor]:
         """
         Args:
@@ -147,6 +161,9 @@ class SemanticInstanceAlignmentLoss(nn.Module):
                 columns when distributed), e.g. from :class:`ReportSimilarity`. No gradient flows into it.
             label_agreement: optional ``(B, B)`` (``(B, B * world)``) boolean, ``True`` where two reports'
                 findings agree (:func:`finding_label_agreement`); enables ``flag_precision``/``flag_recall``.
+            temperature: ``tau`` for this call, e.g. the learnable temperature that
+                :class:`~sista_monai.networks.SISTAModel` returns (a scalar tensor, whose gradient then flows);
+                ``None`` (default) uses the constructor's fixed ``temperature``.
 
         Returns:
             A dict with ``"loss"`` (scalar, with gradient) and detached diagnostics: ``"false_negative_rate"``
@@ -182,7 +199,7 @@ class SemanticInstanceAlignmentLoss(nn.Module):
                 f"got {tuple(label_agreement.shape)}."
             )
 
-        tau = self.current_temperature()
+        tau = self.temperature if temperature is None else temperature
         targets = torch.arange(batch, device=image_emb.device) + rank * batch
         if world > 1:
             all_images = gather_with_grad(image_emb)
@@ -195,7 +212,7 @@ class SemanticInstanceAlignmentLoss(nn.Module):
 
         report_sim = report_sim.detach()
         positive_mask = F.one_hot(targets, num_columns).bool()
-        flagged = (report_sim >= self.threshold) & ~positive_mask
+        flagged = false_negative_flags(report_sim, self.threshold, rank * batch)
         negatives = (num_columns - 1) - flagged.sum(dim=1)
         # only eliminate mode loses a row's contrast when every unpaired column is flagged (counted before the guard)
         rows_without_negatives = (
@@ -261,6 +278,6 @@ class SemanticInstanceAlignmentLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"threshold={self.threshold}, mode={self.mode!r}, learnable_temperature={self.learnable_temperature}, "
-            f"temperature_bounds={self.temperature_bounds}, soft_temperature={self.soft_temperature}"
+            f"threshold={self.threshold}, mode={self.mode!r}, temperature={self.temperature}, "
+            f"soft_temperature={self.soft_temperature}"
         )

@@ -20,9 +20,48 @@ from torch.nn import functional as F
 
 from sista_monai.losses.distributed import gather_no_grad
 
-__all__ = ["ReportSimilarity", "finding_label_agreement", "fit_report_center", "REPORT_SIMILARITY_SOURCES"]
+__all__ = [
+    "ReportSimilarity",
+    "finding_label_agreement",
+    "fit_report_center",
+    "report_features",
+    "REPORT_SIMILARITY_SOURCES",
+]
 
 REPORT_SIMILARITY_SOURCES = ("text_frozen", "text_online", "labels")
+
+
+def report_features(source: str, output: Any, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The per-report vectors that :class:`ReportSimilarity` compares for ``source`` (METHOD.md §1).
+
+    The one place where a similarity source becomes features: the SISTA trainer and the false-negative flag
+    metric both call it.
+
+    Args:
+        source: ``"text_frozen"`` (the frozen text copy's pooled features), ``"text_online"`` (the current report
+            embeddings ``t``) or ``"labels"`` (the finding vectors).
+        output: the model's output, a :class:`~sista_monai.networks.SISTAOutput` (``text_emb`` and
+            ``frozen_text_features`` are read).
+        labels: ``(B, C)`` finding vectors of the batch; needed by ``"labels"`` only.
+
+    Returns:
+        ``(B, F)`` report features (as they are: no copy, dtype or gradient change).
+
+    Raises:
+        ValueError: an unknown ``source``; ``"text_frozen"`` with a model that keeps no frozen copy;
+            ``"labels"`` without ``labels``.
+    """
+    if source == "text_frozen":
+        if output.frozen_text_features is None:
+            raise ValueError("report similarity source 'text_frozen' needs SISTAModel(keep_frozen_text_copy=True)")
+        return output.frozen_text_features
+    if source == "labels":
+        if labels is None:
+            raise ValueError("report similarity source 'labels' needs a 'labels' entry in every batch item")
+        return labels
+    if source == "text_online":
+        return output.text_emb
+    raise ValueError(f"source must be one of {REPORT_SIMILARITY_SOURCES}, got {source!r}.")
 
 
 def _with_no_finding_column(labels: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,8 @@ class SISTALoss(nn.Module):
         }
 
     A term whose weight is 0 is skipped (not computed), its module may then be ``None`` and its inputs omitted.
-    A learnable SIA temperature is a parameter of this module (through ``sia``): give it to the optimiser.
+    The module holds no parameters: a learnable SIA temperature lives in the model
+    (``SISTAModel(learnable_temperature=True)``) and comes in through :meth:`forward`'s ``temperature``.
 
     References:
         Bui et al. "Representation Learning with Semantic-aware Instance and Sparse Token Alignments" (SISTA),
@@ -79,6 +80,7 @@ class SISTALoss(nn.Module):
         label_agreement: torch.Tensor | None = None,
         return_weights: bool = False,
         token_groups: torch.Tensor | None = None,
+        temperature: torch.Tensor | float | None = None,
     ) -> dict[str, torch.Tensor]:
         """
         Args:
@@ -94,6 +96,8 @@ class SISTALoss(nn.Module):
             return_weights: also return the STA alignment weights under ``"weights"``.
             token_groups: optional ``(B, T)`` word identities for STA (repeated words are not each other's
                 negatives); see :meth:`SparseTokenAlignmentLoss.forward`.
+            temperature: SIA's ``tau`` for this call, e.g. ``SISTAOutput.temperature`` of a model with a learnable
+                temperature; ``None`` uses the SIA loss's fixed ``temperature``.
 
         Returns:
             ``"loss"`` (with gradient), ``"loss_sia"`` and ``"loss_sta"`` (detached; 0 for a skipped term) and the
@@ -107,7 +111,7 @@ class SISTALoss(nn.Module):
         terms: list[torch.Tensor] = []
         if self.lambda_instance > 0:
             self._require(image_emb=image_emb, text_emb=text_emb, report_sim=report_sim)
-            sia = self.sia(image_emb, text_emb, report_sim, label_agreement=label_agreement)
+            sia = self.sia(image_emb, text_emb, report_sim, label_agreement=label_agreement, temperature=temperature)
             terms.append(self.lambda_instance * sia["loss"])
             output["loss_sia"] = sia.pop("loss").detach()
             output.update(sia)

@@ -8,7 +8,39 @@ from torch.nn import functional as F
 
 from sista_monai.losses.distributed import all_reduce_sum_no_grad, world_info
 
-__all__ = ["SparseTokenAlignmentLoss"]
+__all__ = ["SparseTokenAlignmentLoss", "alignment_weights"]
+
+
+def alignment_weights(
+    patch_emb: torch.Tensor, token_emb: torch.Tensor, sparsity_threshold: float | None = None, eps: float = 1e-6
+) -> torch.Tensor:
+    """Sparse word→patch weights ``a`` of STA (METHOD.md §2, steps 1–4 up to the renormalisation), per pair.
+
+    ``S = W P^T``; per token, min–max normalised over patches (``+ eps`` in the denominator); values below
+    ``sigma`` zeroed; rows renormalised to sum 1. A row in which nothing survives falls back to uniform
+    ``1 / P``. The loss (:class:`SparseTokenAlignmentLoss`), the patches-kept metric, the heat maps and
+    pretraining inference all call this one function.
+
+    Args:
+        patch_emb: ``(B, P, D)``.
+        token_emb: ``(B, T, D)``.
+        sparsity_threshold: ``sigma``; ``None`` means ``1 / P``.
+        eps: ``eps`` of the min–max normalisation.
+
+    Returns:
+        ``(B, T, P)`` non-negative weights whose rows sum to 1 (padding tokens included; mask them yourself).
+    """
+    num_patches = patch_emb.shape[1]
+    sigma = 1.0 / num_patches if sparsity_threshold is None else sparsity_threshold
+    similarity = torch.einsum("btd,bpd->btp", token_emb, patch_emb)
+    row_min = similarity.amin(dim=2, keepdim=True)
+    row_max = similarity.amax(dim=2, keepdim=True)
+    normalised = (similarity - row_min) / (row_max - row_min + eps)
+    kept = normalised * (normalised >= sigma)
+    row_sum = kept.sum(dim=2, keepdim=True)
+    has_mass = row_sum > 0
+    weights = kept / torch.where(has_mass, row_sum, torch.ones_like(row_sum))
+    return torch.where(has_mass, weights, torch.full_like(weights, 1.0 / num_patches))
 
 
 class SparseTokenAlignmentLoss(nn.Module):
@@ -84,28 +116,6 @@ class SparseTokenAlignmentLoss(nn.Module):
         self.eps = float(eps)
         self.sync_sample_count = sync_sample_count
 
-    def alignment_weights(self, patch_emb: torch.Tensor, token_emb: torch.Tensor) -> torch.Tensor:
-        """Sparse word→patch weights ``a`` (steps 1–4 up to the renormalisation).
-
-        Args:
-            patch_emb: ``(B, P, D)``.
-            token_emb: ``(B, T, D)``.
-
-        Returns:
-            ``(B, T, P)`` non-negative weights whose rows sum to 1 (padding tokens included; mask them yourself).
-        """
-        num_patches = patch_emb.shape[1]
-        sigma = 1.0 / num_patches if self.sparsity_threshold is None else self.sparsity_threshold
-        similarity = torch.einsum("btd,bpd->btp", token_emb, patch_emb)
-        row_min = similarity.amin(dim=2, keepdim=True)
-        row_max = similarity.amax(dim=2, keepdim=True)
-        normalised = (similarity - row_min) / (row_max - row_min + self.eps)
-        kept = normalised * (normalised >= sigma)
-        row_sum = kept.sum(dim=2, keepdim=True)
-        has_mass = row_sum > 0
-        weights = kept / torch.where(has_mass, row_sum, torch.ones_like(row_sum))
-        return torch.where(has_mass, weights, torch.full_like(weights, 1.0 / num_patches))
-
     def forward(
         self,
         patch_emb: torch.Tensor,
@@ -155,7 +165,7 @@ class SparseTokenAlignmentLoss(nn.Module):
         if token_mask.dtype != torch.bool:
             raise ValueError(f"token_mask must be a bool tensor, got dtype {token_mask.dtype}.")
 
-        weights = self.alignment_weights(patch_emb, token_emb)
+        weights = alignment_weights(patch_emb, token_emb, self.sparsity_threshold, self.eps)
         grouped = F.normalize(torch.bmm(weights, patch_emb), dim=2)
 
         logits = torch.bmm(grouped, token_emb.transpose(1, 2)) / self.temperature

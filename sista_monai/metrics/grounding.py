@@ -39,7 +39,14 @@ import torch
 import torch.nn.functional as F
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from sista_monai.losses.similarity import REPORT_SIMILARITY_SOURCES, ReportSimilarity, finding_label_agreement
+from sista_monai.losses.sia import false_negative_flags
+from sista_monai.losses.similarity import (
+    REPORT_SIMILARITY_SOURCES,
+    ReportSimilarity,
+    finding_label_agreement,
+    report_features,
+)
+from sista_monai.losses.sta import alignment_weights
 
 Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
 reinit__is_reduced, _ = optional_import(
@@ -365,7 +372,7 @@ def flag_statistics(
         similarity.gather_distributed = gather
     agreement = finding_label_agreement(labels, gather_distributed=False)
     off_diagonal = ~torch.eye(n, dtype=torch.bool, device=labels.device)
-    flags = (sim >= threshold) & off_diagonal
+    flags = false_negative_flags(sim, threshold)
     agree = agreement & off_diagonal
     n_flags, n_agree = int(flags.sum()), int(agree.sum())
     batch = n if batch_size is None else max(1, min(int(batch_size), n))
@@ -433,13 +440,7 @@ class FalseNegativeFlags(Metric):
         labels = targets.get("labels")
         if labels is None:
             raise KeyError("FalseNegativeFlags needs 'labels' in the batch")
-        features = (
-            labels
-            if self.source == "labels"
-            else getattr(pred, {"text_frozen": "frozen_text_features", "text_online": "text_emb"}[self.source])
-        )
-        if features is None:
-            raise ValueError("source 'text_frozen' needs a model with keep_frozen_text_copy=True")
+        features = report_features(self.source, pred, labels)
         self._features.append(features.detach().float().to(self._device))
         self._labels.append(labels.detach().float().to(self._device))
 
@@ -478,9 +479,7 @@ class PatchesKept(Metric):
         output_transform: Callable[[Any], Any] = _output,
         device: str | torch.device = "cpu",
     ) -> None:
-        from sista_monai.losses import SparseTokenAlignmentLoss
-
-        self.alignment = SparseTokenAlignmentLoss(sparsity_threshold=sparsity_threshold)
+        self.sparsity_threshold = sparsity_threshold
         super().__init__(output_transform=output_transform, device=device)
 
     @reinit__is_reduced
@@ -490,7 +489,9 @@ class PatchesKept(Metric):
     @reinit__is_reduced
     def update(self, output: tuple[Any, dict[str, torch.Tensor]]) -> None:
         pred, _ = output
-        weights = self.alignment.alignment_weights(pred.patch_emb.detach().float(), pred.token_emb.detach().float())
+        weights = alignment_weights(
+            pred.patch_emb.detach().float(), pred.token_emb.detach().float(), self.sparsity_threshold
+        )
         kept, tokens = patches_kept(weights, pred.token_mask)
         self._sums[0] += kept
         self._sums[1] += tokens

@@ -58,6 +58,8 @@ class SISTAOutput:
         patch_grid: the image encoder's patch grid (see :class:`ImageEncoderOutput`).
         frozen_text_features: ``(B, H)`` pooled features of the frozen text encoder copy (no gradient), for the
             ``text_frozen`` report-similarity source; ``None`` when the model keeps no frozen copy.
+        temperature: scalar SIA temperature ``tau`` learned by the model, clamped to its bounds (with gradient);
+            ``None`` when the temperature is fixed (the SIA loss then uses its own).
     """
 
     image_emb: torch.Tensor
@@ -67,3 +69,4 @@ class SISTAOutput:
     token_mask: torch.Tensor
     patch_grid: tuple[int, int]
     frozen_text_features: torch.Tensor | None = None
+    temperature: torch.Tensor | None = None

@@ -8,7 +8,7 @@ import logging
 import torch
 from torch import nn
 
-from .heads import ProjectionHead
+from .heads import LearnableTemperature, ProjectionHead
 from .outputs import SISTAOutput
 
 __all__ = ["SISTAModel"]
@@ -32,6 +32,18 @@ class SISTAModel(nn.Module):
         keep_frozen_text_copy: keep a frozen copy of the text encoder as it is now (before training), whose
             pooled features feed the ``text_frozen`` report-similarity source (METHOD.md §1). The copy never
             trains and always runs in eval mode.
+        temperature: the initial ``tau`` of SIA's image–report logits when ``learnable_temperature``; unused
+            otherwise (the SIA loss's own fixed ``temperature`` then applies).
+        learnable_temperature: learn ``log(tau)`` in this model (a :class:`LearnableTemperature` under
+            ``temperature``, state-dict key ``temperature.log_temperature``), as open_clip keeps ``logit_scale``
+            in the model: the optimiser, the checkpoint and DDP's gradient averaging hold it with every other
+            weight. Every forward returns ``tau`` clamped to ``temperature_bounds`` in ``SISTAOutput.temperature``.
+        temperature_bounds: ``(min, max)`` of a learnable ``tau``; CLIP's logit-scale clamp at 100 is a minimum of
+            0.01.
+
+    Raises:
+        ValueError: when ``learnable_temperature`` and the bounds are not ``0 < min <= max`` or ``temperature``
+            lies outside them.
     """
 
     def __init__(
@@ -41,6 +53,9 @@ class SISTAModel(nn.Module):
         embed_dim: int = 128,
         head_hidden_dim: int | None = None,
         keep_frozen_text_copy: bool = False,
+        temperature: float = 0.07,
+        learnable_temperature: bool = False,
+        temperature_bounds: tuple[float, float] = (0.01, 1.0),
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
@@ -61,6 +76,11 @@ class SISTAModel(nn.Module):
                 )
             self.frozen_text_encoder = copy.deepcopy(text_encoder).eval()
             self.frozen_text_encoder.requires_grad_(False)
+        # registered last, so that it is the last trainable parameter, where the optimiser of a checkpoint written
+        # when the SIA loss held the temperature (network parameters, then the loss's) has its state
+        self.temperature: LearnableTemperature | None = (
+            LearnableTemperature(temperature, temperature_bounds) if learnable_temperature else None
+        )
 
     def train(self, mode: bool = True) -> SISTAModel:
         """Set train/eval mode; the frozen text copy stays in eval mode."""
@@ -105,11 +125,15 @@ class SISTAModel(nn.Module):
         word_mask: torch.Tensor | None = None,
         word_start: torch.Tensor | None = None,
     ) -> SISTAOutput:
-        """Encode a batch of image–report pairs (``word_start``: see :meth:`encode_text`)."""
+        """Encode a batch of image–report pairs (``word_start``: see :meth:`encode_text`).
+
+        The output's ``temperature`` is the clamped learnable ``tau`` (with gradient), ``None`` when it is fixed.
+        """
         image_emb, patch_emb, grid = self.encode_image(image)
         text_emb, token_emb, token_mask = self.encode_text(input_ids, attention_mask, word_mask, word_start)
         frozen = None
         if self.frozen_text_encoder is not None:
             with torch.no_grad():
                 frozen = self.frozen_text_encoder(input_ids, attention_mask, word_mask).global_features.detach()
-        return SISTAOutput(image_emb, patch_emb, text_emb, token_emb, token_mask, grid, frozen)
+        temperature = self.temperature() if self.temperature is not None else None
+        return SISTAOutput(image_emb, patch_emb, text_emb, token_emb, token_mask, grid, frozen, temperature)

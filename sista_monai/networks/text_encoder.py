@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel
+
+from sista_monai.transforms.report import load_tokenizer
 
 from .outputs import TextEncoderOutput
 
@@ -38,7 +40,7 @@ class HuggingFaceTextEncoder(nn.Module):
     Args:
         name_or_path: hub id or local folder of a pretrained model.
         config: configuration of a model built from scratch.
-        tokenizer: tokenizer folder or hub id whose vocabulary size a from-scratch model takes.
+        tokenizer: the tokenizer (object, folder or hub id) whose vocabulary size a from-scratch model takes.
         local_files_only: never download (default); set ``False`` to allow a hub download.
         pooling: ``"cls"`` (first token) or ``"mean"`` (mean over attended tokens) for the global vector.
         freeze_layers: freeze the embeddings and the first N transformer layers (0 = train everything).
@@ -58,7 +60,7 @@ class HuggingFaceTextEncoder(nn.Module):
         self,
         name_or_path: str | os.PathLike | None = None,
         config: dict[str, Any] | None = None,
-        tokenizer: str | os.PathLike | None = None,
+        tokenizer: str | os.PathLike | Any = None,
         local_files_only: bool = True,
         pooling: str = "cls",
         freeze_layers: int = 0,
@@ -85,9 +87,7 @@ class HuggingFaceTextEncoder(nn.Module):
             if "vocab_size" not in settings:
                 if tokenizer is None:
                     raise ValueError("a from-scratch text encoder needs config['vocab_size'] or a tokenizer")
-                settings["vocab_size"] = len(
-                    AutoTokenizer.from_pretrained(os.fspath(tokenizer), local_files_only=local_files_only)
-                )
+                settings["vocab_size"] = len(load_tokenizer(tokenizer, local_files_only))
             self.model = AutoModel.from_config(AutoConfig.for_model(model_type, **settings))
             if pretrained_weights is not None:
                 self._load_weights(os.fspath(pretrained_weights))

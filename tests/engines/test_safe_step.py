@@ -57,7 +57,8 @@ def _trainer(kind: str, rank: int, nonfinite_loss: str) -> tuple[object, torch.n
     torch.manual_seed(0)  # the same initial weights on both ranks, as DDP expects
     common = {"device": torch.device("cpu"), "max_epochs": 1, "nonfinite_loss": nonfinite_loss}
     if kind == "sista":
-        model = SISTAModel(_vit(16), HuggingFaceTextEncoder(config=TINY_BERT), embed_dim=8)
+        # a learnable SIA temperature in the model: DDP averages its gradient like any other weight's
+        model = SISTAModel(_vit(16), HuggingFaceTextEncoder(config=TINY_BERT), embed_dim=8, learnable_temperature=True)
         items = []
         for index in range(6):
             ids = torch.randint(5, 40, (12,), generator=torch.Generator().manual_seed(index))

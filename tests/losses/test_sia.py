@@ -12,6 +12,7 @@ from sista_monai.losses import (
     SIA_MODES,
     ReportSimilarity,
     SemanticInstanceAlignmentLoss,
+    false_negative_flags,
     finding_label_agreement,
 )
 
@@ -123,25 +124,66 @@ def test_gradcheck(mode: str) -> None:
     assert torch.autograd.gradcheck(lambda a, b: loss(a, b, sim)["loss"], (v, t))
 
 
-def test_learnable_temperature_is_clamped_and_trained() -> None:
-    loss = SemanticInstanceAlignmentLoss(
-        threshold=0.5, temperature=0.07, learnable_temperature=True, temperature_bounds=(0.05, 0.5)
-    )
-    names = [name for name, _ in loss.named_parameters()]
-    assert names == ["log_temperature"]
-    out = loss(IMAGES, TEXTS, REPORT_SIM)
-    assert out["temperature"].item() == pytest.approx(0.07)
-    out["loss"].backward()
-    assert loss.log_temperature.grad is not None and loss.log_temperature.grad.abs().item() > 0
-    with torch.no_grad():
-        loss.log_temperature.fill_(math.log(0.001))
-    assert loss(IMAGES, TEXTS, REPORT_SIM)["temperature"].item() == pytest.approx(0.05)
-    with torch.no_grad():
-        loss.log_temperature.fill_(math.log(10.0))
-    out = loss(IMAGES, TEXTS, REPORT_SIM)
+def test_temperature_argument_replaces_the_fixed_one_and_takes_gradient() -> None:
+    loss = SemanticInstanceAlignmentLoss(threshold=0.5, temperature=0.07)
+    tau = torch.tensor(0.5, requires_grad=True)
+    out = loss(IMAGES, TEXTS, REPORT_SIM, temperature=tau)
     assert out["temperature"].item() == pytest.approx(0.5)
     expected = SemanticInstanceAlignmentLoss(threshold=0.5, temperature=0.5)(IMAGES, TEXTS, REPORT_SIM)["loss"]
     torch.testing.assert_close(out["loss"].detach(), expected)
+    out["loss"].backward()
+    # eliminate mode, (2, 3) and (3, 2) flagged; s = V T^T = [[1, 0, 1], [0, 1, 0], [0, 1, 0]]. Each anchor's kept
+    # logits (values of s) and its positive: d CE / d tau = (s_pos - E_softmax(s / tau)[s]) / tau^2; mean of 6 anchors.
+    anchors = [
+        ([1.0, 0.0, 1.0], 1.0),  # image 1: reports 1, 2, 3
+        ([0.0, 1.0], 1.0),  # image 2: reports 1, 2 (3 flagged)
+        ([0.0, 0.0], 0.0),  # image 3: reports 1, 3 (2 flagged)
+        ([1.0, 0.0, 0.0], 1.0),  # report 1: images 1, 2, 3
+        ([0.0, 1.0], 1.0),  # report 2: images 1, 2 (3 flagged)
+        ([1.0, 0.0], 0.0),  # report 3: images 1, 3 (2 flagged)
+    ]
+    expected_grad = 0.0
+    for values, positive in anchors:
+        row = torch.tensor(values, dtype=torch.float64)
+        expected_grad += (positive - (torch.softmax(row / 0.5, dim=0) * row).sum().item()) / 0.25 / 6
+    assert tau.grad.item() == pytest.approx(expected_grad, rel=1e-5)
+    assert loss(IMAGES, TEXTS, REPORT_SIM)["temperature"].item() == pytest.approx(0.07)
+
+
+def test_learnable_temperature_on_the_loss_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"lives in the model: set SISTAModel\(learnable_temperature=True"):
+        SemanticInstanceAlignmentLoss(threshold=0.5, learnable_temperature=True)
+    # the other constructor arguments of the former learnable path keep working
+    loss = SemanticInstanceAlignmentLoss(threshold=0.5, learnable_temperature=False, temperature_bounds=(0.05, 0.5))
+    assert loss.temperature == pytest.approx(0.07)
+
+
+def test_false_negative_flags_rule() -> None:
+    sim = torch.tensor(
+        [[1.0, 0.8, 0.2, 0.8], [0.8, 0.3, 0.7, 0.69], [0.2, 0.7, 1.0, 0.1]]
+    )  # 3 anchors against 4 reports
+    flags = false_negative_flags(sim, 0.7)
+    assert flags.tolist() == [
+        [False, True, False, True],
+        [True, False, True, False],
+        [False, True, False, False],
+    ]
+    # a rank's local rows sit at columns first_column + i of the gathered matrix
+    assert false_negative_flags(sim, 0.7, first_column=1).tolist() == [
+        [True, False, False, True],
+        [True, False, False, False],
+        [False, True, True, False],
+    ]
+    # what both former call sites computed: (R >= theta) & ~one_hot(targets) in SIA, (R >= theta) & ~eye in the metric
+    square = torch.rand(5, 5, generator=torch.Generator().manual_seed(0))
+    expected = (square >= 0.5) & ~torch.eye(5, dtype=torch.bool)
+    assert torch.equal(false_negative_flags(square, 0.5), expected)
+    targets = torch.arange(2) + 2
+    local = square[:2].repeat(1, 2)[:, :4]
+    expected_local = (local >= 0.5) & ~F.one_hot(targets, 4).bool()
+    assert torch.equal(false_negative_flags(local, 0.5, first_column=2), expected_local)
+    out = SemanticInstanceAlignmentLoss(threshold=0.5)(IMAGES, TEXTS, REPORT_SIM)
+    assert out["false_negative_rate"].item() == pytest.approx(false_negative_flags(REPORT_SIM, 0.5).sum().item() / 6)
 
 
 def test_fixed_temperature_has_no_parameter() -> None:
@@ -184,8 +226,8 @@ def test_shape_errors(images: torch.Tensor, texts: torch.Tensor, sim: torch.Tens
 def test_constructor_errors() -> None:
     with pytest.raises(ValueError, match="mode must be one of"):
         SemanticInstanceAlignmentLoss(threshold=0.5, mode="hard")
-    with pytest.raises(ValueError, match="outside temperature_bounds"):
-        SemanticInstanceAlignmentLoss(threshold=0.5, temperature=2.0, learnable_temperature=True)
+    with pytest.raises(ValueError, match="temperature_bounds must satisfy"):
+        SemanticInstanceAlignmentLoss(threshold=0.5, temperature_bounds=(0.5, 0.1))
     with pytest.raises(ValueError, match="temperature must be positive"):
         SemanticInstanceAlignmentLoss(threshold=0.5, temperature=0.0)
 

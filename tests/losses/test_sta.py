@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sista_monai.losses import SparseTokenAlignmentLoss
+from sista_monai.losses import SparseTokenAlignmentLoss, alignment_weights
 
 
 class LargestTensor(TorchDispatchMode):
@@ -211,3 +211,25 @@ def test_memory_is_per_pair_and_op_count_independent_of_batch() -> None:
 def test_shape_errors(patches: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SparseTokenAlignmentLoss()(patches, tokens, mask)
+
+
+def test_alignment_weights_function_is_the_losss() -> None:
+    """The one alignment-weights function: METHOD.md §2 steps 1–4 word by word, and what the loss aligns with."""
+    torch.manual_seed(3)
+    patch_emb = F.normalize(torch.randn(2, 6, 4, dtype=torch.float64), dim=-1)
+    token_emb = F.normalize(torch.randn(2, 3, 4, dtype=torch.float64), dim=-1)
+    token_emb[1, 2] = 0.0  # a row whose similarities are all equal: uniform fallback
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    for sigma in (None, 0.5, 0.0):
+        weights = alignment_weights(patch_emb, token_emb, sigma)
+        threshold = 1 / 6 if sigma is None else sigma
+        for b in range(2):
+            for j in range(3):
+                similarity = torch.stack([token_emb[b, j] @ patch_emb[b, k] for k in range(6)])
+                normalised = (similarity - similarity.min()) / (similarity.max() - similarity.min() + 1e-6)
+                kept = torch.where(normalised >= threshold, normalised, torch.zeros_like(normalised))
+                expected = kept / kept.sum() if kept.sum() > 0 else torch.full_like(kept, 1 / 6)
+                torch.testing.assert_close(weights[b, j], expected, rtol=1e-12, atol=1e-12)
+        out = SparseTokenAlignmentLoss(sparsity_threshold=sigma)(patch_emb, token_emb, mask, return_weights=True)
+        torch.testing.assert_close(out["weights"], weights * mask[:, :, None], rtol=0, atol=0)
+    torch.testing.assert_close(weights[1, 2], torch.full((6,), 1 / 6, dtype=torch.float64))
