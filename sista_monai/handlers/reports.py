@@ -209,7 +209,7 @@ class ClassificationReport:
         )
         self.summary = summary
         shown = ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a" for k, v in metrics.items())
-        engine.logger.info(
+        logger.info(
             "%s split (%d images, %d positive): %s at threshold %g",
             self.split,
             counts["n"],
@@ -307,7 +307,7 @@ class SegmentationReport:
         self.summary = write_eval_report(
             self.output_dir, summary, engine.state.metrics, self.overlays, self.split, self.extra, self.metrics_file
         )
-        engine.logger.info(
+        logger.info(
             "%s split (%d images, %d with pneumothorax): mean Dice %s, mean IoU %s, Dice on positive images %s",
             self.split,
             summary["n"],
@@ -432,7 +432,7 @@ class DetectionReport:
         self.summary = write_eval_report(
             self.output_dir, summary, engine.state.metrics, self.overlays, self.split, self.extra, self.metrics_file
         )
-        engine.logger.info(
+        logger.info(
             "%s split (%d images, %d ground-truth boxes): mAP@[%.2f:%.2f] %s, mAP@0.5 %s",
             self.split,
             summary["images"],

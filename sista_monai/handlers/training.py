@@ -1,8 +1,9 @@
 """Handlers of the SISTA training loop: loss-term logging, per-epoch seeding, RNG state, atomic checkpoints.
 
-The console, TensorBoard and MLflow logging of the loss terms use MONAI's own ``StatsHandler``,
-``TensorBoardStatsHandler`` and ``MLFlowHandler`` with :func:`loss_terms` as their ``output_transform``:
-they already log every entry of a dict, so no new logging handler is written.
+The TensorBoard and MLflow logging of the loss terms use MONAI's own ``TensorBoardStatsHandler`` and
+``MLFlowHandler`` with :func:`loss_terms` as their ``output_transform``: they already log every entry of a dict.
+The console uses :class:`~sista_monai.handlers.EpochSummaryStatsHandler`, MONAI's ``StatsHandler`` plus one
+line per epoch with the epoch means of the same dict.
 """
 
 from __future__ import annotations
@@ -340,7 +341,7 @@ class BestModelSaver:
             return
         save_weights(self.network, self.save_path, engine.logger)
         self.best = value
-        engine.logger.info("best %s = %.4f: saved %s", name, value, self.save_path)
+        logger.info("best %s = %.4f: saved %s", name, value, self.save_path)
 
 
 class WeightsOnlyCheckpointLoader(CheckpointLoader):
