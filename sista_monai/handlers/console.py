@@ -61,8 +61,9 @@ class EpochSummaryStatsHandler(StatsHandler):
     :func:`sista_monai.handlers.loss_terms`) or one scalar (named ``tag_name``). Each is averaged over the
     iterations of the epoch, except the names in ``last_value_keys`` (the learning rate by default), which show
     the value of the epoch's last iteration. Non-finite values are kept, so a NaN loss shows in the mean. The
-    line also gives the number of iterations and the seconds the epoch took; the end of the run logs one more
-    line with the total time (Ignite's own engine lines are left to the logging configuration). Under ``torchrun`` it
+    line also gives the number of iterations and the seconds the epoch took; a resumed run logs where it resumes,
+    and the end of the run one more line with the total time (Ignite's own engine lines, which say the same, are
+    left to the logging configuration: the bundles' ``logging.conf`` keeps them at WARNING). Under ``torchrun`` it
     reports the values the attaching rank saw (attach it on rank 0 only, as the bundles' ``multi_gpu_train.json``
     do for every console handler).
 
@@ -92,7 +93,7 @@ class EpochSummaryStatsHandler(StatsHandler):
         self._counts: dict[str, int] = {}
         self._last: dict[str, float] = {}
         self._iterations = 0
-        self._started = time.perf_counter()
+        self._epoch_start = time.perf_counter()
 
     def attach(self, engine: Engine) -> None:
         """``StatsHandler.attach``, plus the collection of the epoch's values."""
@@ -101,13 +102,24 @@ class EpochSummaryStatsHandler(StatsHandler):
             engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
         if not engine.has_event_handler(self._collect, Events.ITERATION_COMPLETED):
             engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        if self.epoch_log and not engine.has_event_handler(self._started, Events.STARTED):
+            engine.add_event_handler(Events.STARTED, self._started)
         if self.epoch_log and not engine.has_event_handler(self._finished, Events.COMPLETED):
             engine.add_event_handler(Events.COMPLETED, self._finished)
 
     def _reset(self, engine: Engine) -> None:
         self._sums, self._counts, self._last = {}, {}, {}
         self._iterations = 0
-        self._started = time.perf_counter()
+        self._epoch_start = time.perf_counter()
+
+    def _started(self, engine: Engine) -> None:
+        if engine.state.iteration > 0:  # a resumed run (Ignite's own line is left to the logging configuration)
+            self.logger.info(
+                "resuming from iteration %d, epoch %d of %s",
+                engine.state.iteration,
+                engine.state.epoch,
+                engine.state.max_epochs,
+            )
 
     def _finished(self, engine: Engine) -> None:
         seconds = engine.state.times.get(Events.COMPLETED.name) or 0.0
@@ -142,7 +154,7 @@ class EpochSummaryStatsHandler(StatsHandler):
             return
         seconds = engine.state.times.get(Events.EPOCH_COMPLETED.name)
         if seconds is None or not math.isfinite(seconds):
-            seconds = time.perf_counter() - self._started
+            seconds = time.perf_counter() - self._epoch_start
         self.logger.info(
             epoch_summary(
                 self.global_epoch_transform(engine.state.epoch),

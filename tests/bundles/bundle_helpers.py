@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,26 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+# a refresh of Ignite's progress bar; a terminal draws them over each other on one line, but ``subprocess.run(text=True)``
+# turns their carriage returns into line ends
+_PROGRESS_BAR = re.compile(r"\d+%\|")
+# the per-epoch line of sista_monai.handlers.EpochSummaryStatsHandler and the per-iteration line of MONAI's StatsHandler
+EPOCH_LINE = re.compile(r"Epoch: (\d+)/(\d+), (\d+) iterations -- ")
+ITERATION_LINE = re.compile(r"Epoch: \d+/\d+, Iter: \d+/\d+ -- ")
+
+
+def console_lines(text: str) -> list[str]:
+    """The lines of a captured console that a terminal keeps: neither blank nor a progress-bar refresh."""
+    return [line for line in text.splitlines() if line.strip() and not _PROGRESS_BAR.search(line)]
+
+
+def console_line_budget(epochs: int, validations: int, overrides: int = 0) -> int:
+    """Most console lines a bundle run may print: 150 for the README main job (30 epochs, 6 validations, no
+    command-line overrides), scaled: a fixed part (set-up, warnings, the test report), one line per epoch,
+    three per validation (metrics, key metric, best model saved) and one per override (MONAI's input summary)."""
+    return 102 + epochs + 3 * validations + overrides
 
 
 def tiny_pretrained_encoder(folder: Path, train_config: Path, tiny_encoder: dict[str, Any]) -> Path:

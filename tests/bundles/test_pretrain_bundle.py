@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
+from bundle_helpers import (
+    EPOCH_LINE,
+    ITERATION_LINE,
+    REPO_ROOT,
+    as_cli,
+    console_line_budget,
+    console_lines,
+    run_cli,
+    tiny_pretrain_overrides,
+)
 from monai.bundle import run as bundle_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -53,13 +62,28 @@ def _assert_no_phi(folder: Path, text: str, strings: list[str]) -> int:
     return scanned
 
 
+def _assert_quiet_console(console: str, overrides: dict) -> None:
+    """Issue 16: the progress bar, one line per epoch with the loss terms, validation metrics; no per-iteration line."""
+    lines = console_lines(console)
+    epochs, validations = overrides["epochs"], overrides["epochs"] // overrides["val_interval"]
+    epoch_lines = [line for line in lines if EPOCH_LINE.search(line)]
+    assert [int(EPOCH_LINE.search(line).group(1)) for line in epoch_lines] == list(range(1, epochs + 1)), lines
+    assert all(f" {term}: " in line for line in epoch_lines for term in ("loss", "loss_sia", "loss_sta", "lr"))
+    assert sum("Metrics -- " in line and "recall_at_5_image_to_report" in line for line in lines) == validations
+    assert not any(ITERATION_LINE.search(line) for line in lines)
+    assert not any("ignite.engine" in line or "openjpeg" in line for line in lines)
+    assert len(lines) <= console_line_budget(epochs, validations, overrides=len(overrides)), "\n".join(lines)
+
+
 def test_readme_command_end_to_end_without_phi(tiny_demo: Path, tmp_path: Path) -> None:
     """The README's command from the repository root (tiny overrides), then evaluate and inference configs."""
     bundle_root = tmp_path / "pretrain"
     args = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/pretrain/configs/train.json"]
-    result = run_cli(args + as_cli({"bundle_root": str(bundle_root), **tiny_pretrain_overrides(tiny_demo)}))
+    overrides = {"bundle_root": str(bundle_root), **tiny_pretrain_overrides(tiny_demo)}
+    result = run_cli(args + as_cli(overrides))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     console = result.stdout + result.stderr
+    _assert_quiet_console(console, overrides)
     for name, path in _outputs(bundle_root).items():
         assert path.is_file(), f"{name} missing: {path}"
 
@@ -146,6 +170,19 @@ def test_bundle_copied_elsewhere_runs_with_bundle_root(tiny_demo: Path, tmp_path
     overrides = {**tiny_pretrain_overrides(tiny_demo), "epochs": 1}
     bundle_run(config_file=str(copy / "configs" / "train.json"), bundle_root=str(copy), **overrides)
     assert (copy / "models" / "image_encoder.pt").is_file() and (copy / "eval" / "metrics.json").is_file()
+
+
+def test_iteration_log_true_prints_every_iteration(tiny_demo: Path, tmp_path: Path) -> None:
+    """The documented override: ``--iteration_log true`` adds MONAI's per-iteration lines to the epoch line."""
+    overrides = {"bundle_root": str(tmp_path / "pretrain"), **tiny_pretrain_overrides(tiny_demo), "epochs": 1}
+    args = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/pretrain/configs/train.json"]
+    result = run_cli(args + as_cli({**overrides, "iteration_log": True}))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = console_lines(result.stdout + result.stderr)
+    (epoch_line,) = [line for line in lines if EPOCH_LINE.search(line)]
+    iterations = int(EPOCH_LINE.search(epoch_line).group(3))
+    per_iteration = [line for line in lines if ITERATION_LINE.search(line)]
+    assert len(per_iteration) == iterations >= 2 and all("loss_sia" in line for line in per_iteration)
 
 
 def test_metadata_verifies() -> None:

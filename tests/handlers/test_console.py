@@ -82,3 +82,18 @@ def test_epoch_summary_format(seconds: float | None) -> None:
     line = epoch_summary(3, 30, 26, {"loss": 1.23456, "lr": 5e-5, "flag_precision": float("nan")}, seconds)
     assert line.startswith("Epoch: 3/30, 26 iterations -- loss: 1.2346 lr: 5.00e-05 flag_precision: nan")
     assert line.endswith("(9.9 s)") == (seconds is not None and math.isfinite(seconds))
+
+
+def test_a_resumed_run_says_where_it_resumes() -> None:
+    handler = EpochSummaryStatsHandler(name="test.console.resume", output_transform=lambda o: o)
+    engine = Engine(lambda e, batch: {"loss": 1.0})
+    records = _Records()
+    handler.attach(engine)
+    handler.logger.addHandler(records)
+    try:
+        engine.load_state_dict({"iteration": 2, "max_epochs": 3, "epoch_length": 2})
+        engine.run(range(2))
+    finally:
+        handler.logger.removeHandler(records)
+    assert records.messages[0] == "resuming from iteration 2, epoch 1 of 3"
+    assert [m.split(",")[0] for m in records.messages[1:3]] == ["Epoch: 2/3", "Epoch: 3/3"]
