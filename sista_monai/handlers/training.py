@@ -59,6 +59,8 @@ LOSS_TERM_KEYS = (
     "loss",
     "loss_sia",
     "loss_sta",
+    "loss_classification",
+    "loss_box_regression",
     "temperature",
     "false_negative_rate",
     "flag_precision",
@@ -66,7 +68,7 @@ LOSS_TERM_KEYS = (
     "sparsity",
     "lr",
 )
-"""Scalars of the trainer output that are logged each iteration (those present)."""
+"""Scalars of a trainer output that are logged (those present): SISTA's terms, and the detection trainer's."""
 
 
 def loss_terms(output: Mapping[str, Any] | None) -> dict[str, float]:

@@ -82,6 +82,22 @@ def console_line_budget(epochs: int, validations: int, overrides: int = 0) -> in
     return 102 + epochs + 3 * validations + overrides
 
 
+def assert_quiet_console(console: str, overrides: dict[str, Any], terms: tuple[str, ...]) -> None:
+    """Issue 16's console: one line per epoch with ``terms``, validation metrics, no per-iteration line, the budget.
+
+    ``overrides`` are the run's command-line overrides (``epochs``; ``val_interval`` when not the default 1)."""
+    lines = console_lines(console)
+    epochs, val_interval = int(overrides["epochs"]), int(overrides.get("val_interval", 1))
+    validated = set(range(val_interval, epochs + 1, val_interval))
+    epoch_lines = [line for line in lines if EPOCH_LINE.search(line)]
+    assert [int(EPOCH_LINE.search(line).group(1)) for line in epoch_lines] == list(range(1, epochs + 1)), lines
+    assert all(f" {term}: " in line for line in epoch_lines for term in terms), epoch_lines
+    assert {int(m.group(1)) for line in lines if (m := re.search(r"Epoch\[(\d+)\] Metrics -- ", line))} >= validated
+    assert not any(ITERATION_LINE.search(line) for line in lines)
+    assert not any("ignite.engine" in line or "openjpeg" in line for line in lines)
+    assert len(lines) <= console_line_budget(epochs, len(validated), overrides=len(overrides)), "\n".join(lines)
+
+
 def tiny_pretrained_encoder(folder: Path, train_config: Path, tiny_encoder: dict[str, Any]) -> Path:
     """Export a tiny ViT shaped like ``train_config``'s ``image_encoder``, as the pretraining bundle writes it."""
     import json
