@@ -1,11 +1,12 @@
-"""Handlers reacting to engine events: loss-term logging, seeding, checkpoints, encoder export, heat maps,
-evaluation reports and per-image prediction files.
+"""Handlers reacting to engine events: the epoch-summary console line, loss-term logging, seeding, checkpoints,
+encoder export, heat maps, evaluation reports and per-image prediction files.
 
 Files are written through :mod:`sista_monai.io`; ranks come from :mod:`sista_monai.distributed`.
 """
 
 from __future__ import annotations
 
+from .console import EpochSummaryStatsHandler
 from .export import ImageEncoderExporter
 from .heatmaps import AlignmentHeatmaps
 from .predictions import ClassificationJSONWriter, DetectionJSONWriter
@@ -30,6 +31,7 @@ __all__ = [
     "AtomicCheckpointSaver",
     "BestModelSaver",
     "EpochSeeder",
+    "EpochSummaryStatsHandler",
     "FinalModelFallback",
     "ImageEmbeddingWriter",
     "ImageEncoderExporter",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,8 @@ else:
     Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["ImageEncoderExporter"]
+
+logger = logging.getLogger(__name__)
 
 
 class ImageEncoderExporter:
@@ -53,4 +56,4 @@ class ImageEncoderExporter:
 
     def __call__(self, engine: Engine) -> None:
         weights, _ = export_image_encoder(self.model, self.output_dir, self.normalization, self.extra)
-        engine.logger.info("image encoder exported to %s", weights)
+        logger.info("image encoder exported to %s", weights)

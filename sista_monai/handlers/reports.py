@@ -266,7 +266,7 @@ class ClassificationReport(EvaluationReport):
     def log(self, engine: Engine, summary: Mapping[str, Any]) -> None:
         """Images, positives and every metric at the threshold."""
         metrics = ", ".join(f"{k} {shown(v)}" for k, v in summary["metrics"].items())
-        engine.logger.info(
+        logger.info(
             "%s split (%d images, %d positive): %s at threshold %g",
             self.split,
             summary["n"],
@@ -353,7 +353,7 @@ class SegmentationReport(EvaluationReport):
 
     def log(self, engine: Engine, summary: Mapping[str, Any]) -> None:
         """Images, positives, mean Dice and IoU, Dice on positive images."""
-        engine.logger.info(
+        logger.info(
             "%s split (%d images, %d with pneumothorax): mean Dice %s, mean IoU %s, Dice on positive images %s",
             self.split,
             summary["n"],
@@ -470,7 +470,7 @@ class DetectionReport(EvaluationReport):
 
     def log(self, engine: Engine, summary: Mapping[str, Any]) -> None:
         """Images, ground-truth boxes, mAP over the range and at 0.5."""
-        engine.logger.info(
+        logger.info(
             "%s split (%d images, %d ground-truth boxes): mAP@[%.2f:%.2f] %s, mAP@0.5 %s",
             self.split,
             summary["images"],

@@ -1,8 +1,9 @@
 """Handlers of the SISTA training loop: loss-term logging, per-epoch seeding, RNG state, atomic checkpoints.
 
-The console, TensorBoard and MLflow logging of the loss terms use MONAI's own ``StatsHandler``,
-``TensorBoardStatsHandler`` and ``MLFlowHandler`` with :func:`loss_terms` as their ``output_transform``:
-they already log every entry of a dict, so no new logging handler is written.
+The TensorBoard and MLflow logging of the loss terms use MONAI's own ``TensorBoardStatsHandler`` and
+``MLFlowHandler`` with :func:`loss_terms` as their ``output_transform``: they already log every entry of a dict.
+The console uses :class:`~sista_monai.handlers.EpochSummaryStatsHandler`, MONAI's ``StatsHandler`` plus one
+line per epoch with the epoch means of the same dict.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ LOSS_TERM_KEYS = (
     "loss",
     "loss_sia",
     "loss_sta",
+    "loss_classification",
+    "loss_box_regression",
     "temperature",
     "false_negative_rate",
     "flag_precision",
@@ -66,7 +69,7 @@ LOSS_TERM_KEYS = (
     "sparsity",
     "lr",
 )
-"""Scalars of the trainer output that are logged each iteration (those present)."""
+"""Scalars of a trainer output that are logged (those present): SISTA's terms, and the detection trainer's."""
 
 
 def loss_terms(output: Mapping[str, Any] | None) -> dict[str, float]:
@@ -343,7 +346,7 @@ class BestModelSaver:
             return
         save_weights(self.network, self.save_path, engine.logger)
         self.best = value
-        engine.logger.info("best %s = %.4f: saved %s", name, value, self.save_path)
+        logger.info("best %s = %.4f: saved %s", name, value, self.save_path)
 
 
 class WeightsOnlyCheckpointLoader(CheckpointLoader):

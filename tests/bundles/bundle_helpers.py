@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,42 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+# a refresh of Ignite's progress bar; a terminal draws them over each other on one line, but ``subprocess.run(text=True)``
+# turns their carriage returns into line ends
+_PROGRESS_BAR = re.compile(r"\d+%\|")
+# the per-epoch line of sista_monai.handlers.EpochSummaryStatsHandler and the per-iteration line of MONAI's StatsHandler
+EPOCH_LINE = re.compile(r"Epoch: (\d+)/(\d+), (\d+) iterations -- ")
+ITERATION_LINE = re.compile(r"Epoch: \d+/\d+, Iter: \d+/\d+ -- ")
+
+
+def console_lines(text: str) -> list[str]:
+    """The lines of a captured console that a terminal keeps: neither blank nor a progress-bar refresh."""
+    return [line for line in text.splitlines() if line.strip() and not _PROGRESS_BAR.search(line)]
+
+
+def console_line_budget(epochs: int, validations: int, overrides: int = 0) -> int:
+    """Most console lines a bundle run may print: 150 for the README main job (30 epochs, 6 validations, no
+    command-line overrides), scaled: a fixed part (set-up, warnings, the test report), one line per epoch,
+    three per validation (metrics, key metric, best model saved) and one per override (MONAI's input summary)."""
+    return 102 + epochs + 3 * validations + overrides
+
+
+def assert_quiet_console(console: str, overrides: dict[str, Any], terms: tuple[str, ...]) -> None:
+    """Issue 16's console: one line per epoch with ``terms``, validation metrics, no per-iteration line, the budget.
+
+    ``overrides`` are the run's command-line overrides (``epochs``; ``val_interval`` when not the default 1)."""
+    lines = console_lines(console)
+    epochs, val_interval = int(overrides["epochs"]), int(overrides.get("val_interval", 1))
+    validated = set(range(val_interval, epochs + 1, val_interval))
+    epoch_lines = [line for line in lines if EPOCH_LINE.search(line)]
+    assert [int(EPOCH_LINE.search(line).group(1)) for line in epoch_lines] == list(range(1, epochs + 1)), lines
+    assert all(f" {term}: " in line for line in epoch_lines for term in terms), epoch_lines
+    assert {int(m.group(1)) for line in lines if (m := re.search(r"Epoch\[(\d+)\] Metrics -- ", line))} >= validated
+    assert not any(ITERATION_LINE.search(line) for line in lines)
+    assert not any("ignite.engine" in line or "openjpeg" in line for line in lines)
+    assert len(lines) <= console_line_budget(epochs, len(validated), overrides=len(overrides)), "\n".join(lines)
 
 
 def tiny_pretrained_encoder(folder: Path, train_config: Path, tiny_encoder: dict[str, Any]) -> Path:

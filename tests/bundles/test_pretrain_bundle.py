@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
+from bundle_helpers import (
+    EPOCH_LINE,
+    ITERATION_LINE,
+    REPO_ROOT,
+    as_cli,
+    assert_quiet_console,
+    console_lines,
+    run_cli,
+    tiny_pretrain_overrides,
+)
 from monai.bundle import run as bundle_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -57,9 +66,11 @@ def test_readme_command_end_to_end_without_phi(tiny_demo: Path, tmp_path: Path) 
     """The README's command from the repository root (tiny overrides), then evaluate and inference configs."""
     bundle_root = tmp_path / "pretrain"
     args = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/pretrain/configs/train.json"]
-    result = run_cli(args + as_cli({"bundle_root": str(bundle_root), **tiny_pretrain_overrides(tiny_demo)}))
+    overrides = {"bundle_root": str(bundle_root), **tiny_pretrain_overrides(tiny_demo)}
+    result = run_cli(args + as_cli(overrides))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     console = result.stdout + result.stderr
+    assert_quiet_console(console, overrides, terms=("loss", "loss_sia", "loss_sta", "lr"))
     for name, path in _outputs(bundle_root).items():
         assert path.is_file(), f"{name} missing: {path}"
 
@@ -146,6 +157,19 @@ def test_bundle_copied_elsewhere_runs_with_bundle_root(tiny_demo: Path, tmp_path
     overrides = {**tiny_pretrain_overrides(tiny_demo), "epochs": 1}
     bundle_run(config_file=str(copy / "configs" / "train.json"), bundle_root=str(copy), **overrides)
     assert (copy / "models" / "image_encoder.pt").is_file() and (copy / "eval" / "metrics.json").is_file()
+
+
+def test_iteration_log_true_prints_every_iteration(tiny_demo: Path, tmp_path: Path) -> None:
+    """The documented override: ``--iteration_log true`` adds MONAI's per-iteration lines to the epoch line."""
+    overrides = {"bundle_root": str(tmp_path / "pretrain"), **tiny_pretrain_overrides(tiny_demo), "epochs": 1}
+    args = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/pretrain/configs/train.json"]
+    result = run_cli(args + as_cli({**overrides, "iteration_log": True}))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = console_lines(result.stdout + result.stderr)
+    (epoch_line,) = [line for line in lines if EPOCH_LINE.search(line)]
+    iterations = int(EPOCH_LINE.search(epoch_line).group(3))
+    per_iteration = [line for line in lines if ITERATION_LINE.search(line)]
+    assert len(per_iteration) == iterations >= 2 and all("loss_sia" in line for line in per_iteration)
 
 
 def test_metadata_verifies() -> None:

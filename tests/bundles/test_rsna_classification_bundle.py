@@ -20,6 +20,7 @@ from bundle_helpers import (
     REPO_ROOT,
     as_cli,
     assert_no_planted_phi,
+    assert_quiet_console,
     run_cli,
     run_torchrun_two_processes,
     tiny_pretrained_encoder,
@@ -124,6 +125,7 @@ def _eager_network(bundle_root: Path) -> torch.nn.Module:
 
 
 def test_training_outputs(trained: dict[str, Any], tiny_demo: Path) -> None:
+    assert_quiet_console(trained["console"], trained["overrides"], terms=("train_loss",))
     bundle_root = trained["bundle_root"]
     state = torch.load(bundle_root / "models" / "model.pt", weights_only=True)
     assert set(state) >= {"head.weight", "head.bias"} and all(torch.is_tensor(v) for v in state.values())

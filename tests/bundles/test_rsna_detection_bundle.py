@@ -17,6 +17,7 @@ from bundle_helpers import (
     REPO_ROOT,
     as_cli,
     assert_no_planted_phi,
+    assert_quiet_console,
     run_cli,
     run_torchrun_two_processes,
     tiny_pretrained_encoder,
@@ -94,6 +95,9 @@ def _network(bundle_root: Path) -> torch.nn.Module:
 
 
 def test_training_outputs(trained: dict[str, Any], tiny_demo: Path) -> None:
+    assert_quiet_console(
+        trained["console"], trained["overrides"], terms=("loss", "loss_classification", "loss_box_regression")
+    )
     bundle_root = trained["bundle_root"]
     state = torch.load(bundle_root / "models" / "model.pt", weights_only=True)
     pretrained = torch.load(trained["encoder"], weights_only=True)

@@ -22,6 +22,7 @@ from bundle_helpers import (
     REPO_ROOT,
     as_cli,
     assert_no_planted_phi,
+    assert_quiet_console,
     run_cli,
     run_torchrun_two_processes,
     tiny_pretrained_encoder,
@@ -119,6 +120,7 @@ def exported(trained: dict[str, Any]) -> Path:
 
 
 def test_training_outputs(trained: dict[str, Any], tiny_demo: Path) -> None:
+    assert_quiet_console(trained["console"], trained["overrides"], terms=("train_loss",))
     bundle_root = trained["bundle_root"]
     state = torch.load(bundle_root / "models" / "model.pt", weights_only=True)
     pretrained = torch.load(trained["encoder"], weights_only=True)

@@ -351,7 +351,7 @@ def test_pretrain_skip_option_trains_on_the_rest_and_records_the_skipped(
     # every skipped item is also in the console, and training ran on exactly the kept items (batch 8, drop_last)
     assert f"skipping {len(pretrain_bad.expected)} of {sum(pretrain_bad.sizes.values())} items" in console
     assert_lists_exactly_the_bad_items(problem_lines(console), pretrain_bad)
-    assert f"Iter: 1/{pretrain_bad.kept('training') // 8}" in console
+    assert f"Epoch: 1/1, {pretrain_bad.kept('training') // 8} iterations -- " in console
     assert (bundle_root / "models" / "image_encoder.pt").is_file()
     metrics = json.loads((bundle_root / "eval" / "metrics.json").read_text())
     assert metrics  # the test split (all of it kept) was evaluated

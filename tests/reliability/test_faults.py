@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import torch
-from bundle_helpers import REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
+from bundle_helpers import EPOCH_LINE, REPO_ROOT, as_cli, run_cli, tiny_pretrain_overrides
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser
 from monai.data import PersistentDataset
@@ -165,7 +165,8 @@ def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(demo: Path, st
     bundle_root = tmp_path / "killed"
     models = bundle_root / "models"
     log = tmp_path / "killed.log"
-    process = _popen(_bundle_command(_layered(tmp_path, [SLOW_ITERATIONS]), _overrides(demo, bundle_root)), log)
+    overrides = _overrides(demo, bundle_root, iteration_log=True)  # the documented per-iteration lines
+    process = _popen(_bundle_command(_layered(tmp_path, [SLOW_ITERATIONS]), overrides), log)
     try:
         _wait_for(
             lambda: (models / "checkpoint_1.pt").is_file() and "Epoch: 2/3, Iter: 1/" in log.read_text(), process, log
@@ -176,7 +177,8 @@ def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(demo: Path, st
         if process.poll() is None:
             process.kill()
     console = log.read_text()
-    assert "Epoch: 2/3, Iter: 1/" in console and "Epoch[2] Complete" not in console  # killed inside epoch 2
+    # killed inside epoch 2: its first iteration logged, only epoch 1's epoch line
+    assert "Epoch: 2/3, Iter: 1/" in console and [int(m.group(1)) for m in EPOCH_LINE.finditer(console)] == [1]
     assert sorted(p.name for p in models.glob("*.pt")) == ["checkpoint_1.pt"]
     trainer = _load(models / "checkpoint_1.pt")["trainer"]
     assert trainer["iteration"] == trainer["epoch_length"]
@@ -506,7 +508,7 @@ def test_checkpoint_rotation_removes_the_oldest_after_writing_the_newest(tmp_pat
 
 def _torchrun_command(tmp_path: Path, demo: Path, bundle_root: Path, node: int, port: int) -> list[str]:
     layout = ["--nnodes", "2", "--node_rank", str(node), "--nproc_per_node", "1", "--master_addr", "127.0.0.1"]
-    overrides = _overrides(demo, bundle_root, epochs=50, batch_size=4)
+    overrides = _overrides(demo, bundle_root, epochs=50, batch_size=4, iteration_log=True)
     return [
         "python",
         "-m",
