@@ -32,7 +32,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["DEFAULT_MLM", "ensure_demo_text_encoder", "train_mlm_text_encoder"]
+from sista_monai.config import as_flag
+
+__all__ = ["DEFAULT_MLM", "demo_text_encoder", "ensure_demo_text_encoder", "train_mlm_text_encoder"]
 
 logger = logging.getLogger(__name__)
 
@@ -233,3 +235,23 @@ def ensure_demo_text_encoder(
         summary["seconds"],
     )
     return str(target)
+
+
+def demo_text_encoder(
+    data_root: str | os.PathLike,
+    config: Mapping[str, Any],
+    demo_data: bool | str = True,
+    **kwargs: Any,
+) -> str | None:
+    """The pretraining bundle's ``text_pretrained``: :func:`ensure_demo_text_encoder` on the demo data, else ``None``.
+
+    Args:
+        data_root: the dataset folder.
+        config: the BERT size, as in the bundle's ``text_encoder#config``.
+        demo_data: whether the bundle runs on the demo data (booleans as typed on the command line); real data
+            brings its own pretrained text encoder (``text_pretrained`` set to a hub id or folder).
+        kwargs: :func:`ensure_demo_text_encoder`'s other arguments.
+    """
+    if not as_flag(demo_data, "demo_data"):
+        return None
+    return ensure_demo_text_encoder(data_root, config, **kwargs)

@@ -12,6 +12,7 @@ from sista_monai.losses.similarity import (
     ReportSimilarity,
     finding_label_agreement,
     fit_report_center,
+    report_center,
     report_features,
 )
 from sista_monai.losses.sista import SISTALoss
@@ -28,6 +29,7 @@ __all__ = [
     "false_negative_flags",
     "finding_label_agreement",
     "fit_report_center",
+    "report_center",
     "gather_no_grad",
     "gather_with_grad",
     "world_info",

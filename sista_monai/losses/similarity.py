@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from sista_monai.losses.distributed import gather_no_grad
 
 __all__ = [
+    "report_center",
     "ReportSimilarity",
     "finding_label_agreement",
     "fit_report_center",
@@ -236,3 +237,17 @@ def finding_label_agreement(labels: torch.Tensor, gather_distributed: bool = Tru
     positive = labels.detach() > 0.5
     columns = gather_no_grad(positive.to(torch.uint8)).bool() if gather_distributed else positive
     return (positive[:, None, :] == columns[None, :, :]).all(dim=-1)
+
+
+def report_center(
+    network: nn.Module, data_loader: Any, source: str = "text_frozen", device: Any = None
+) -> torch.Tensor | None:
+    """The centre the pretraining bundle gives :class:`ReportSimilarity` for ``source``.
+
+    ``"text_frozen"``: :func:`fit_report_center` on the training reports (the frozen features do not move, so the
+    centre fitted once stays right); ``"text_online"`` and ``"labels"``: ``None`` (online features move during
+    training, and label vectors are compared as they are).
+    """
+    if source != "text_frozen":
+        return None
+    return fit_report_center(network, data_loader, source, device)

@@ -124,3 +124,13 @@ def test_same_seed_is_bitwise_identical_and_another_seed_differs(
     train_mlm_text_encoder(TEXTS, tokenizer, CONFIG, tmp_path / "other", max_length=32, seed=1, settings=SETTINGS)
     other = _weights(tmp_path / "other")
     assert not torch.equal(first["embeddings.word_embeddings.weight"], other["embeddings.word_embeddings.weight"])
+
+
+def test_real_data_brings_its_own_text_encoder(tmp_path: Path) -> None:
+    """``demo_data false``: nothing is trained (the folder need not even hold a datalist)."""
+    from sista_monai.data.demo_text import demo_text_encoder
+
+    assert demo_text_encoder(tmp_path, {"hidden_size": 8}, demo_data="false") is None
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="demo_data must be true or false"):
+        demo_text_encoder(tmp_path, {}, demo_data="maybe")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from sista_monai.losses import ReportSimilarity, fit_report_center
+from sista_monai.losses import ReportSimilarity, fit_report_center, report_center
 from sista_monai.networks import HuggingFaceTextEncoder, SISTAModel, ViTImageEncoder
 
 TINY_BERT = {
@@ -129,3 +129,11 @@ def test_fit_report_center_errors() -> None:
         fit_report_center(model, [])
     with pytest.raises(ValueError, match="keep_frozen_text_copy=True"):
         fit_report_center(_tiny_model(frozen=False), DataLoader(_batches(), batch_size=2))
+
+
+def test_report_center_is_fitted_for_the_frozen_source_only() -> None:
+    model = _tiny_model()
+    loader = DataLoader(_batches(), batch_size=2)
+    torch.testing.assert_close(report_center(model, loader, "text_frozen"), fit_report_center(model, loader))
+    assert report_center(model, loader, "text_online") is None
+    assert report_center(model, loader, "labels") is None
