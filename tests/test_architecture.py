@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "losses": {"config", "distributed"},
     "metrics": {"losses", "distributed"},
     "visualize": {"io", "metrics"},
-    "data": {"errors", "config", "io", "transforms"},
+    "data": {"errors", "config", "io", "distributed", "transforms"},
     "handlers": {"errors", "config", "io", "distributed", "transforms", "losses", "metrics", "visualize", "data"},
     "engines": {
         "errors",

@@ -55,6 +55,7 @@ from PIL import Image, UnidentifiedImageError
 from pydicom.pixels import get_decoder
 
 from sista_monai.config import as_flag
+from sista_monai.distributed import is_main_process
 from sista_monai.errors import BadItemsError, ChestXrayReadError, ReportError
 from sista_monai.io.files import sha256_bytes
 from sista_monai.transforms.io import read_chest_xray
@@ -334,12 +335,6 @@ def _keeper(positions: Sequence[tuple[int, int]]) -> tuple[int, int]:
     return min((split, index) for split, index in positions if split == latest)
 
 
-def _world_rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 def check_items(
     splits: Mapping[str, Sequence[Mapping[str, Any]]] | Sequence[Mapping[str, Any]],
     *,
@@ -444,7 +439,7 @@ def check_items(
             logger.warning("  skipped %s", record)
     else:
         logger.info("pre-flight check of %s: all %d items are usable", source, checked)
-    if skipped_file is not None and _world_rank() == 0:
+    if skipped_file is not None and is_main_process():
         _write_record(skipped_file, source, skip, checked, kept, len(bad), truncated, max_length, records)
     return kept[_SINGLE] if single else kept
 

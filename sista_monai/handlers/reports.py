@@ -21,7 +21,7 @@ from monai.handlers import from_engine
 from monai.utils import IgniteInfo, evenly_divisible_all_gather, min_version, optional_import
 from PIL import Image
 
-from sista_monai.distributed import is_main_process
+from sista_monai.distributed import is_distributed, is_main_process
 from sista_monai.io.files import write_json
 from sista_monai.metrics.classification import THRESHOLD_METRICS, _as_column, binary_classification_metrics, roc_curve
 from sista_monai.metrics.detection import (
@@ -223,7 +223,7 @@ class ClassificationReport(EvaluationReport):
         """The probabilities and labels of every rank."""
         scores = torch.cat(self.scores) if self.scores else torch.zeros(0, 1)
         labels = torch.cat(self.labels) if self.labels else torch.zeros(0, 1)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if is_distributed():
             scores = evenly_divisible_all_gather(scores, concat=True)
             labels = evenly_divisible_all_gather(labels, concat=True)
         return scores, labels
@@ -339,7 +339,7 @@ class SegmentationReport(EvaluationReport):
     def gather(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-image Dice, IoU and ground-truth positivity of every rank."""
         values = [torch.cat(v) if v else torch.zeros(0) for v in (self.dice, self.iou, self.positive)]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if is_distributed():
             values = [evenly_divisible_all_gather(v, concat=True) for v in values]
         return values[0], values[1], values[2]
 
