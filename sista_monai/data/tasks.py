@@ -186,26 +186,21 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def inference_datalist(folder: str | os.PathLike, image_key: str = "image") -> list[dict[str, str]]:
-    """``[{"image": path}, ...]`` for the DICOM (``.dcm``/``.dicom``/``.dic``), PNG and JPEG files in ``folder``.
+    """``[{"image": path}, ...]`` for every DICOM, PNG and JPEG input under ``folder``
+    (:func:`~sista_monai.data.inference.find_images`: DICOM found by content, subfolders included).
+
+    The inference bundles use :class:`~sista_monai.data.inference.InferenceInputs`, which also leaves out and
+    records the files that cannot be read.
 
     Raises:
         FileNotFoundError: ``folder`` is not a directory.
-        ValueError: no image file in it, or two files share a stem (their outputs would overwrite each other).
+        ValueError: no image file in it.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"dataset_dir {folder} is not a folder of DICOM/PNG/JPEG images")
-    files = image_files(folder)
+    from sista_monai.data.inference import find_images
+
+    files = find_images(folder)
     if not files:
-        raise ValueError(f"dataset_dir {folder} holds no DICOM (.dcm/.dicom/.dic), PNG or JPEG file")
-    stems: dict[str, Path] = {}
-    for path in files:
-        if path.stem in stems:
-            raise ValueError(
-                f"{stems[path.stem].name} and {path.name} in {folder} would both be written to {path.stem}.json; "
-                "rename one of them"
-            )
-        stems[path.stem] = path
+        raise ValueError(f"dataset_dir {folder} holds no DICOM (by content), PNG or JPEG file, in it or its subfolders")
     return [{image_key: str(path)} for path in files]
 
 

@@ -13,6 +13,7 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from sista_monai.data.inference import output_stem
 from sista_monai.data.tasks import source_file
 from sista_monai.io.files import atomic_write_bytes, json_text, write_json
 
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 class ClassificationJSONWriter:
-    """Write ``<output_dir>/<input file stem>.json`` with the predicted probability of every image.
+    """Write ``<output_dir>/<output name>.json`` with the predicted probability of every image.
 
     Each file holds ``{"image": <input file name>, "probability": p, "prediction": 0|1, "threshold": t,
     "label": <class name of the prediction>}`` for a one-output network (``"probabilities"`` as a list for
@@ -46,6 +47,8 @@ class ClassificationJSONWriter:
         pred_key: key of the probability in each output item.
         image_key: key of the input image in each output item.
         extra: further entries written to every file (e.g. the model version).
+        root: the inference input folder: outputs are named by
+            :func:`~sista_monai.data.inference.output_stem` relative to it (subfolders kept; ``None``: the stem).
     """
 
     def __init__(
@@ -56,8 +59,10 @@ class ClassificationJSONWriter:
         pred_key: str = "pred",
         image_key: str = "image",
         extra: Mapping[str, Any] | None = None,
+        root: str | os.PathLike | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
+        self.root = root
         self.threshold = float(threshold)
         self.class_names = {str(k): str(v) for k, v in (class_names or {}).items()}
         self.pred_key = pred_key
@@ -84,7 +89,7 @@ class ClassificationJSONWriter:
 
     def write(self, probability: torch.Tensor | Sequence[float] | float, source: str) -> Path:
         """Write the JSON of one image named after ``source`` and return its path."""
-        path = self.output_dir / f"{Path(source).stem}.json"
+        path = self.output_dir / f"{output_stem(source, self.root)}.json"
         atomic_write_bytes(path, json_text(self.record(probability, source), indent=2).encode())
         self.written.append(path)
         return path
@@ -101,7 +106,7 @@ class ClassificationJSONWriter:
 
 
 class DetectionJSONWriter:
-    """Write ``<output_dir>/<input file stem>.json`` with the boxes, scores and labels found in every image.
+    """Write ``<output_dir>/<output name>.json`` with the boxes, scores and labels found in every image.
 
     Each file holds ``{"image": <input file name>, "width", "height", "box_mode": "xyxy", "boxes": [[x1, y1, x2,
     y2], ...], "boxes_xywh": [[x, y, width, height], ...], "scores": [...], "labels": [...], "label_names": [...]}``
@@ -115,6 +120,8 @@ class DetectionJSONWriter:
         box_key, score_key, label_key: keys of the prediction in each output item.
         image_key: key of the loaded image in each batch item (its metadata names the file).
         extra: further entries written to every file.
+        root: the inference input folder: outputs are named by
+            :func:`~sista_monai.data.inference.output_stem` relative to it (subfolders kept; ``None``: the stem).
     """
 
     def __init__(
@@ -126,8 +133,10 @@ class DetectionJSONWriter:
         label_key: str = "pred_label",
         image_key: str = "image",
         extra: Mapping[str, Any] | None = None,
+        root: str | os.PathLike | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
+        self.root = root
         self.class_names = {str(k): str(v) for k, v in (class_names or {}).items()}
         self.box_key = box_key
         self.score_key = score_key
@@ -173,7 +182,7 @@ class DetectionJSONWriter:
             source = source_file(image)
             if source is None:
                 raise ValueError(f"the inference batch has no source file name under {self.image_key!r}")
-            path = self.output_dir / f"{Path(source).stem}.json"
+            path = self.output_dir / f"{output_stem(source, self.root)}.json"
             write_json(path, self.record(output, image))
             self.written.append(path)
         engine.logger.debug("wrote %d detection files to %s", len(outputs), self.output_dir)
