@@ -35,6 +35,7 @@ __all__ = [
     "find_images",
     "output_stem",
     "OutputNameFormatter",
+    "OutputFolderLayout",
     "InferenceInputs",
 ]
 
@@ -150,7 +151,8 @@ def output_stem(path: str | os.PathLike, root: str | os.PathLike | None = None) 
 
 
 class OutputNameFormatter:
-    """``output_name_formatter`` of MONAI's ``SaveImage(d)``: outputs named by :func:`output_stem` under ``root``.
+    """``output_name_formatter`` of MONAI's ``SaveImage(d)``: outputs named by :func:`output_stem` under ``root``
+    (with ``folder_layout`` :class:`OutputFolderLayout`).
 
     Args:
         root: the inference input folder (``dataset_dir``).
@@ -164,6 +166,30 @@ class OutputNameFormatter:
         if source is None:
             raise ValueError("the image has no source file name (filename_or_obj) to name its output after")
         return {"subject": output_stem(str(source), self.root), "idx": None}
+
+
+class OutputFolderLayout:
+    """``folder_layout`` of MONAI's ``SaveImage(d)`` for :class:`OutputNameFormatter`: ``<output_dir>/<name><ext>``.
+
+    MONAI's default layout keeps only the base name of the subject and drops everything after its last dot, which
+    would lose the subfolders and the kept extension of :func:`output_stem`; this layout writes the name as given
+    (creating its subfolders).
+
+    Args:
+        output_dir: the output folder.
+        extension: the file extension, e.g. ``".png"``.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, extension: str = ".png") -> None:
+        self.output_dir = Path(output_dir)
+        self.extension = extension if not extension or extension.startswith(".") else f".{extension}"
+
+    def filename(self, subject: str = "subject", idx: Any = None, **kwargs: Any) -> str:
+        """``<output_dir>/<subject>[_<idx>]<extension>``, its folder created."""
+        name = f"{subject}_{idx}" if idx is not None else str(subject)
+        path = self.output_dir / f"{name}{self.extension}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(path)
 
 
 class InferenceInputs:

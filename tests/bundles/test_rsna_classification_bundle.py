@@ -291,6 +291,58 @@ def test_real_rsna_dicoms_and_the_deployment_contract(
         assert float(outputs["pred"][0]) == pytest.approx(expected, abs=1e-5), path.name
 
 
+def test_inference_on_a_pacs_like_export_with_a_bad_file(
+    trained: dict[str, Any], realdata: Path, tmp_path: Path
+) -> None:
+    """Real RSNA DICOMs without extensions in study/series folders, a DICOMDIR, real IU PNGs, one PNG that is not an
+    image and a DICOM and a PNG sharing a stem: every good file gets its output, the bad one a line in errors.json,
+    and the exit status says that an input failed."""
+    dicoms = sorted((realdata / "rsna" / "dicoms").glob("*.dcm"))
+    pngs = sorted((realdata / "iu_xray" / "images").glob("*.png"))[:2]
+    export = tmp_path / "in"
+    series = export / "STUDY1" / "SERIES1"
+    series.mkdir(parents=True)
+    for index, path in enumerate(dicoms[:2]):
+        shutil.copy(path, series / f"IM{index:04d}")
+    shutil.copy(dicoms[0], export / "DICOMDIR")  # skipped by its name, as a DICOMDIR index is
+    (export / "iu").mkdir()
+    for path in pngs:
+        shutil.copy(path, export / "iu" / path.name)
+    shutil.copy(dicoms[2], export / "pair.dcm")
+    shutil.copy(pngs[0], export / "pair.png")
+    (export / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (export / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    args = {"bundle_root": str(trained["bundle_root"]), "dataset_dir": str(export), "output_dir": str(out)}
+    result = run_cli(INFERENCE_COMMAND + as_cli({**args, **ENCODER_OVERRIDES}))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "finished for 6 inputs; 1 could not be read" in result.stderr and "errors.json" in result.stderr
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.json"))
+    assert written == [
+        "STUDY1/SERIES1/IM0000.json",
+        "STUDY1/SERIES1/IM0001.json",
+        "errors.json",
+        *(f"iu/{p.stem}.json" for p in pngs),
+        "pair.dcm.json",
+        "pair.png.json",
+    ]
+    errors = json.loads((out / "errors.json").read_text())
+    assert [e["file"] for e in errors] == ["broken.png"] and errors[0]["reason"]
+    # the same DICOM gives the same probability wherever it lies and whatever its name
+    single = tmp_path / "single"
+    single.mkdir()
+    shutil.copy(dicoms[0], single / dicoms[0].name)
+    alone = run_cli(
+        INFERENCE_COMMAND
+        + as_cli({**args, "dataset_dir": str(single), "output_dir": str(tmp_path / "o2"), **ENCODER_OVERRIDES})
+    )
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    expected = json.loads((tmp_path / "o2" / f"{dicoms[0].stem}.json").read_text())["probability"]
+    assert json.loads((out / "STUDY1/SERIES1/IM0000.json").read_text())["probability"] == pytest.approx(
+        expected, abs=1e-6
+    )
+
+
 def test_torchrun_two_processes_on_cpu(trained: dict[str, Any], tiny_demo: Path, tmp_path: Path) -> None:
     run_torchrun_two_processes(
         "rsna_pneumonia_classification", {**trained["overrides"], "epochs": 1, "batch_size": 4}, 29541, tmp_path

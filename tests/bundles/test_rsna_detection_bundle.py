@@ -136,7 +136,7 @@ def test_evaluate_config_reproduces_the_test_metrics(trained: dict[str, Any]) ->
         assert actual[key] == pytest.approx(expected[key]), key
 
 
-def _inference(bundle_root: Path, images: Path, out: Path, **extra: Any) -> None:
+def _inference(bundle_root: Path, images: Path, out: Path, check: bool = True, **extra: Any) -> Any:
     args = {
         "bundle_root": str(bundle_root),
         "dataset_dir": str(images),
@@ -145,7 +145,8 @@ def _inference(bundle_root: Path, images: Path, out: Path, **extra: Any) -> None
         **extra,
     }
     result = run_cli(INFERENCE_COMMAND + as_cli(args))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert not check or result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def _expected_boxes(bundle_root: Path, path: Path, score_threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,6 +191,26 @@ def test_inference_interface_on_demo_images(trained: dict[str, Any], tiny_demo: 
         order = torch.argsort(scores, descending=True)
         expected = boxes[order].clamp(0, record["width"])
         assert torch.allclose(torch.tensor(record["boxes"]).reshape(-1, 4), expected, atol=0.02)
+
+
+def test_inference_keeps_subfolders_and_records_a_bad_file(
+    trained: dict[str, Any], tiny_demo: Path, tmp_path: Path
+) -> None:
+    """An extensionless DICOM in a series folder and a broken PNG: the good one gets its boxes under the mirrored
+    path, the bad one a line in errors.json, and the run exits with 1."""
+    item = json.loads((tiny_demo / "datalist_detection.json").read_text())["test"][0]
+    export = tmp_path / "in"
+    (export / "SERIES1").mkdir(parents=True)
+    shutil.copy(tiny_demo / item["image"], export / "SERIES1" / "IM0001")
+    (export / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    result = _inference(trained["bundle_root"], export, out, check=False)
+    assert result.returncode == 1 and "finished for 1 inputs; 1 could not be read" in result.stderr, result.stderr[
+        -3000:
+    ]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.json")) == ["SERIES1/IM0001.json", "errors.json"]
+    record = json.loads((out / "SERIES1" / "IM0001.json").read_text())
+    assert record["image"] == "IM0001" and len(record["boxes"]) == len(record["scores"])
 
 
 def test_torchscript_export_equals_eager(trained: dict[str, Any]) -> None:

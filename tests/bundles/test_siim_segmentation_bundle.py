@@ -178,6 +178,32 @@ def test_inference_interface_on_demo_images(trained: dict[str, Any], tiny_demo: 
         assert mask.shape == (ds.Rows, ds.Columns) and set(np.unique(mask)) <= {0, 1}
 
 
+def test_inference_keeps_subfolders_and_records_a_bad_file(
+    trained: dict[str, Any], tiny_demo: Path, tmp_path: Path
+) -> None:
+    """An extensionless DICOM in study/series folders, a DICOM and a PNG sharing a stem and a broken PNG: the masks
+    mirror the subfolders, no name collides, the bad file is listed in errors.json and the run exits with 1."""
+    test_items = json.loads((tiny_demo / "datalist_segmentation.json").read_text())["test"][:2]
+    export = tmp_path / "in"
+    (export / "STUDY1" / "SERIES1").mkdir(parents=True)
+    shutil.copy(tiny_demo / test_items[0]["image"], export / "STUDY1" / "SERIES1" / "IM0001")
+    shutil.copy(tiny_demo / test_items[1]["image"], export / "pair.dcm")
+    Image.fromarray(np.full((40, 30), 128, dtype=np.uint8)).save(export / "pair.png")
+    (export / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    args = {"bundle_root": str(trained["bundle_root"]), "dataset_dir": str(export), "output_dir": str(out)}
+    result = run_cli(INFERENCE_COMMAND + as_cli({**args, **NETWORK_OVERRIDES}))
+    assert result.returncode == 1 and "finished for 3 inputs; 1 could not be read" in result.stderr, result.stderr[
+        -3000:
+    ]
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["STUDY1/SERIES1/IM0001.png", "errors.json", "pair.dcm.png", "pair.png.png"]
+    assert [e["file"] for e in json.loads((out / "errors.json").read_text())] == ["broken.png"]
+    ds = pydicom.dcmread(export / "STUDY1" / "SERIES1" / "IM0001")
+    assert np.asarray(Image.open(out / "STUDY1" / "SERIES1" / "IM0001.png")).shape == (ds.Rows, ds.Columns)
+    assert np.asarray(Image.open(out / "pair.png.png")).shape == (40, 30)
+
+
 class _BrightRegion(torch.nn.Module):
     """An oracle 'network': probability ~1 where the normalised image is bright, ~0 elsewhere."""
 

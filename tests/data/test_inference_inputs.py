@@ -14,6 +14,7 @@ import pytest
 from sista_monai.data.inference import (
     ERRORS_FILE,
     InferenceInputs,
+    OutputFolderLayout,
     OutputNameFormatter,
     find_images,
     is_dicom_file,
@@ -95,3 +96,10 @@ def test_a_folder_with_nothing_readable_is_refused(tmp_path: Path) -> None:
     (tmp_path / "in" / "a.png").unlink()
     with pytest.raises(ValueError, match="holds no DICOM"):
         InferenceInputs(tmp_path / "in", tmp_path / "out")
+
+
+def test_output_folder_layout_keeps_the_name_as_given(tmp_path: Path) -> None:
+    layout = OutputFolderLayout(tmp_path / "out", "png")
+    assert layout.filename("STUDY1/SERIES1/scan.dcm") == str(tmp_path / "out" / "STUDY1" / "SERIES1" / "scan.dcm.png")
+    assert (tmp_path / "out" / "STUDY1" / "SERIES1").is_dir()
+    assert layout.filename("a", idx=2) == str(tmp_path / "out" / "a_2.png")
