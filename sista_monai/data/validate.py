@@ -278,7 +278,7 @@ class _Reports:
         self,
         parser: str,
         sections: Sequence[str],
-        tokenizer: str | os.PathLike | None,
+        tokenizer: Any,
         max_length: int | None,
         memo: _Memo,
     ) -> None:
@@ -288,7 +288,8 @@ class _Reports:
         if tokenizer is not None and max_length is not None:
             self.tokenizer = ReportTokenizer(tokenizer, max_length=int(max_length)).tokenizer
         self.max_length = max_length
-        self.settings = json.dumps([parser, list(sections), os.fspath(tokenizer) if tokenizer is not None else None])
+        name = tokenizer if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)) else tokenizer.name_or_path
+        self.settings = json.dumps([parser, list(sections), os.fspath(name) if name is not None else None])
         self.memo = memo
 
     def check(self, values: Sequence[tuple[str, Any]]) -> list[list[Any]]:
@@ -343,7 +344,7 @@ def check_items(
     report_key: str | None = None,
     report_parser: str = "auto",
     report_sections: Sequence[str] = DEFAULT_SECTION_ORDER,
-    tokenizer: str | os.PathLike | None = None,
+    tokenizer: Any = None,
     max_length: int | None = None,
     id_key: str = "id",
     patient_keys: Sequence[str] = ("patient_id", "subject_id"),
@@ -365,7 +366,8 @@ def check_items(
             bundle reads reports.
         report_parser: the pipeline's :class:`~sista_monai.transforms.ExtractReportSections` parser.
         report_sections: the sections the pipeline composes.
-        tokenizer: the pipeline's tokenizer (folder or hub id), to count reports longer than ``max_length``.
+        tokenizer: the pipeline's tokenizer (folder, hub id or the loaded object), to count reports longer than
+            ``max_length``.
         max_length: the pipeline's token length.
         id_key: the key of an item's id.
         patient_keys: keys that may name an item's patient (the first present is used).
