@@ -117,7 +117,16 @@ def test_training_outputs(trained: dict[str, Any], tiny_demo: Path) -> None:
     assert report["overlays"] and all(
         (bundle_root / "eval" / name).read_bytes()[:4] == b"\x89PNG" for name in report["overlays"]
     )
-    assert list((bundle_root / "logs").glob("events.*"))
+    events = list((bundle_root / "logs").glob("events.*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = set()
+    for path in events:
+        accumulator = EventAccumulator(str(path))
+        accumulator.Reload()
+        scalars |= set(accumulator.Tags()["scalars"])
+    assert {"loss", "loss_classification", "loss_box_regression"} <= scalars, scalars  # the training loss terms
     assert "val_map" in trained["console"] and "test split" in trained["console"]
     assert "corrupt cache" not in trained["console"].lower()  # the cached items load with weights_only=True
 
