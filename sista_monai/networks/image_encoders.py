@@ -13,6 +13,7 @@ exported weights so a downstream bundle can rebuild the same network (see :func:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -162,13 +163,23 @@ class ResNetImageEncoder(nn.Module):
         img_size: nominal input size, recorded in :meth:`config` (any size divisible by 32 works).
         in_channels: input channels.
         conv1_stride: stride of the first convolution (2, as in the ImageNet ResNets; MONAI's default is 1).
+        pretrained: torchvision ImageNet weights: a local state-dict file or a weights name (``"IMAGENET1K_V2"``,
+            from torchvision's hub cache); ``None`` (default) keeps the random initialisation. See
+            :mod:`sista_monai.networks.pretrained` for the key map and why the kernels are transposed. Not part of
+            :meth:`config` (it initialises, it does not change the architecture).
 
     Raises:
-        ValueError: unsupported depth.
+        ValueError: unsupported depth, or ImageNet weights that do not fit.
+        FileNotFoundError: ``pretrained`` names no file and no cached weights.
     """
 
     def __init__(
-        self, depth: int = 50, img_size: int | tuple[int, int] = 224, in_channels: int = 1, conv1_stride: int = 2
+        self,
+        depth: int = 50,
+        img_size: int | tuple[int, int] = 224,
+        in_channels: int = 1,
+        conv1_stride: int = 2,
+        pretrained: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         if depth not in _RESNETS:
@@ -187,6 +198,12 @@ class ResNetImageEncoder(nn.Module):
             "in_channels": in_channels,
             "conv1_stride": conv1_stride,
         }
+        if pretrained is not None and str(pretrained).lower() not in ("", "none", "null"):
+            if conv1_stride != 2:
+                raise ValueError("ImageNet ResNet weights need conv1_stride=2, as torchvision's ResNets have")
+            from .pretrained import load_torchvision_resnet
+
+            load_torchvision_resnet(self.resnet, pretrained, depth, in_channels)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this architecture."""
