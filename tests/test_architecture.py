@@ -15,7 +15,7 @@ ALLOWED: dict[str, set[str]] = {
     "io": {"errors"},
     "distributed": {"errors"},
     "transforms": {"errors"},
-    "networks": {"config", "transforms"},
+    "networks": {"config", "io", "transforms"},
     "losses": {"config", "distributed"},
     "metrics": {"losses", "distributed"},
     "visualize": {"io", "metrics"},
