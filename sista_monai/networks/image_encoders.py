@@ -58,9 +58,17 @@ class ViTImageEncoder(nn.Module):
         dropout_rate: dropout inside the blocks.
         qkv_bias: bias in the attention projections (as in the original ViT).
         return_hidden_states: also return every block's output (for UNETR-style decoders).
+        layer_norm_eps: epsilon of every LayerNorm (``None``: MONAI's 1e-5; torchvision's ViTs use 1e-6, which
+            ``pretrained`` torchvision weights set when this is ``None``). Recorded in :meth:`config` when set.
+        pretrained: torchvision ImageNet ViT weights: a local state-dict file of ``torchvision.models.vit_*`` or,
+            for ViT-B/16 (``preset="base"``, ``patch_size=16``), a weights name (``"IMAGENET1K_V1"``) from
+            torchvision's hub cache; ``None`` (default) keeps the random initialisation. See
+            :mod:`sista_monai.networks.pretrained` (position embeddings are interpolated to ``img_size``).
 
     Raises:
-        ValueError: unknown preset or pooling, or an image size not divisible by the patch size.
+        ValueError: unknown preset or pooling, an image size not divisible by the patch size, or ImageNet weights
+            that do not fit.
+        FileNotFoundError: ``pretrained`` names no file and no cached weights.
     """
 
     def __init__(
@@ -77,8 +85,13 @@ class ViTImageEncoder(nn.Module):
         dropout_rate: float = 0.0,
         qkv_bias: bool = True,
         return_hidden_states: bool = False,
+        layer_norm_eps: float | None = None,
+        pretrained: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
+        use_pretrained = pretrained is not None and str(pretrained).lower() not in ("", "none", "null")
+        if use_pretrained and layer_norm_eps is None:
+            layer_norm_eps = 1e-6  # torchvision's ViT LayerNorms
         if preset not in VIT_PRESETS:
             raise ValueError(f"preset must be one of {sorted(VIT_PRESETS)}, got {preset!r}")
         if pooling not in ("cls", "mean"):
@@ -111,6 +124,8 @@ class ViTImageEncoder(nn.Module):
             "dropout_rate": dropout_rate,
             "qkv_bias": qkv_bias,
         }
+        if layer_norm_eps is not None:
+            self._config["layer_norm_eps"] = float(layer_norm_eps)
         self.vit = ViT(
             in_channels=in_channels,
             img_size=self.img_size,
@@ -131,6 +146,14 @@ class ViTImageEncoder(nn.Module):
         for block in self.vit.blocks:
             if not block.with_cross_attention:
                 block.norm_cross_attn.requires_grad_(False)
+        if layer_norm_eps is not None:
+            for module in self.vit.modules():
+                if isinstance(module, nn.LayerNorm):
+                    module.eps = float(layer_norm_eps)
+        if use_pretrained:
+            from .pretrained import load_torchvision_vit
+
+            load_torchvision_vit(self, pretrained)  # type: ignore[arg-type]
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this architecture (written to the exported encoder's sidecar)."""

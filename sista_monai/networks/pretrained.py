@@ -1,4 +1,4 @@
-"""ImageNet weights for the image encoders, offline by default: torchvision's ResNets into MONAI's 2-D ResNet.
+"""ImageNet weights for the image encoders, offline by default: torchvision's ResNets and ViTs into MONAI's networks.
 
 MGCA, whose protocol SISTA follows, starts its ResNet-50 from torchvision's ImageNet weights. The bundles use MONAI's
 ResNet (the detection FPN and the segmentation decoder need it), whose state-dict keys are torchvision's except
@@ -13,6 +13,14 @@ that
   is the transpose of the original response, and batch norm, ReLU, the square max-pool and the global average pool
   commute with transposition. So the encoder fed MONAI's ``(W, H)`` image computes exactly what torchvision computes
   on the upright ``(H, W)`` radiograph: the ImageNet filters see the image upright, not mirrored across the diagonal.
+
+torchvision's ViTs (``vit_b_16`` at paper scale) map onto MONAI's ViT the same way: the patch projection is a
+convolution (its kernel transposed, its RGB filters summed), and the patch tokens are permuted from torchvision's
+row-major ``(H', W')`` grid to MONAI's ``(W', H')`` one. The position embeddings are permuted with them (and
+first resized, bicubic as torchvision's ``interpolate_embeddings`` does, when ``img_size`` differs from the
+weights'); torchvision adds a position embedding to its class token, MONAI does not, so that embedding is added to
+the ``[CLS]`` token once. Attention and the MLPs act on each token alike, so the output tokens are torchvision's,
+permuted; torchvision's LayerNorm epsilon (1e-6) is set on the encoder and recorded in its config.
 
 ``pretrained`` is a local weights file (a state dict saved by ``torch.save``, loaded with ``weights_only=True``) or
 the name of a torchvision weights enum member (``"IMAGENET1K_V1"``/``"IMAGENET1K_V2"``), which torchvision reads from
@@ -29,7 +37,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["TORCHVISION_RESNETS", "torchvision_resnet_state", "load_torchvision_resnet"]
+__all__ = [
+    "TORCHVISION_RESNETS",
+    "torchvision_resnet_state",
+    "load_torchvision_resnet",
+    "torchvision_vit_state",
+    "load_torchvision_vit",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +51,8 @@ TORCHVISION_RESNETS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "res
 """Depths with torchvision ImageNet weights → torchvision's builder name."""
 
 
-def _hint(depth: int) -> str:
-    name = TORCHVISION_RESNETS.get(depth, "resnet50")
+def _hint(depth: int | str) -> str:
+    name = depth if isinstance(depth, str) else TORCHVISION_RESNETS.get(depth, "resnet50")
     return (
         f"save torchvision's weights once where there is network access, e.g. python -c \"import torch, torchvision; "
         f"torch.save(torchvision.models.{name}(weights='IMAGENET1K_V2').state_dict(), '{name}_imagenet.pth')\", "
@@ -46,7 +60,9 @@ def _hint(depth: int) -> str:
     )
 
 
-def _read(pretrained: str | os.PathLike, depth: int) -> Mapping[str, torch.Tensor]:
+def _read(pretrained: str | os.PathLike, depth: int | str) -> Mapping[str, torch.Tensor]:
+    """A state dict from a file, or from torchvision's hub cache for a weights name of builder ``depth`` (an int:
+    ``resnet<depth>``; a str: the builder name)."""
     from sista_monai.io.weights import load_weights_only
 
     path = Path(pretrained)
@@ -58,11 +74,13 @@ def _read(pretrained: str | os.PathLike, depth: int) -> Mapping[str, torch.Tenso
             raise ValueError(f"{path}: not a state dict ({type(state).__name__}); {_hint(depth)}")
         return state
     name = str(pretrained)
-    if depth not in TORCHVISION_RESNETS or os.sep in name or name.endswith((".pt", ".pth")):
+    builder = depth if isinstance(depth, str) else TORCHVISION_RESNETS.get(depth)
+    if builder == "vit":  # a ViT size torchvision publishes no weights for: files only
+        builder = None
+    if builder is None or os.sep in name or name.endswith((".pt", ".pth")):
         raise FileNotFoundError(f"pretrained: no weights file at {path}; {_hint(depth)}")
     import torchvision
 
-    builder = TORCHVISION_RESNETS[depth]
     weights_enum = torchvision.models.get_model_weights(builder)
     try:
         weights = weights_enum[name]
@@ -141,3 +159,103 @@ def load_torchvision_resnet(resnet: nn.Module, pretrained: str | os.PathLike, de
         raise ValueError(f"pretrained {pretrained}: {err}; {_hint(depth)}") from None
     resnet.load_state_dict(state, strict=True)
     logger.info("image encoder: ResNet-%d initialised from torchvision ImageNet weights %s", depth, pretrained)
+
+
+def _grid(tokens: torch.Tensor, source: tuple[int, int], target: tuple[int, int]) -> torch.Tensor:
+    """``(1, h*w, D)`` row-major torchvision position embeddings → ``(1, W'*H', D)`` in MONAI's ``(W', H')`` order,
+    resized bicubic (as torchvision's ``interpolate_embeddings``) when the grid differs."""
+    dim = tokens.shape[-1]
+    grid = tokens.reshape(1, source[0], source[1], dim).permute(0, 3, 1, 2)  # (1, D, h, w)
+    if source != target:
+        grid = torch.nn.functional.interpolate(grid, size=target, mode="bicubic", align_corners=True)
+    return grid.permute(0, 3, 2, 1).reshape(1, target[0] * target[1], dim)  # (1, w, h, D) flattened
+
+
+def torchvision_vit_state(
+    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], grid: tuple[int, int], in_channels: int
+) -> dict[str, torch.Tensor]:
+    """Map a torchvision ``VisionTransformer`` state dict onto the keys of MONAI's ViT (see the module docstring).
+
+    Args:
+        source: the torchvision state dict (``heads.*`` is ignored).
+        target: MONAI's ViT state dict (gives the keys and shapes; its unused cross-attention norms are kept).
+        grid: the encoder's patch grid ``(W', H')`` in MONAI's order.
+        in_channels: channels of the encoder's input (1: the RGB filters of the patch projection are summed).
+
+    Raises:
+        ValueError: keys missing on either side, or shapes that differ (the message lists them).
+    """
+    state: dict[str, torch.Tensor] = {}
+    weight = source["conv_proj.weight"].detach().float()
+    if in_channels != weight.shape[1]:
+        if in_channels != 1:
+            raise ValueError(
+                f"conv_proj has {weight.shape[1]} input channels; only 1 or {weight.shape[1]} can be mapped"
+            )
+        weight = weight.sum(dim=1, keepdim=True)
+    state["patch_embedding.patch_embeddings.weight"] = weight.transpose(-1, -2).contiguous()
+    state["patch_embedding.patch_embeddings.bias"] = source["conv_proj.bias"].detach().float()
+    positions = source["encoder.pos_embedding"].detach().float()
+    side = int(round((positions.shape[1] - 1) ** 0.5))
+    if side * side != positions.shape[1] - 1:
+        raise ValueError(f"encoder.pos_embedding has {positions.shape[1] - 1} patch positions, not a square grid")
+    height, width = grid[1], grid[0]
+    state["patch_embedding.position_embeddings"] = _grid(positions[:, 1:], (side, side), (height, width))
+    state["cls_token"] = source["class_token"].detach().float() + positions[:, :1]
+    names = {
+        "ln_1": "norm1",
+        "ln_2": "norm2",
+        "self_attention.in_proj_weight": "attn.qkv.weight",
+        "self_attention.in_proj_bias": "attn.qkv.bias",
+        "self_attention.out_proj": "attn.out_proj",
+        "mlp.0": "mlp.linear1",
+        "mlp.3": "mlp.linear2",
+        "mlp.linear_1": "mlp.linear1",
+        "mlp.linear_2": "mlp.linear2",
+    }
+    for key, value in source.items():
+        if key.startswith("encoder.layers.encoder_layer_"):
+            index, rest = key[len("encoder.layers.encoder_layer_") :].split(".", 1)
+            for old, new in names.items():
+                if rest.startswith(old):
+                    state[f"blocks.{index}.{new}{rest[len(old) :]}"] = value.detach().float()
+                    break
+            else:
+                state[f"blocks.{index}.{rest}"] = value.detach().float()
+        elif key.startswith("encoder.ln."):
+            state["norm." + key[len("encoder.ln.") :]] = value.detach().float()
+    for key in target:
+        if ".norm_cross_attn." in key and key not in state:
+            state[key] = target[key]
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
+        for k in target
+        if k in state and state[k].shape != target[k].shape
+    ]
+    if missing or unexpected or wrong:
+        raise ValueError(
+            f"the weights do not fit the configured ViT: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"shapes {wrong[:5]} (are hidden_size, num_layers, mlp_dim and patch_size the weights'?)"
+        )
+    return state
+
+
+def load_torchvision_vit(encoder: nn.Module, pretrained: str | os.PathLike) -> None:
+    """Load torchvision ImageNet ViT weights (a file, or a ``vit_b_16`` weights name) into a
+    :class:`~sista_monai.networks.ViTImageEncoder`, in place.
+
+    Raises:
+        FileNotFoundError: no such file, or a weights name neither cached nor downloadable.
+        ValueError: a file that is not a loadable state dict, or weights of another size.
+    """
+    config = encoder.config()  # type: ignore[operator]
+    builder = "vit_b_16" if config["preset"] == "base" and list(config["patch_size"]) == [16, 16] else "vit"
+    source = _read(pretrained, builder)
+    try:
+        state = torchvision_vit_state(source, encoder.vit.state_dict(), encoder.patch_grid, config["in_channels"])  # type: ignore[union-attr, arg-type]
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"pretrained {pretrained}: {err}; {_hint('vit_b_16')}") from None
+    encoder.vit.load_state_dict(state, strict=True)  # type: ignore[union-attr, operator]
+    logger.info("image encoder: ViT initialised from torchvision ImageNet weights %s", pretrained)
