@@ -58,11 +58,13 @@ class ViTImageEncoder(nn.Module):
         dropout_rate: dropout inside the blocks.
         qkv_bias: bias in the attention projections (as in the original ViT).
         return_hidden_states: also return every block's output (for UNETR-style decoders).
-        layer_norm_eps: epsilon of every LayerNorm (``None``: MONAI's 1e-5; torchvision's ViTs use 1e-6, which
-            ``pretrained`` torchvision weights set when this is ``None``). Recorded in :meth:`config` when set.
-        pretrained: torchvision ImageNet ViT weights: a local state-dict file of ``torchvision.models.vit_*`` or,
-            for ViT-B/16 (``preset="base"``, ``patch_size=16``), a weights name (``"IMAGENET1K_V1"``) from
-            torchvision's hub cache; ``None`` (default) keeps the random initialisation. See
+        layer_norm_eps: epsilon of every LayerNorm (``None``: MONAI's 1e-5; with ``pretrained``, the source's:
+            torchvision's 1e-6, a Hugging Face config's value). Recorded in :meth:`config` when set.
+        pretrained: ImageNet ViT weights: a local state-dict file of ``torchvision.models.vit_*``; for ViT-B/16
+            (``preset="base"``, ``patch_size=16``) a torchvision weights name (``"IMAGENET1K_V1"``) from
+            torchvision's hub cache; or a Hugging Face ``ViTModel`` folder or hub id; ``None`` (default) keeps the
+            random initialisation.
+        local_files_only: a Hugging Face hub id is read from the local cache only (no download). See
             :mod:`sista_monai.networks.pretrained` (position embeddings are interpolated to ``img_size``).
 
     Raises:
@@ -87,11 +89,14 @@ class ViTImageEncoder(nn.Module):
         return_hidden_states: bool = False,
         layer_norm_eps: float | None = None,
         pretrained: str | os.PathLike | None = None,
+        local_files_only: bool = True,
     ) -> None:
         super().__init__()
         use_pretrained = pretrained is not None and str(pretrained).lower() not in ("", "none", "null")
         if use_pretrained and layer_norm_eps is None:
-            layer_norm_eps = 1e-6  # torchvision's ViT LayerNorms
+            from .pretrained import vit_layer_norm_eps
+
+            layer_norm_eps = vit_layer_norm_eps(pretrained, local_files_only)  # type: ignore[arg-type]
         if preset not in VIT_PRESETS:
             raise ValueError(f"preset must be one of {sorted(VIT_PRESETS)}, got {preset!r}")
         if pooling not in ("cls", "mean"):
@@ -153,7 +158,7 @@ class ViTImageEncoder(nn.Module):
         if use_pretrained:
             from .pretrained import load_torchvision_vit
 
-            load_torchvision_vit(self, pretrained)  # type: ignore[arg-type]
+            load_torchvision_vit(self, pretrained, local_files_only)  # type: ignore[arg-type]
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this architecture (written to the exported encoder's sidecar)."""

@@ -22,6 +22,11 @@ weights'); torchvision adds a position embedding to its class token, MONAI does 
 the ``[CLS]`` token once. Attention and the MLPs act on each token alike, so the output tokens are torchvision's,
 permuted; torchvision's LayerNorm epsilon (1e-6) is set on the encoder and recorded in its config.
 
+Hugging Face ``transformers`` ViTs (``ViTModel``, and DeiT without a distillation token: a local folder, or a hub id
+found in the local cache with ``local_files_only=True``, the default) are loaded by ``transformers`` itself, their
+state dict renamed to torchvision's layout (``q``/``k``/``v`` stacked into one projection) and mapped the same way;
+their LayerNorm epsilon (1e-12) is taken from their config.
+
 ``pretrained`` is a local weights file (a state dict saved by ``torch.save``, loaded with ``weights_only=True``) or
 the name of a torchvision weights enum member (``"IMAGENET1K_V1"``/``"IMAGENET1K_V2"``), which torchvision reads from
 its hub cache (``$TORCH_HOME/hub/checkpoints``) and downloads only when online.
@@ -33,6 +38,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,6 +49,8 @@ __all__ = [
     "load_torchvision_resnet",
     "torchvision_vit_state",
     "load_torchvision_vit",
+    "hf_vit_as_torchvision",
+    "vit_layer_norm_eps",
 ]
 
 logger = logging.getLogger(__name__)
@@ -242,20 +250,107 @@ def torchvision_vit_state(
     return state
 
 
-def load_torchvision_vit(encoder: nn.Module, pretrained: str | os.PathLike) -> None:
-    """Load torchvision ImageNet ViT weights (a file, or a ``vit_b_16`` weights name) into a
-    :class:`~sista_monai.networks.ViTImageEncoder`, in place.
+def load_torchvision_vit(encoder: nn.Module, pretrained: str | os.PathLike, local_files_only: bool = True) -> None:
+    """Load ImageNet ViT weights into a :class:`~sista_monai.networks.ViTImageEncoder`, in place: a torchvision
+    state-dict file or ``vit_b_16`` weights name, or a Hugging Face ViT folder or hub id.
 
     Raises:
-        FileNotFoundError: no such file, or a weights name neither cached nor downloadable.
+        FileNotFoundError: no such file, folder or cached hub id, or a weights name neither cached nor downloadable.
         ValueError: a file that is not a loadable state dict, or weights of another size.
     """
     config = encoder.config()  # type: ignore[operator]
-    builder = "vit_b_16" if config["preset"] == "base" and list(config["patch_size"]) == [16, 16] else "vit"
-    source = _read(pretrained, builder)
+    if _is_hf(pretrained):
+        source: Mapping[str, torch.Tensor] = hf_vit_as_torchvision(_hf_model(pretrained, local_files_only))
+    else:
+        builder = "vit_b_16" if config["preset"] == "base" and list(config["patch_size"]) == [16, 16] else "vit"
+        source = _read(pretrained, builder)
     try:
         state = torchvision_vit_state(source, encoder.vit.state_dict(), encoder.patch_grid, config["in_channels"])  # type: ignore[union-attr, arg-type]
     except (ValueError, KeyError) as err:
         raise ValueError(f"pretrained {pretrained}: {err}; {_hint('vit_b_16')}") from None
     encoder.vit.load_state_dict(state, strict=True)  # type: ignore[union-attr, operator]
     logger.info("image encoder: ViT initialised from torchvision ImageNet weights %s", pretrained)
+
+
+def _is_hf(pretrained: str | os.PathLike) -> bool:
+    """A Hugging Face folder (``config.json`` inside) or hub id (``owner/name``), not a weights file or name."""
+    path = Path(pretrained)
+    if path.is_dir():
+        return True
+    return not path.exists() and "/" in str(pretrained) and not str(pretrained).endswith((".pt", ".pth"))
+
+
+def _hf_model(pretrained: str | os.PathLike, local_files_only: bool) -> Any:
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(os.fspath(pretrained), local_files_only=local_files_only)
+    except OSError as err:
+        raise FileNotFoundError(
+            f"pretrained {pretrained}: no Hugging Face ViT there or in the local cache ({str(err).splitlines()[0][:200]}); "
+            "save it once where there is network access (ViTModel.from_pretrained('google/vit-base-patch16-224')"
+            ".save_pretrained(FOLDER)) and set pretrained to FOLDER"
+        ) from err
+
+
+def vit_layer_norm_eps(pretrained: str | os.PathLike, local_files_only: bool = True) -> float:
+    """The LayerNorm epsilon of the ViT behind ``pretrained``: a Hugging Face config's, else torchvision's 1e-6."""
+    if _is_hf(pretrained):
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(os.fspath(pretrained), local_files_only=local_files_only)
+        except OSError:
+            return 1e-12  # ViTConfig's default; loading the weights will say what is missing
+        return float(getattr(config, "layer_norm_eps", 1e-12))
+    return 1e-6
+
+
+def hf_vit_as_torchvision(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A Hugging Face ``ViTModel``'s state dict under torchvision's ``VisionTransformer`` keys.
+
+    Both current (``layers.N.attention.q_proj``) and older (``encoder.layer.N.attention.attention.query``)
+    transformers names are read.
+
+    Raises:
+        ValueError: a model with a distillation token (DeiT distilled) or another layout.
+    """
+    state = {k.removeprefix("vit."): v for k, v in model.state_dict().items()}
+    if "embeddings.distillation_token" in state:
+        raise ValueError(
+            "a distilled DeiT has two special tokens; MONAI's ViT has one ([CLS]): use a ViTModel or DeiT without distillation"
+        )
+    out = {
+        "class_token": state["embeddings.cls_token"],
+        "encoder.pos_embedding": state["embeddings.position_embeddings"],
+        "conv_proj.weight": state["embeddings.patch_embeddings.projection.weight"],
+        "conv_proj.bias": state["embeddings.patch_embeddings.projection.bias"],
+        "encoder.ln.weight": state["layernorm.weight"],
+        "encoder.ln.bias": state["layernorm.bias"],
+    }
+    layers = sorted(
+        {int(k.split(".")[1]) for k in state if k.startswith("layers.")}
+        | {int(k.split(".")[2]) for k in state if k.startswith("encoder.layer.")}
+    )
+    for i in layers:
+        new, old = f"layers.{i}.", f"encoder.layer.{i}."
+        names = {
+            "q": (new + "attention.q_proj", old + "attention.attention.query"),
+            "k": (new + "attention.k_proj", old + "attention.attention.key"),
+            "v": (new + "attention.v_proj", old + "attention.attention.value"),
+            "o": (new + "attention.o_proj", old + "attention.output.dense"),
+            "ln_1": (new + "layernorm_before", old + "layernorm_before"),
+            "ln_2": (new + "layernorm_after", old + "layernorm_after"),
+            "fc1": (new + "mlp.fc1", old + "intermediate.dense"),
+            "fc2": (new + "mlp.fc2", old + "output.dense"),
+        }
+        key = {n: (a if a + ".weight" in state else b) for n, (a, b) in names.items()}
+        prefix = f"encoder.layers.encoder_layer_{i}."
+        for part in ("weight", "bias"):
+            out[prefix + f"self_attention.in_proj_{part}"] = torch.cat([state[f"{key[n]}.{part}"] for n in "qkv"])
+            out[prefix + f"self_attention.out_proj.{part}"] = state[f"{key['o']}.{part}"]
+            out[prefix + f"ln_1.{part}"] = state[f"{key['ln_1']}.{part}"]
+            out[prefix + f"ln_2.{part}"] = state[f"{key['ln_2']}.{part}"]
+            out[prefix + f"mlp.0.{part}"] = state[f"{key['fc1']}.{part}"]
+            out[prefix + f"mlp.3.{part}"] = state[f"{key['fc2']}.{part}"]
+    return out

@@ -265,3 +265,45 @@ def test_load_network_weights_refuses_mismatch(tmp_path: Path) -> None:
     torch.save({"network": {"nope": torch.zeros(1)}}, path)
     with pytest.raises(ValueError, match="do not fit"):
         load_network_weights(path, torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("layer", ["paper.json", "paper_resnet50.json"])
+def test_paper_layers_start_the_image_encoder_from_imagenet_weights(layer: str, tmp_path: Path) -> None:
+    """``imagenet_weights`` reaches the encoder of the paper layers (a small torchvision model saved locally stands in
+    for the ImageNet file, the encoder shrunk to match it): the loaded encoder holds those weights."""
+    import torchvision
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(
+        [str(CONFIGS / "train.json"), str(CONFIGS / "paper.json"), *([str(CONFIGS / layer)] * (layer != "paper.json"))]
+    )
+    torch.manual_seed(0)
+    if layer == "paper.json":
+        source = torchvision.models.VisionTransformer(
+            image_size=224, patch_size=16, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32
+        )
+        parser.update(
+            {
+                "image_encoder#preset": "tiny",
+                "image_encoder#hidden_size": 16,
+                "image_encoder#mlp_dim": 32,
+                "image_encoder#num_layers": 1,
+                "image_encoder#num_heads": 2,
+            }
+        )
+    else:
+        source = torchvision.models.resnet18(weights=None)
+        parser["image_encoder#depth"] = 18
+    torch.save(source.state_dict(), tmp_path / "imagenet.pth")
+    parser["imagenet_weights"] = str(tmp_path / "imagenet.pth")
+    encoder = parser.get_parsed_content("image_encoder")
+    state = source.state_dict()
+    if layer == "paper.json":
+        expected = state["class_token"] + state["encoder.pos_embedding"][:, :1]
+        torch.testing.assert_close(encoder.vit.cls_token.detach(), expected)
+        assert encoder.config()["layer_norm_eps"] == 1e-6
+    else:
+        torch.testing.assert_close(
+            encoder.resnet.layer1[0].conv1.weight.detach(), state["layer1.0.conv1.weight"].transpose(-1, -2)
+        )

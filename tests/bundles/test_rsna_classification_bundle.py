@@ -378,5 +378,10 @@ def test_configs_agree_with_each_other_and_with_the_pretraining_defaults() -> No
 def test_paper_override_matches_the_pretraining_paper_recipe() -> None:
     paper = _config("paper.json")
     pretrain_paper = json.loads((REPO_ROOT / "bundles" / "pretrain" / "configs" / "paper.json").read_text())
-    for key in ("image_encoder", "image_size", "resize_size"):
+    for key in ("image_size", "resize_size"):
         assert paper[key] == pretrain_paper[key], key
+    # the same architecture; the ImageNet weights initialise pretraining only (downstream loads the SISTA encoder)
+    for name in ("paper.json", "paper_resnet50.json"):
+        layer, pretrain_layer = _config(name), json.loads((REPO_ROOT / "bundles/pretrain/configs" / name).read_text())
+        assert layer["image_encoder"] == {k: v for k, v in pretrain_layer["image_encoder"].items() if k != "pretrained"}
+        assert pretrain_layer["image_encoder"]["pretrained"] == "@imagenet_weights", name

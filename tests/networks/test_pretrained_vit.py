@@ -80,3 +80,33 @@ def test_mismatched_vit_weights_are_refused(tmp_path: Path) -> None:
         ViTImageEncoder(img_size=32, pretrained=tmp_path / "absent.pth", **ENCODER)
     # without weights the architecture (and so the sidecar) is unchanged from before
     assert "layer_norm_eps" not in ViTImageEncoder(img_size=32, **ENCODER).config()
+
+
+def test_hugging_face_vit_folder_gives_its_own_outputs(tmp_path: Path) -> None:
+    """A randomly initialised ``transformers`` ViTModel saved to a folder and loaded through the project gives the
+    model's own last hidden state, the model fed the upright RGB image and the encoder MONAI's (W, H) array."""
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(0)
+    config = ViTConfig(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, image_size=48, patch_size=16
+    )
+    model = ViTModel(config, add_pooling_layer=False)
+    with torch.no_grad():
+        projection = model.embeddings.patch_embeddings.projection
+        projection.weight.copy_(torch.round(projection.weight * 4096) / 4096)
+        model.embeddings.position_embeddings.normal_(std=0.5)
+        model.embeddings.cls_token.normal_(std=0.5)
+    model.save_pretrained(tmp_path / "hf_vit")
+    model = model.eval().double()
+    encoder = ViTImageEncoder(img_size=48, pretrained=tmp_path / "hf_vit", **ENCODER).eval().double()
+    assert encoder.config()["layer_norm_eps"] == 1e-12  # the Hugging Face config's
+    upright = torch.rand(2, 1, 48, 48, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    upright[:, :, :16] += 1.0
+    with torch.no_grad():
+        expected = model(pixel_values=upright.expand(-1, 3, -1, -1)).last_hidden_state
+        output = encoder(upright.transpose(-1, -2))
+    torch.testing.assert_close(output.global_features, expected[:, 0], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(output.patch_features, _as_monai(expected, 3, 3), atol=1e-6, rtol=1e-6)
+    with pytest.raises(FileNotFoundError, match="no Hugging Face ViT there or in the local cache"):
+        ViTImageEncoder(img_size=48, pretrained="someone/not-cached-vit", **ENCODER)
