@@ -12,6 +12,7 @@ BENCHMARKS = {
     "data": "decode + resize of DICOMs vs plain pydicom; persistent-cache speed-up",
     "loss": "SIA + STA forward/backward vs a per-sample loop; share of an encoder step",
     "step": "one SISTATrainer iteration vs a hand-written PyTorch loop",
+    "gpu": "paper-scale SISTA step vs CLIP-only step and the loss alone: images/s, peak memory, loss share",
     "gloo_exit": "exit aborts of two-process gloo runs: plain final barrier vs finish_process_group",
 }
 
