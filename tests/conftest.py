@@ -93,3 +93,26 @@ def dicom_writer(tmp_path: Path) -> Callable[..., Path]:
         return write_dicom(tmp_path / name, pixels, **elements)
 
     return _write
+
+
+TINY_VIT = {
+    "img_size": 32,
+    "patch_size": 16,
+    "preset": "tiny",
+    "hidden_size": 16,
+    "mlp_dim": 32,
+    "num_layers": 1,
+    "num_heads": 2,
+}
+"""A ViT encoder small enough for unit tests (one block of width 16 on a 2x2 patch grid)."""
+
+
+@pytest.fixture
+def tiny_vit() -> Callable[..., Any]:
+    """``tiny_vit(**overrides)`` builds a :class:`~sista_monai.networks.ViTImageEncoder` of :data:`TINY_VIT`."""
+    from sista_monai.networks import ViTImageEncoder
+
+    def _build(**kwargs: Any) -> ViTImageEncoder:
+        return ViTImageEncoder(**{**TINY_VIT, **kwargs})
+
+    return _build

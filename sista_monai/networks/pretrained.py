@@ -106,6 +106,22 @@ def _read(pretrained: str | os.PathLike, depth: int | str) -> Mapping[str, torch
         ) from err
 
 
+def _check_fit(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], network: str, hint: str) -> None:
+    """Raise a ``ValueError`` listing missing and unexpected keys and wrong shapes of a mapped state."""
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
+        for k in target
+        if k in state and state[k].shape != target[k].shape
+    ]
+    if missing or unexpected or wrong:
+        raise ValueError(
+            f"the weights do not fit the configured {network}: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"shapes {wrong[:5]} ({hint})"
+        )
+
+
 def torchvision_resnet_state(
     source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], in_channels: int
 ) -> dict[str, torch.Tensor]:
@@ -136,18 +152,7 @@ def torchvision_resnet_state(
     for key in target:
         if key.endswith("downsample.0.bias") and key not in state:
             state[key] = torch.zeros_like(target[key])
-    missing = sorted(set(target) - set(state))
-    unexpected = sorted(set(state) - set(target))
-    wrong = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
-        for k in target
-        if k in state and state[k].shape != target[k].shape
-    ]
-    if missing or unexpected or wrong:
-        raise ValueError(
-            f"the weights do not fit the configured ResNet: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-            f"shapes {wrong[:5]} (is depth the same as the weights'?)"
-        )
+    _check_fit(state, target, "ResNet", "is depth the same as the weights'?")
     return state
 
 
@@ -235,18 +240,7 @@ def torchvision_vit_state(
     for key in target:
         if ".norm_cross_attn." in key and key not in state:
             state[key] = target[key]
-    missing = sorted(set(target) - set(state))
-    unexpected = sorted(set(state) - set(target))
-    wrong = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
-        for k in target
-        if k in state and state[k].shape != target[k].shape
-    ]
-    if missing or unexpected or wrong:
-        raise ValueError(
-            f"the weights do not fit the configured ViT: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-            f"shapes {wrong[:5]} (are hidden_size, num_layers, mlp_dim and patch_size the weights'?)"
-        )
+    _check_fit(state, target, "ViT", "are hidden_size, num_layers, mlp_dim and patch_size the weights'?")
     return state
 
 

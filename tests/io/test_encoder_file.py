@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,23 +19,10 @@ PREPROCESSING = {
 }
 
 
-def _vit(**kwargs) -> ViTImageEncoder:
-    config = {
-        "img_size": 32,
-        "patch_size": 16,
-        "preset": "tiny",
-        "hidden_size": 16,
-        "mlp_dim": 32,
-        "num_layers": 1,
-        "num_heads": 2,
-    }
-    return ViTImageEncoder(**{**config, **kwargs})
-
-
 @pytest.fixture
-def exported(tmp_path: Path) -> tuple[Path, ViTImageEncoder]:
+def exported(tmp_path: Path, tiny_vit: Callable[..., ViTImageEncoder]) -> tuple[Path, ViTImageEncoder]:
     torch.manual_seed(1)
-    encoder = _vit()
+    encoder = tiny_vit()
     weights, _ = export_image_encoder(
         encoder,
         tmp_path,
@@ -44,10 +32,12 @@ def exported(tmp_path: Path) -> tuple[Path, ViTImageEncoder]:
     return weights, encoder
 
 
-def test_matching_file_loads_the_exported_weights(exported: tuple[Path, ViTImageEncoder]) -> None:
+def test_matching_file_loads_the_exported_weights(
+    exported: tuple[Path, ViTImageEncoder], tiny_vit: Callable[..., ViTImageEncoder]
+) -> None:
     weights, source = exported
     torch.manual_seed(2)
-    target = _vit()
+    target = tiny_vit()
     assert not torch.equal(target.vit.cls_token, source.vit.cls_token)
     assert load_pretrained_encoder(target, weights, PREPROCESSING) is target
     for key, value in source.state_dict().items():
@@ -56,19 +46,21 @@ def test_matching_file_loads_the_exported_weights(exported: tuple[Path, ViTImage
 
 
 @pytest.mark.parametrize("value", [None, "null", "None", ""])
-def test_null_keeps_the_random_initialisation(value: str | None) -> None:
+def test_null_keeps_the_random_initialisation(value: str | None, tiny_vit: Callable[..., ViTImageEncoder]) -> None:
     torch.manual_seed(3)
-    encoder = _vit()
+    encoder = tiny_vit()
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     load_pretrained_encoder(encoder, value)
     assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
     assert encoder_source(value) == {"pretrained_encoder": None, "initialisation": "random"}
 
 
-def test_architecture_mismatch_is_refused_naming_every_difference(exported: tuple[Path, ViTImageEncoder]) -> None:
+def test_architecture_mismatch_is_refused_naming_every_difference(
+    exported: tuple[Path, ViTImageEncoder], tiny_vit: Callable[..., ViTImageEncoder]
+) -> None:
     weights, _ = exported
     with pytest.raises(EncoderMismatchError) as error:
-        load_pretrained_encoder(_vit(hidden_size=32, num_layers=2), weights)
+        load_pretrained_encoder(tiny_vit(hidden_size=32, num_layers=2), weights)
     message = str(error.value)
     assert "architecture hidden_size: file 16, configured 32" in message
     assert "architecture num_layers: file 1, configured 2" in message
@@ -81,53 +73,65 @@ def test_other_architecture_family_is_refused(exported: tuple[Path, ViTImageEnco
         load_pretrained_encoder(ResNetImageEncoder(depth=10, img_size=32), weights)
 
 
-def test_input_size_mismatch_is_refused(exported: tuple[Path, ViTImageEncoder]) -> None:
+def test_input_size_mismatch_is_refused(
+    exported: tuple[Path, ViTImageEncoder], tiny_vit: Callable[..., ViTImageEncoder]
+) -> None:
     weights, _ = exported
     with pytest.raises(
         EncoderMismatchError, match=r"input size: the file was trained at \[32, 32\], the bundle configures \[48, 48\]"
     ):
-        load_pretrained_encoder(_vit(img_size=48), weights)
+        load_pretrained_encoder(tiny_vit(img_size=48), weights)
 
 
-def test_preprocessing_mismatch_is_refused(exported: tuple[Path, ViTImageEncoder]) -> None:
+def test_preprocessing_mismatch_is_refused(
+    exported: tuple[Path, ViTImageEncoder], tiny_vit: Callable[..., ViTImageEncoder]
+) -> None:
     weights, _ = exported
     wrong = {
         "normalization": {"mean": 0.45, "std": 0.25},
         "preprocessing": {"resize_longest": 40, "pad_square": 40, "crop": 36},
     }
     with pytest.raises(EncoderMismatchError) as error:
-        load_pretrained_encoder(_vit(), weights, wrong)
+        load_pretrained_encoder(tiny_vit(), weights, wrong)
     assert "normalization mean: the encoder was pretrained with 0.5, the bundle uses 0.45" in str(error.value)
     assert "preprocessing crop: the encoder was pretrained with 32, the bundle uses 36" in str(error.value)
 
 
-def test_checksum_mismatch_is_refused(exported: tuple[Path, ViTImageEncoder]) -> None:
+def test_checksum_mismatch_is_refused(
+    exported: tuple[Path, ViTImageEncoder], tiny_vit: Callable[..., ViTImageEncoder]
+) -> None:
     weights, _ = exported
     sidecar = json.loads(weights.with_suffix(".json").read_text())
     sidecar["sha256"] = "0" * 64
     weights.with_suffix(".json").write_text(json.dumps(sidecar))
     with pytest.raises(EncoderMismatchError, match="SHA-256 .* differs from 0{64}"):
-        load_pretrained_encoder(_vit(), weights)
+        load_pretrained_encoder(tiny_vit(), weights)
 
 
-def test_replaced_weights_are_refused(exported: tuple[Path, ViTImageEncoder]) -> None:
+def test_replaced_weights_are_refused(
+    exported: tuple[Path, ViTImageEncoder], tiny_vit: Callable[..., ViTImageEncoder]
+) -> None:
     weights, _ = exported
-    torch.save({k: v + 1 for k, v in _vit().state_dict().items()}, weights)
+    torch.save({k: v + 1 for k, v in tiny_vit().state_dict().items()}, weights)
     with pytest.raises(EncoderMismatchError, match="damaged or replaced"):
-        load_pretrained_encoder(_vit(), weights)
+        load_pretrained_encoder(tiny_vit(), weights)
 
 
-def test_missing_files_say_what_to_do(tmp_path: Path, exported: tuple[Path, ViTImageEncoder]) -> None:
+def test_missing_files_say_what_to_do(
+    tmp_path: Path, exported: tuple[Path, ViTImageEncoder], tiny_vit: Callable[..., ViTImageEncoder]
+) -> None:
     with pytest.raises(FileNotFoundError, match="train the pretraining bundle first"):
-        load_pretrained_encoder(_vit(), tmp_path / "absent.pt")
+        load_pretrained_encoder(tiny_vit(), tmp_path / "absent.pt")
     weights, _ = exported
     weights.with_suffix(".json").unlink()
     with pytest.raises(FileNotFoundError, match="has no sidecar image_encoder.json"):
-        load_pretrained_encoder(_vit(), weights)
+        load_pretrained_encoder(tiny_vit(), weights)
 
 
-def test_foreign_sidecar_format_is_refused(exported: tuple[Path, ViTImageEncoder]) -> None:
+def test_foreign_sidecar_format_is_refused(
+    exported: tuple[Path, ViTImageEncoder], tiny_vit: Callable[..., ViTImageEncoder]
+) -> None:
     weights, _ = exported
     weights.with_suffix(".json").write_text(json.dumps({"format": "something-else/2"}))
     with pytest.raises(EncoderMismatchError, match="sidecar format 'something-else/2'"):
-        load_pretrained_encoder(_vit(), weights)
+        load_pretrained_encoder(tiny_vit(), weights)
