@@ -15,7 +15,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from sista_monai.data.inference import output_stem
 from sista_monai.data.tasks import source_file
-from sista_monai.io.files import atomic_write_bytes, json_text, write_json
+from sista_monai.io.files import write_json
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -31,7 +31,40 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class ClassificationJSONWriter:
+class _PredictionWriter:
+    """What both writers share: the output folder, the names, the extra entries, one JSON per image after every
+    iteration, named by :func:`~sista_monai.data.inference.output_stem` and written atomically."""
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        class_names: Mapping[str, str] | None,
+        image_key: str,
+        extra: Mapping[str, Any] | None,
+        root: str | os.PathLike | None,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.root = root
+        self.class_names = {str(k): str(v) for k, v in (class_names or {}).items()}
+        self.image_key = image_key
+        self.extra = dict(extra or {})
+        self.written: list[Path] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Write after every iteration."""
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        """Write the files of the iteration's images."""
+        raise NotImplementedError
+
+    def _write(self, source: str, record: Mapping[str, Any]) -> Path:
+        path = write_json(self.output_dir / f"{output_stem(source, self.root)}.json", {**record, **self.extra})
+        self.written.append(path)
+        return path
+
+
+class ClassificationJSONWriter(_PredictionWriter):
     """Write ``<output_dir>/<output name>.json`` with the predicted probability of every image.
 
     Each file holds ``{"image": <input file name>, "probability": p, "prediction": 0|1, "threshold": t,
@@ -61,18 +94,9 @@ class ClassificationJSONWriter:
         extra: Mapping[str, Any] | None = None,
         root: str | os.PathLike | None = None,
     ) -> None:
-        self.output_dir = Path(output_dir)
-        self.root = root
+        super().__init__(output_dir, class_names, image_key, extra, root)
         self.threshold = float(threshold)
-        self.class_names = {str(k): str(v) for k, v in (class_names or {}).items()}
         self.pred_key = pred_key
-        self.image_key = image_key
-        self.extra = dict(extra or {})
-        self.written: list[Path] = []
-
-    def attach(self, engine: Engine) -> None:
-        """Write after every iteration."""
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def record(self, probability: torch.Tensor | Sequence[float] | float, source: str | None) -> dict[str, Any]:
         """The JSON content for one image."""
@@ -85,14 +109,11 @@ class ClassificationJSONWriter:
                 record["label"] = self.class_names.get(str(prediction))
         else:
             record["probabilities"] = values
-        return {**record, **self.extra}
+        return record
 
     def write(self, probability: torch.Tensor | Sequence[float] | float, source: str) -> Path:
         """Write the JSON of one image named after ``source`` and return its path."""
-        path = self.output_dir / f"{output_stem(source, self.root)}.json"
-        atomic_write_bytes(path, json_text(self.record(probability, source), indent=2).encode())
-        self.written.append(path)
-        return path
+        return self._write(source, self.record(probability, source))
 
     def __call__(self, engine: Engine) -> None:
         outputs: Any = engine.state.output
@@ -105,7 +126,7 @@ class ClassificationJSONWriter:
         engine.logger.debug("wrote %d prediction files to %s", len(items), self.output_dir)
 
 
-class DetectionJSONWriter:
+class DetectionJSONWriter(_PredictionWriter):
     """Write ``<output_dir>/<output name>.json`` with the boxes, scores and labels found in every image.
 
     Each file holds ``{"image": <input file name>, "width", "height", "box_mode": "xyxy", "boxes": [[x1, y1, x2,
@@ -135,19 +156,10 @@ class DetectionJSONWriter:
         extra: Mapping[str, Any] | None = None,
         root: str | os.PathLike | None = None,
     ) -> None:
-        self.output_dir = Path(output_dir)
-        self.root = root
-        self.class_names = {str(k): str(v) for k, v in (class_names or {}).items()}
+        super().__init__(output_dir, class_names, image_key, extra, root)
         self.box_key = box_key
         self.score_key = score_key
         self.label_key = label_key
-        self.image_key = image_key
-        self.extra = dict(extra or {})
-        self.written: list[Path] = []
-
-    def attach(self, engine: Engine) -> None:
-        """Write after every iteration."""
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def record(self, output: Mapping[str, Any], image: Any) -> dict[str, Any]:
         """The JSON content for one image."""
@@ -172,7 +184,7 @@ class DetectionJSONWriter:
         }
         if self.class_names:
             record["label_names"] = [self.class_names.get(str(int(v))) for v in labels.tolist()]
-        return {**record, **self.extra}
+        return record
 
     def __call__(self, engine: Engine) -> None:
         batch: Any = engine.state.batch
@@ -182,7 +194,5 @@ class DetectionJSONWriter:
             source = source_file(image)
             if source is None:
                 raise ValueError(f"the inference batch has no source file name under {self.image_key!r}")
-            path = self.output_dir / f"{output_stem(source, self.root)}.json"
-            write_json(path, self.record(output, image))
-            self.written.append(path)
+            self._write(source, self.record(output, image))
         engine.logger.debug("wrote %d detection files to %s", len(outputs), self.output_dir)
