@@ -34,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
         "data",
         "handlers",
     },
+    "deploy": {"errors", "io", "transforms", "data", "handlers"},
 }
 """Room → the other rooms it may import (the package's own room is always allowed)."""
 

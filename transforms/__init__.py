@@ -5,6 +5,7 @@
 * :mod:`.preprocess`: resize/pad/crop/normalise chains from stock MONAI transforms;
 * :mod:`.boxes`: boxes carried through resize/pad/crop by the image's affine, and back;
 * :mod:`.ensure`: :class:`EnsureChestXrayd`, MONAI Deploy's ``(W, H, 1)`` array → the network's image;
+* :mod:`.deploy`: the last postprocessing steps, outputs in the form MONAI Deploy App SDK 4.x reads;
 * :mod:`.report`: report sections (MIMIC-CXR text, IU X-ray XML), cleaning and tokenisation;
 * errors (:class:`ChestXrayReadError`, :class:`ReportError`) are defined in :mod:`sista_monai.errors`.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 from sista_monai.errors import ChestXrayReadError, ReportError, SistaDataError
 
 from .boxes import BoxesToImagePixelsd, BoxesToOriginalPixelsd, map_boxes
+from .deploy import DETECTION_COLUMNS, PackDetectionsd, SingleFrameVolumed
 from .ensure import EnsureChestXray, EnsureChestXrayD, EnsureChestXrayd, EnsureChestXrayDict
 from .grounding import (
     LESION_CLASSES,
@@ -67,6 +69,9 @@ from .report import (
 )
 
 __all__ = [
+    "DETECTION_COLUMNS",
+    "PackDetectionsd",
+    "SingleFrameVolumed",
     "BoxesToImagePixelsd",
     "BoxesToOriginalPixelsd",
     "map_boxes",

@@ -55,6 +55,7 @@ __all__ = [
     "ChestXray",
     "read_chest_xray",
     "dicom_to_display",
+    "pixel_spacing",
     "apply_window",
     "ChestXrayReader",
     "LoadChestXray",
@@ -190,7 +191,7 @@ def _finite_header_number(ds: pydicom.Dataset, keyword: str, default: float, sou
     return number
 
 
-def _pixel_spacing(ds: pydicom.Dataset) -> tuple[tuple[float, float], str]:
+def pixel_spacing(ds: pydicom.Dataset) -> tuple[tuple[float, float], str]:
     """(row, column) spacing in mm and the tag it came from; zero or malformed values count as absent."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
@@ -503,7 +504,7 @@ def _read_dicom(
         ds, _transposed_contiguous(stored), voi, percentiles, window_index, source=path
     )
     pixels = display_wh.T
-    spacing, spacing_source = _pixel_spacing(ds)
+    spacing, spacing_source = pixel_spacing(ds)
     meta = {
         "format": "DICOM",
         "photometric_interpretation": str(ds.get("PhotometricInterpretation", "")).strip().upper(),

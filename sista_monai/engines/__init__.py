@@ -3,7 +3,7 @@ and evaluator, pretraining inference's batch preparation and inferer, the test r
 
 from __future__ import annotations
 
-from .detection import DetectionEvaluator, DetectionTrainer
+from .detection import DetectionEvaluator, DetectionTrainer, DetectorInferer
 from .evaluation import write_test_report
 from .inference import SISTAAlignmentInferer, SISTAInferencePrepareBatch, pretrain_inference_items
 from .optimisation import encoder_parameter_groups
@@ -15,6 +15,7 @@ __all__ = [
     "TARGET_KEYS",
     "DetectionEvaluator",
     "DetectionTrainer",
+    "DetectorInferer",
     "encoder_parameter_groups",
     "NONFINITE_LOSS_ACTIONS",
     "SafeStep",

@@ -19,6 +19,7 @@ from monai.apps.detection.networks.retinanet_detector import RetinaNetDetector
 from monai.data import MetaTensor
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer
 from monai.utils import CommonKeys as Keys
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
@@ -34,6 +35,7 @@ else:
 __all__ = [
     "DetectionTrainer",
     "DetectionEvaluator",
+    "DetectorInferer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -198,3 +200,55 @@ class DetectionEvaluator(SupervisedEvaluator):
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
+
+
+class _CallableNetwork(nn.Module):
+    """A callable model that is not an ``nn.Module`` (MONAI Deploy's ``TorchScriptModel``) as the detector's network."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> Any:
+        return self.model(images)
+
+
+class DetectorInferer(Inferer):
+    """A MONAI inferer that runs a :class:`RetinaNetDetector` around whichever network it is given.
+
+    MONAI Deploy's bundle operator calls ``inferer(inputs=batch, network=model)`` with the network it loaded
+    (the bundle's TorchScript ``model.ts``, which returns the RetinaNet head maps) and keeps the first item of
+    the result. This inferer puts that network into the configured detector (anchors, box coder, score
+    threshold, NMS) for the call and returns, per image, the detections under the keys the bundle's
+    postprocessing reads: ``pred_box`` ``(N, 4)``, ``pred_score`` ``(N,)`` and ``pred_label`` ``(N,)`` in the
+    network's input pixels (the postprocessing maps them back to the original image). A network that is a
+    callable but not an ``nn.Module`` (MONAI Deploy's ``TorchScriptModel`` wrapper) is called as it is.
+
+    Args:
+        detector: the bundle's detector (``build_detector``); only its set-up is used, its own network is
+            put back after each call.
+    """
+
+    def __init__(self, detector: RetinaNetDetector) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        detector = self.detector
+        own = detector.network
+        detector.network = network if isinstance(network, nn.Module) else _CallableNetwork(network)
+        try:
+            detector.eval()
+            with torch.no_grad():
+                detections = detector(_as_plain_tensor(inputs, inputs.device, torch.float32), use_inferer=False)
+        finally:
+            detector.network = own
+        score_key = detector.pred_score_key
+        return [
+            {
+                "pred_box": found[detector.target_box_key].detach().float().cpu(),
+                "pred_score": found[score_key].detach().float().cpu(),
+                "pred_label": found[detector.target_label_key].detach().long().cpu(),
+            }
+            for found in detections
+        ]
