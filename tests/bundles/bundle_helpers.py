@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,61 @@ def run_torchrun_two_processes(bundle: str, overrides: dict[str, Any], port: int
     state = torch.load(bundle_root / "models" / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state)
     assert len({p.name.split(".")[-2] for p in (bundle_root / "logs").glob("events.*")}) == 1  # rank 0 alone
+
+
+REALDATA = REPO_ROOT.parent / "shared" / "realdata"
+
+
+def deploy_inputs(folder: Path, demo: Path, real: list[str]) -> list[Path]:
+    """A DICOM folder for the MONAI Deploy tests: one demo DICOM of every encoding profile (MONOCHROME1 and 2,
+    with and without Presentation LUT Shape INVERSE and VOI windows, rescale, RLE and JPEG 2000) in ``demo/``
+    and, when ``../shared/realdata`` is present, its files matching the patterns ``real`` (relative to it) in
+    ``real/``."""
+    import pydicom
+
+    from sista_monai.data.demo.dicom import ENCODING_PROFILES
+
+    wanted = {profile.name for profile in ENCODING_PROFILES}
+    (folder / "demo").mkdir(parents=True)
+    copied = []
+    for path in sorted((demo / "images").glob("*.dcm")):
+        name = str(pydicom.dcmread(path, stop_before_pixels=True).ManufacturerModelName)
+        if name in wanted:
+            wanted.remove(name)
+            copied.append(Path(shutil.copy(path, folder / "demo" / path.name)))
+    assert not wanted, f"the demo has no file of the profiles {sorted(wanted)}"
+    if REALDATA.is_dir():
+        (folder / "real").mkdir()
+        files = sorted(path for pattern in real for path in REALDATA.glob(pattern))
+        assert files, real
+        copied += [Path(shutil.copy(path, folder / "real" / path.name)) for path in files]
+    return copied
+
+
+def run_deploy_app(task: str, images: Path, out: Path, model: Path) -> subprocess.CompletedProcess:
+    """``python -m sista_monai.deploy TASK -i images -o out -m model`` (MONAI Deploy App SDK)."""
+    return run_cli(
+        ["python", "-m", "sista_monai.deploy", task, "-i", str(images), "-o", str(out), "-m", str(model)], timeout=600
+    )
+
+
+def assert_console_holds_no_planted_phi(console: str, demo: Path) -> None:
+    """No planted fake-PHI string of ``demo`` in a console."""
+    import json
+
+    manifest = json.loads((demo / "phi_manifest.json").read_text())
+    for value in [s for s in manifest["strings"] + manifest.get("name_parts", []) if len(s) >= 5]:
+        assert value not in console, value
+
+
+def assert_sr_references(sr_path: Path, source: Path, text: str) -> None:
+    """The SR at ``sr_path`` holds ``text`` and references the instance of ``source`` as its evidence."""
+    import pydicom
+
+    report, image = pydicom.dcmread(sr_path), pydicom.dcmread(source, stop_before_pixels=True, force=True)
+    assert report.Modality == "SR" and report.StudyInstanceUID == image.StudyInstanceUID
+    evidence = report.CurrentRequestedProcedureEvidenceSequence[0]
+    series = evidence.ReferencedSeriesSequence[0]
+    assert series.SeriesInstanceUID == image.SeriesInstanceUID
+    assert series.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == image.SOPInstanceUID
+    assert any(text in str(item.get("TextValue", "")) for item in report.ContentSequence), text

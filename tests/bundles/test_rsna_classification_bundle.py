@@ -19,9 +19,13 @@ import torch
 from bundle_helpers import (
     REPO_ROOT,
     as_cli,
+    assert_console_holds_no_planted_phi,
     assert_no_planted_phi,
     assert_quiet_console,
+    assert_sr_references,
+    deploy_inputs,
     run_cli,
+    run_deploy_app,
     run_torchrun_two_processes,
     tiny_pretrained_encoder,
 )
@@ -287,8 +291,42 @@ def test_real_rsna_dicoms_and_the_deployment_contract(
         with torch.no_grad():
             prediction = model(inputs["image"][None].as_tensor())
         outputs = postprocessing({"pred": prediction[0], **inputs})
-        expected = json.loads((out / f"{path.stem}.json").read_text())["probability"]
-        assert float(outputs["pred"][0]) == pytest.approx(expected, abs=1e-5), path.name
+        expected = json.loads((out / f"{path.stem}.json").read_text())
+        assert float(outputs["probability"][0]) == pytest.approx(expected["probability"], abs=1e-5), path.name
+        # what MONAI Deploy names with metadata.json's channel_def: the class index, not the probability
+        assert float(outputs["pred"][0]) == expected["prediction"]
+
+
+# the no-preamble CR-MONO1-10-chest.dcm is left out: the SDK's DICOMDataLoaderOperator passes over files without the
+# DICM preamble (the bundle's own inference.json reads it)
+DEPLOY_REAL = ["rsna/dicoms/*.dcm", "other_dicom/RG*.dcm", "other_dicom/CR-Modality*.dcm", "other_dicom/[nt]*.dcm"]
+
+
+def test_monai_deploy_app_equals_the_bundle_inference(
+    trained: dict[str, Any], exported: Path, tiny_demo: Path, tmp_path: Path
+) -> None:
+    """python -m sista_monai.deploy classification on model.ts alone (MONAI Deploy App SDK) gives, for every
+    instance, the probability and class the bundle's inference.json gives the same file, and an SR that states
+    it and references the instance; every photometric variant of the demo and the real RSNA and other DICOMs."""
+    pytest.importorskip("monai.deploy.operators", reason="the [deploy] extra (monai-deploy-app-sdk) is not installed")
+    images = tmp_path / "in"
+    files = deploy_inputs(images, tiny_demo, DEPLOY_REAL)
+    own, app = tmp_path / "own", tmp_path / "app"
+    args = {"bundle_root": str(trained["bundle_root"]), "dataset_dir": str(images), "output_dir": str(own)}
+    result = run_cli(INFERENCE_COMMAND + as_cli({**args, **ENCODER_OVERRIDES}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    deployed = run_deploy_app("classification", images, app, exported)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    assert f"{len(files)} DICOM image instance(s) processed" in deployed.stderr
+    assert_console_holds_no_planted_phi(deployed.stdout + deployed.stderr, tiny_demo)
+    for path in files:
+        name = path.relative_to(images).with_suffix("").as_posix()
+        expected = json.loads((own / f"{name}.json").read_text())
+        actual = json.loads((app / f"{name}.json").read_text())
+        assert actual["probability"] == pytest.approx(expected["probability"], abs=1e-5), name
+        assert (actual["prediction"], actual["label"]) == (expected["prediction"], expected["label"]), name
+        assert actual["sop_instance_uid"] == pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        assert_sr_references(app / f"{name}_sr.dcm", path, f"{expected['label']} (probability")
 
 
 def test_inference_on_a_pacs_like_export_with_a_bad_file(

@@ -10,15 +10,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 import pytest
 import torch
 from bundle_helpers import (
     REPO_ROOT,
     as_cli,
+    assert_console_holds_no_planted_phi,
     assert_no_planted_phi,
     assert_quiet_console,
+    assert_sr_references,
+    deploy_inputs,
     run_cli,
+    run_deploy_app,
     run_torchrun_two_processes,
     tiny_pretrained_encoder,
 )
@@ -222,7 +227,9 @@ def test_inference_keeps_subfolders_and_records_a_bad_file(
     assert record["image"] == "IM0001" and len(record["boxes"]) == len(record["scores"])
 
 
-def test_torchscript_export_equals_eager(trained: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def exported(trained: dict[str, Any]) -> Path:
+    """``ckpt_export`` exactly as the docs give it, run in the bundle folder."""
     result = run_cli(
         cwd=trained["bundle_root"],
         args=[
@@ -244,8 +251,12 @@ def test_torchscript_export_equals_eager(trained: dict[str, Any]) -> None:
         + as_cli(NETWORK_OVERRIDES),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return trained["bundle_root"] / "models" / "model.ts"
+
+
+def test_torchscript_export_equals_eager(trained: dict[str, Any], exported: Path) -> None:
     eager = _network(trained["bundle_root"])
-    scripted = torch.jit.load(str(trained["bundle_root"] / "models" / "model.ts")).eval()
+    scripted = torch.jit.load(str(exported)).eval()
     image = torch.randn(2, 1, 128, 128)
     with torch.no_grad():
         expected, actual = eager(image), scripted(image)
@@ -253,6 +264,37 @@ def test_torchscript_export_equals_eager(trained: dict[str, Any]) -> None:
     assert [tuple(t.shape) for t in expected[:3]] == [(2, 3, 16, 16), (2, 3, 8, 8), (2, 3, 4, 4)]
     for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=0, atol=1e-5)
+
+
+def test_monai_deploy_app_equals_the_bundle_inference(
+    trained: dict[str, Any], exported: Path, tiny_demo: Path, tmp_path: Path
+) -> None:
+    """python -m sista_monai.deploy detection on model.ts alone (MONAI Deploy App SDK: the bundle's DetectorInferer
+    runs the detector around the TorchScript head maps) gives, for every instance, the boxes (to 1 px), scores and
+    labels the bundle's inference.json gives the same file, and an SR that references the instance; every
+    photometric variant of the demo and the real RSNA DICOMs."""
+    pytest.importorskip("monai.deploy.operators", reason="the [deploy] extra (monai-deploy-app-sdk) is not installed")
+    images = tmp_path / "in"
+    files = deploy_inputs(images, tiny_demo, ["rsna/dicoms/*.dcm", "other_dicom/RG1_J2KI.dcm"])
+    own, app = tmp_path / "own", tmp_path / "app"
+    result = _inference(trained["bundle_root"], images, own)
+    deployed = run_deploy_app("detection", images, app, exported)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    assert f"{len(files)} DICOM image instance(s) processed" in deployed.stderr
+    assert_console_holds_no_planted_phi(deployed.stdout + deployed.stderr, tiny_demo)
+    found = 0
+    for path in files:
+        name = path.relative_to(images).with_suffix("").as_posix()
+        expected = json.loads((own / f"{name}.json").read_text())
+        actual = json.loads((app / f"{name}.json").read_text())
+        assert (actual["width"], actual["height"]) == (expected["width"], expected["height"])
+        assert actual["labels"] == expected["labels"] and len(actual["boxes"]) == len(expected["boxes"]), name
+        if expected["boxes"]:
+            np.testing.assert_allclose(actual["boxes"], expected["boxes"], rtol=0, atol=1.0, err_msg=name)
+            np.testing.assert_allclose(actual["scores"], expected["scores"], rtol=0, atol=1e-4, err_msg=name)
+        found += len(expected["boxes"])
+        assert_sr_references(app / f"{name}_sr.dcm", path, "AI result")
+    assert found > 0 and result is not None
 
 
 def test_metadata_verifies() -> None:

@@ -21,9 +21,12 @@ import torch
 from bundle_helpers import (
     REPO_ROOT,
     as_cli,
+    assert_console_holds_no_planted_phi,
     assert_no_planted_phi,
     assert_quiet_console,
+    deploy_inputs,
     run_cli,
+    run_deploy_app,
     run_torchrun_two_processes,
     tiny_pretrained_encoder,
 )
@@ -262,6 +265,56 @@ def test_torchscript_export_equals_eager(trained: dict[str, Any], exported: Path
         expected, actual = eager(image), scripted(image)
     assert expected.shape == (2, 1, 128, 128)
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
+
+
+def test_monai_deploy_app_writes_the_bundle_masks_as_dicom_seg(
+    trained: dict[str, Any], tiny_demo: Path, tmp_path: Path
+) -> None:
+    """python -m sista_monai.deploy segmentation on model.ts alone (MONAI Deploy App SDK) writes, for every
+    instance, a DICOM SEG referencing it whose frame equals the bundle's own inference.json mask pixel for pixel
+    in the source image's orientation (rows x columns, not transposed); every photometric variant of the demo and
+    the real SIIM DICOMs."""
+    pytest.importorskip("monai.deploy.operators", reason="the [deploy] extra (monai-deploy-app-sdk) is not installed")
+    images = tmp_path / "in"
+    files = deploy_inputs(images, tiny_demo, ["siim/dicoms/*.dcm"])
+    own, app = tmp_path / "own", tmp_path / "app"
+    args = {"bundle_root": str(trained["bundle_root"]), "dataset_dir": str(images), "output_dir": str(own)}
+    # a low threshold and no size filter: masks that are neither empty nor full on the tiny network
+    masks = {"mask_threshold": 0.3, "min_mask_pixels": 0}
+    result = run_cli(INFERENCE_COMMAND + as_cli({**args, **NETWORK_OVERRIDES, **masks}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    assert parser["mask_threshold"] == 0.5 and parser["min_mask_pixels"] == 150
+    shutil.copytree(trained["bundle_root"], tmp_path / "bundle", ignore=shutil.ignore_patterns("logs", "eval"))
+    config = json.loads((CONFIGS / "inference.json").read_text())
+    (tmp_path / "bundle" / "configs" / "inference.json").write_text(json.dumps({**config, **masks}))
+    export = run_cli(
+        cwd=tmp_path / "bundle",
+        args=["python", "-m", "monai.bundle", "ckpt_export", "--net_id", "network_def", "--filepath", "models/model.ts"]
+        + ["--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json"]
+        + ["--config_file", "configs/inference.json"]
+        + as_cli(NETWORK_OVERRIDES),
+    )
+    assert export.returncode == 0, export.stderr[-3000:]
+    deployed = run_deploy_app("segmentation", images, app, tmp_path / "bundle" / "models" / "model.ts")
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    assert f"{len(files)} DICOM image instance(s) processed" in deployed.stderr
+    assert_console_holds_no_planted_phi(deployed.stdout + deployed.stderr, tiny_demo)
+    foreground = 0
+    for path in files:
+        name = path.relative_to(images).with_suffix("").as_posix()
+        expected = np.asarray(Image.open(own / f"{name}.png")) > 0
+        seg = pydicom.dcmread(app / f"{name}_seg.dcm")
+        source = pydicom.dcmread(path, stop_before_pixels=True)
+        assert seg.Modality == "SEG" and seg.SegmentSequence[0].SegmentLabel == "pneumothorax"
+        referenced = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+        assert referenced == source.SOPInstanceUID
+        frame = seg.pixel_array.reshape(source.Rows, source.Columns) > 0
+        assert expected.shape == (source.Rows, source.Columns)
+        np.testing.assert_array_equal(frame, expected, err_msg=name)
+        foreground += int(expected.sum() > 0 and not expected.all() and not np.array_equal(expected, expected.T))
+    assert foreground >= 3  # masks whose transpose differs: the comparison can see a transposition
 
 
 def test_verify_net_in_out_and_metadata(trained: dict[str, Any]) -> None:
