@@ -372,7 +372,11 @@ def _pretraining_inference(sidecar: dict[str, Any], weights: Path) -> dict[str, 
                 "load_dict": {"model": "@network"},
                 "map_location": "@device",
             },
-            {"_target_": "sista_monai.handlers.EmbeddingJSONWriter", "output_dir": "@output_dir", "root": "@dataset_dir"},
+            {
+                "_target_": "sista_monai.handlers.EmbeddingJSONWriter",
+                "output_dir": "@output_dir",
+                "root": "@dataset_dir",
+            },
         ],
         "evaluator": {
             "_target_": "SupervisedEvaluator",
