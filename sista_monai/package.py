@@ -610,14 +610,23 @@ def _readme_section(summary: dict[str, Any], pretraining: bool) -> str:
             "`configs/train.json` retrains from scratch as in the repository.",
             "",
         ]
+    elif summary["pretrained_encoder"]:
+        lines += [
+            "Retraining (`configs/train.json`) starts from the pretrained encoder shipped in this folder,",
+            "`models/image_encoder.pt` with its `image_encoder.json` sidecar (`--pretrained_encoder null`: random",
+            "initialisation).",
+            "",
+        ]
     else:
         lines += [
             "Retraining (`configs/train.json`) starts from the pretrained encoder at",
-            "`models/image_encoder.pt` (with its `image_encoder.json` sidecar) of this folder: copy the pretraining",
-            "bundle's files there or pass `--pretrained_encoder PATH` (a required override when they are absent;",
+            "`models/image_encoder.pt` (with its `image_encoder.json` sidecar) of this folder, which is not shipped:",
+            "copy the pretraining bundle's files there or pass `--pretrained_encoder PATH` (a required override;",
             "`null` trains from random initialisation).",
             "",
         ]
+    if summary["inferer"]:
+        lines += [f"`inferer` was added to `inference.json` for the model zoo: {summary['inferer']}.", ""]
     torchscript, shapes = summary["torchscript"], summary["verify_net_in_out"]
     lines.append(
         "- `models/model.ts`: made by MONAI's `ckpt_export` from this folder."
@@ -687,6 +696,8 @@ def package_bundle(
     source_metadata = _read_json(bundle / "configs" / "metadata.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    work.chmod(0o755)
+    inferer = ""
     try:
         shutil.copy2(bundle / "LICENSE", work / "LICENSE")
         shutil.copytree(bundle / "docs", work / "docs", ignore=shutil.ignore_patterns("__pycache__"))
@@ -709,7 +720,12 @@ def package_bundle(
         else:
             inference = _merge_layers(_read_json(bundle / "configs" / "inference.json"), [Path(p) for p in layers])
             inference = _rewrite_config(inference)
-            inference.setdefault("inferer", "@detector" if "detector" in inference else {"_target_": "SimpleInferer"})
+            if "inferer" not in inference and "detector" in inference:
+                inference["inferer"] = "@detector"
+                inferer = "`@detector`, MONAI's RetinaNet detector, which runs the network and decodes its boxes"
+            elif "inferer" not in inference:
+                inference["inferer"] = {"_target_": "SimpleInferer"}
+                inferer = "MONAI's `SimpleInferer` (the network applied to the whole image)"
             if not (bundle / "models" / "model.pt").is_file():
                 raise _fail(bundle / "models" / "model.pt", "missing: train the bundle first")
             shutil.copy2(bundle / "models" / "model.pt", work / "models" / "model.pt")
@@ -753,6 +769,8 @@ def package_bundle(
             "verify_net_in_out": shapes,
             "weights": weights,
             "large_files": [entry["path"] for entry in large],
+            "pretrained_encoder": pretrained_encoder is not None and not pretraining,
+            "inferer": inferer,
         }
         with (work / "docs" / "README.md").open("a") as readme:
             readme.write(_readme_section(summary, pretraining))

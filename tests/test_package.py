@@ -152,9 +152,19 @@ def test_large_files_are_listed_with_their_sha256(packaged: dict[str, dict[str, 
     entry = packaged["rsna_pneumonia_classification"]
     out = tmp_path / "small_limit"
     limit_mb = 0.02
-    package_bundle(
-        entry["source"], out, layers=entry["layers"], size_limit_mb=limit_mb, large_file_url="https://example.org/b"
+    encoder = packaged["pretrain"]["source"] / "models" / "image_encoder.pt"
+    summary = package_bundle(
+        entry["source"],
+        out,
+        layers=entry["layers"],
+        pretrained_encoder=encoder,
+        size_limit_mb=limit_mb,
+        large_file_url="https://example.org/b",
     )
+    assert summary["pretrained_encoder"] and summary["inferer"] == ""
+    for suffix in (".pt", ".json"):  # shipped for retraining, where the packaged train.json looks
+        assert (out / "models" / f"image_encoder{suffix}").read_bytes() == encoder.with_suffix(suffix).read_bytes()
+    assert "pretrained encoder shipped in this folder" in (out / "docs" / "README.md").read_text()
     listed = {e["path"]: e for e in yaml.safe_load((out / "large_files.yml").read_text())["large_files"]}
     over = {
         p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.stat().st_size > limit_mb * 2**20
@@ -209,6 +219,7 @@ def test_monai_bundle_checks_accept_the_packaged_bundles(packaged: dict[str, dic
         assert results[name]["ckpt_export"] == "ok", results[name]
         assert (tmp_path / f"{name}.ts").is_file()
         applies = name != "rsna_pneumonia_detection"
+        assert (packaged[name]["summary"]["inferer"].startswith("`@detector`")) is not applies
         assert (results[name]["verify_net_in_out"] == "ok") is applies, results[name]
         assert (packaged[name]["summary"]["verify_net_in_out"] is None) is applies
         readme = (packaged[name]["out"] / "docs" / "README.md").read_text()
