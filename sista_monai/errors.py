@@ -25,6 +25,7 @@ __all__ = [
     "NonFiniteWeightsError",
     "NonFiniteLossError",
     "NetworkAccessError",
+    "BundlePackagingError",
 ]
 
 
@@ -155,3 +156,20 @@ class NonFiniteLossError(FloatingPointError):
 
 class NetworkAccessError(ConnectionRefusedError):
     """A connection beyond this machine was attempted while the network guard was installed."""
+
+
+class BundlePackagingError(ValueError):
+    """A bundle cannot be packaged for the model zoo (``python -m sista_monai.package``).
+
+    Args:
+        source: the file (or folder) the problem is about.
+        reason: what is wrong and, where there is one, what to do.
+    """
+
+    def __init__(self, source: object, reason: str) -> None:
+        self.source = str(source)
+        self.reason = reason
+        super().__init__(f"{self.source}: {reason}")
+
+    def __reduce__(self):
+        return (self.__class__, (self.source, self.reason))

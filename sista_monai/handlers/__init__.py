@@ -9,7 +9,7 @@ from __future__ import annotations
 from .console import EpochSummaryStatsHandler
 from .export import ImageEncoderExporter
 from .heatmaps import AlignmentHeatmaps
-from .predictions import ClassificationJSONWriter, DetectionJSONWriter
+from .predictions import ClassificationJSONWriter, DetectionJSONWriter, EmbeddingJSONWriter
 from .pretrain_inference import ImageEmbeddingWriter, WordAlignmentWriter
 from .reports import ClassificationReport, DetectionReport, EvaluationReport, PretrainingReport, SegmentationReport
 from .training import (
@@ -41,6 +41,7 @@ __all__ = [
     "load_checkpoint",
     "loss_terms",
     "ClassificationJSONWriter",
+    "EmbeddingJSONWriter",
     "DetectionJSONWriter",
     "WordAlignmentWriter",
     "ClassificationReport",

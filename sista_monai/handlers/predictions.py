@@ -26,6 +26,7 @@ else:
 __all__ = [
     "ClassificationJSONWriter",
     "DetectionJSONWriter",
+    "EmbeddingJSONWriter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -196,3 +197,43 @@ class DetectionJSONWriter(_PredictionWriter):
                 raise ValueError(f"the inference batch has no source file name under {self.image_key!r}")
             self._write(source, self.record(output, image))
         engine.logger.debug("wrote %d detection files to %s", len(outputs), self.output_dir)
+
+
+class EmbeddingJSONWriter(_PredictionWriter):
+    """Write ``<output_dir>/<output name>.json`` with the image-only network's feature vector of every image.
+
+    Each file holds ``{"image": <input file name>, "embed_dim": C, "embedding": [C floats]}``: the global image
+    features of the pretrained encoder (:class:`~sista_monai.networks.GlobalImageFeatures`, the packaged
+    pretraining bundle's ``network_def``), as the downstream heads receive them (not L2-normalised). Attach to the
+    inference evaluator (``decollate=True``).
+
+    Args:
+        output_dir: the output folder (created when missing).
+        pred_key: key of the feature vector in each output item.
+        image_key: key of the input image in each output item (its metadata names the file).
+        extra: further entries written to every file.
+        root: the inference input folder: outputs are named by
+            :func:`~sista_monai.data.inference.output_stem` relative to it (subfolders kept; ``None``: the stem).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        pred_key: str = "pred",
+        image_key: str = "image",
+        extra: Mapping[str, Any] | None = None,
+        root: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__(output_dir, None, image_key, extra, root)
+        self.pred_key = pred_key
+
+    def __call__(self, engine: Engine) -> None:
+        outputs: Any = engine.state.output
+        items = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        for item in items:
+            source = source_file(item.get(self.image_key))
+            if source is None:
+                raise ValueError(f"the inference output has no source file name under {self.image_key!r}")
+            values = [float(v) for v in torch.as_tensor(item[self.pred_key], dtype=torch.float32).reshape(-1).tolist()]
+            self._write(source, {"image": Path(source).name, "embed_dim": len(values), "embedding": values})
+        engine.logger.debug("wrote %d embedding files to %s", len(items), self.output_dir)
