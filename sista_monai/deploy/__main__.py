@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the application; returns the exit status (2 for a bad argument)."""
+    """Run the application; returns the exit status: 0, 1 when some input files could not be processed (listed in
+    ``OUT/errors.json``; every other instance has its outputs), 2 for a bad argument."""
     parser = _parser()
     args = parser.parse_args(argv)
     if not args.input.is_dir():
@@ -53,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"{app.instances_found} DICOM image instance(s) processed; results in {args.output}", file=sys.stderr)
+    if app.errors:
+        print(
+            f"{len(app.errors)} input file(s) could not be processed; each is listed with its reason in "
+            f"{args.output / 'errors.json'}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

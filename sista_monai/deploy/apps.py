@@ -2,7 +2,9 @@
 
 Each application reads a folder of DICOM files (one or more studies, nested folders allowed) and writes, for
 every image instance, its result into the output folder under the instance's name (its path relative to the
-input folder without the extension, as the bundles' own ``inference.json`` names outputs):
+input folder without the extension, as the bundles' own ``inference.json`` names outputs). Every other file the
+bundles' ``inference.json`` would take (one the SDK's loader does not read, a PNG, an image the bundles' reader
+refuses) is listed with its reason in ``errors.json``, as ``inference.json`` lists unreadable inputs:
 
 ================ ================================================ =====================================
 task             outputs per instance                             SDK writer
@@ -34,6 +36,9 @@ from monai.deploy.operators.monai_bundle_inference_operator import IOMapping, ge
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from sista_monai.data.inference import ERRORS_FILE
+from sista_monai.io.files import write_json
+
 from .operators import (
     SERIES_PORT,
     BundleInferenceOperator,
@@ -44,6 +49,7 @@ from .operators import (
     InstanceSourceOperator,
     ReferencingSRWriterOperator,
     find_instances,
+    screen_instances,
 )
 
 __all__ = ["TASKS", "ChestXrayApp", "PNEUMOTHORAX"]
@@ -78,6 +84,7 @@ class ChestXrayApp(Application):
         self.output_folder = Path(output_folder)
         self.model_path = Path(model_path)
         self.instances_found = 0
+        self.errors: list[dict[str, str]] = []
         self.sdk_argv = ["sista_monai.deploy", "--input", str(input_folder), "--output", str(output_folder)]
         self.sdk_argv += ["--model", str(model_path), "--log-level", log_level]
         super().__init__()
@@ -90,10 +97,15 @@ class ChestXrayApp(Application):
         model_info = ModelInfo("sista-monai", str(meta.get("name", self.task)), str(meta.get("version", "")), "")
 
         loader = DICOMDataLoaderOperator(self, input_folder=self.input_folder, name="loader")
-        instances = find_instances(loader, self.input_folder)
+        instances, self.errors = screen_instances(self.input_folder, find_instances(loader, self.input_folder))
         self.instances_found = len(instances)
+        errors_file = self.output_folder / ERRORS_FILE
+        if self.errors:
+            write_json(errors_file, self.errors)
+        else:
+            errors_file.unlink(missing_ok=True)  # a list from an earlier run in the same folder would mislead
         if not instances:
-            raise FileNotFoundError(f"{self.input_folder}: no DICOM image instance found")
+            raise FileNotFoundError(f"{self.input_folder}: no readable DICOM image instance (see {errors_file})")
         source = InstanceSourceOperator(
             self, CountCondition(self, len(instances)), instances=instances, loader=loader, name="instances"
         )

@@ -59,16 +59,17 @@ from monai.deploy.operators.dicom_text_sr_writer_operator import DICOMTextSRWrit
 from monai.deploy.operators.monai_bundle_inference_operator import MonaiBundleInferenceOperator
 from pydicom.pixels.processing import apply_modality_lut
 
-from sista_monai.data.inference import output_stem
+from sista_monai.data.inference import find_images, output_stem
 from sista_monai.errors import ChestXrayReadError
 from sista_monai.handlers.predictions import ClassificationJSONWriter, DetectionJSONWriter
 from sista_monai.io.files import write_json
-from sista_monai.transforms.io import pixel_spacing
+from sista_monai.transforms.io import RASTER_SUFFIXES, pixel_spacing, read_chest_xray
 
 __all__ = [
     "DISPLAY_TAGS",
     "Instance",
     "find_instances",
+    "screen_instances",
     "InstanceSourceOperator",
     "ChestXrayFrameOperator",
     "BundleInferenceOperator",
@@ -130,6 +131,53 @@ def find_instances(loader: DICOMDataLoaderOperator, folder: Path) -> list[Instan
                     continue
                 found.append(Instance(study, dataset, folder))
     return sorted(found, key=lambda instance: instance.stem)
+
+
+NOT_LOADED = (
+    "a readable image that MONAI Deploy's DICOMDataLoaderOperator passes over: it reads DICOM Part 10 files with "
+    "the 128-byte preamble and DICM prefix only (the bundle's own inference.json reads it)"
+)
+NOT_DICOM = "not a DICOM file: the MONAI Deploy application reads DICOM only (the bundle's own inference.json reads it)"
+
+
+def _reason(path: Path) -> str | None:
+    """Why the bundles' reader refuses ``path``, or ``None`` when it reads it."""
+    try:
+        read_chest_xray(path)
+    except ChestXrayReadError as err:
+        return err.reason
+    except Exception as err:  # noqa: BLE001 - one unforeseen failure must not stop the other instances
+        logger.debug("unexpected error reading %s", path.name, exc_info=True)
+        return f"cannot be read: unexpected {type(err).__name__}"
+    return None
+
+
+def screen_instances(folder: Path, instances: Sequence[Instance]) -> tuple[list[Instance], list[dict[str, str]]]:
+    """The instances the bundle can read, and ``errors.json`` entries for every other input file of ``folder``.
+
+    Every file the bundles' ``inference.json`` would take (:func:`~sista_monai.data.inference.find_images`) is
+    accounted for: an image the SDK's loader did not read (no preamble, not DICOM), or one the bundles' own reader
+    refuses (multi-frame, colour, a Presentation LUT Sequence, undecodable pixel data...), gets an entry
+    ``{"file": path relative to folder, "reason": ...}`` (no header values) instead of stopping the others.
+    """
+    loaded = {instance.path.resolve() for instance in instances}
+    errors = []
+    for path in find_images(folder):
+        if path.resolve() not in loaded:
+            missed = NOT_DICOM if path.suffix.lower() in RASTER_SUFFIXES else (_reason(path) or NOT_LOADED)
+            errors.append({"file": path.relative_to(folder).as_posix(), "reason": missed})
+    readable: list[Instance] = []
+    for instance in instances:
+        refused = (
+            "a Presentation LUT Sequence is not supported"
+            if "PresentationLUTSequence" in instance.dataset
+            else _reason(instance.path)
+        )
+        if refused is None:
+            readable.append(instance)
+        else:
+            errors.append({"file": instance.path.relative_to(folder).as_posix(), "reason": refused})
+    return readable, sorted(errors, key=lambda error: error["file"])
 
 
 class InstanceSourceOperator(Operator):

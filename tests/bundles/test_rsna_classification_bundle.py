@@ -297,8 +297,8 @@ def test_real_rsna_dicoms_and_the_deployment_contract(
         assert float(outputs["pred"][0]) == expected["prediction"]
 
 
-# the no-preamble CR-MONO1-10-chest.dcm is left out: the SDK's DICOMDataLoaderOperator passes over files without the
-# DICM preamble (the bundle's own inference.json reads it)
+# the no-preamble CR-MONO1-10-chest.dcm goes to the files the application cannot take: the SDK's DICOMDataLoaderOperator
+# passes over files without the DICM preamble (the bundle's own inference.json reads it)
 DEPLOY_REAL = ["rsna/dicoms/*.dcm", "other_dicom/RG*.dcm", "other_dicom/CR-Modality*.dcm", "other_dicom/[nt]*.dcm"]
 
 
@@ -307,7 +307,8 @@ def test_monai_deploy_app_equals_the_bundle_inference(
 ) -> None:
     """python -m sista_monai.deploy classification on model.ts alone (MONAI Deploy App SDK) gives, for every
     instance, the probability and class the bundle's inference.json gives the same file, and an SR that states
-    it and references the instance; every photometric variant of the demo and the real RSNA and other DICOMs."""
+    it and references the instance; every photometric variant of the demo and the real RSNA and other DICOMs.
+    A damaged DICOM, a PNG and a DICOM without preamble get their reasons in errors.json and exit status 1."""
     pytest.importorskip("monai.deploy.operators", reason="the [deploy] extra (monai-deploy-app-sdk) is not installed")
     images = tmp_path / "in"
     files = deploy_inputs(images, tiny_demo, DEPLOY_REAL)
@@ -315,9 +316,23 @@ def test_monai_deploy_app_equals_the_bundle_inference(
     args = {"bundle_root": str(trained["bundle_root"]), "dataset_dir": str(images), "output_dir": str(own)}
     result = run_cli(INFERENCE_COMMAND + as_cli({**args, **ENCODER_OVERRIDES}))
     assert result.returncode == 0, result.stderr[-3000:]
+    # files the application cannot take: each gets a line in errors.json, the others their outputs, status 1
+    bad = images / "bad"
+    bad.mkdir()
+    (bad / "broken.dcm").write_bytes(b"not a DICOM file at all" * 10)
+    shutil.copy(REPO_ROOT / "bundles" / "pretrain" / "docs" / "plot_auroc.png", bad / "picture.png")
+    expected_errors = {"bad/broken.dcm": "not a DICOM file (no preamble", "bad/picture.png": "reads DICOM only"}
+    if (REPO_ROOT.parent / "shared" / "realdata").is_dir():
+        no_preamble = REPO_ROOT.parent / "shared" / "realdata" / "other_dicom" / "CR-MONO1-10-chest.dcm"
+        shutil.copy(no_preamble, bad / no_preamble.name)
+        expected_errors["bad/CR-MONO1-10-chest.dcm"] = "passes over"
     deployed = run_deploy_app("classification", images, app, exported)
-    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    assert deployed.returncode == 1, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     assert f"{len(files)} DICOM image instance(s) processed" in deployed.stderr
+    assert f"{len(expected_errors)} input file(s) could not be processed" in deployed.stderr
+    errors = {e["file"]: e["reason"] for e in json.loads((app / "errors.json").read_text())}
+    assert sorted(errors) == sorted(expected_errors)
+    assert all(expected_errors[name] in reason for name, reason in errors.items()), errors
     assert_console_holds_no_planted_phi(deployed.stdout + deployed.stderr, tiny_demo)
     for path in files:
         name = path.relative_to(images).with_suffix("").as_posix()
