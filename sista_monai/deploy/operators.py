@@ -72,6 +72,7 @@ __all__ = [
     "screen_instances",
     "InstanceSourceOperator",
     "ChestXrayFrameOperator",
+    "prepare_frame",
     "BundleInferenceOperator",
     "Postprocessed",
     "ClassificationResultOperator",
@@ -261,23 +262,41 @@ class ChestXrayFrameOperator(Operator):
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         image = op_input.receive("image")
         dataset = _instance_of(op_input.receive(SERIES_PORT))
-        array = image.asnumpy()
-        if array.ndim != 3 or array.shape[0] != 1:
-            raise ChestXrayReadError(
-                Path(str(dataset.filename)).name, f"expected one frame, got an array of shape {array.shape}"
-            )
-        meta = dict(image.metadata())
-        affine = frame_affine(dataset)
-        # the SDK's bundle operator reads a DICOM-sourced image (swapping it to MONAI's (W, H, 1)) only when the
-        # metadata has the pixel spacings; a file without PixelSpacing would otherwise go in as (1, H, W)
-        meta["nifti_affine_transform"], meta["affine"] = affine, affine.copy()
-        meta["row_pixel_spacing"], meta["col_pixel_spacing"] = float(affine[1, 1]), float(affine[0, 0])
-        meta.setdefault("depth_pixel_spacing", 1.0)
-        for keyword in DISPLAY_TAGS:
-            value = _tag_value(dataset, keyword)
-            if value is not None:
-                meta[keyword] = value
-        op_output.emit(Image(modality_values(array, dataset), meta), "image")
+        op_output.emit(Image(*prepare_frame(image.asnumpy(), image.metadata(), dataset)), "image")
+
+
+def prepare_frame(
+    array: np.ndarray, metadata: Mapping[str, Any], dataset: pydicom.Dataset
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """What :class:`ChestXrayFrameOperator` does to one frame of ``DICOMSeriesToVolumeOperator`` (module doc).
+
+    Args:
+        array: the SDK's ``(1, Rows, Columns)`` array.
+        metadata: the SDK image's metadata.
+        dataset: the instance's native dataset.
+
+    Returns:
+        The modality-LUT values and the metadata with the affine, the pixel spacings and the display tags.
+
+    Raises:
+        ChestXrayReadError: not one frame, or a Presentation LUT Sequence.
+    """
+    if array.ndim != 3 or array.shape[0] != 1:
+        raise ChestXrayReadError(
+            Path(str(dataset.filename)).name, f"expected one frame, got an array of shape {array.shape}"
+        )
+    meta = dict(metadata)
+    affine = frame_affine(dataset)
+    # the SDK's bundle operator reads a DICOM-sourced image (swapping it to MONAI's (W, H, 1)) only when the
+    # metadata has the pixel spacings; a file without PixelSpacing would otherwise go in as (1, H, W)
+    meta["nifti_affine_transform"], meta["affine"] = affine, affine.copy()
+    meta["row_pixel_spacing"], meta["col_pixel_spacing"] = float(affine[1, 1]), float(affine[0, 0])
+    meta.setdefault("depth_pixel_spacing", 1.0)
+    for keyword in DISPLAY_TAGS:
+        value = _tag_value(dataset, keyword)
+        if value is not None:
+            meta[keyword] = value
+    return modality_values(array, dataset), meta
 
 
 class BundleInferenceOperator(MonaiBundleInferenceOperator):
