@@ -94,3 +94,19 @@ def test_light_modules_do_not_load_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_every_package_folder_is_installed() -> None:
+    """A package folder missing from setup.cfg's ``packages`` works in the editable checkout and is absent from a
+    wheel (and from the wheel ``python -m sista_monai.package`` ships): every folder is listed."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    listed = {line.strip() for line in config["options"]["packages"].splitlines() if line.strip()}
+    folders = {
+        ".".join(path.parent.relative_to(ROOT).parts)
+        for path in (ROOT / "sista_monai").rglob("__init__.py")
+        if "__pycache__" not in path.parts
+    }
+    assert folders - listed == set()
