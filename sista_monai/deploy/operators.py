@@ -7,12 +7,15 @@ writers) with these:
 * :class:`InstanceSourceOperator`: one chest radiograph per run of the graph. The SDK's loader groups a
   folder into studies and series and its series-to-volume operator converts only the first selected
   series; a folder of radiographs needs one result per instance (every instance is a one-frame image).
-* :class:`ChestXrayFrameOperator`: the two things a one-frame series lacks after ``DICOMSeriesToVolumeOperator``.
+  :func:`screen_instances` first accounts for every other input file (``errors.json``).
+* :class:`ChestXrayFrameOperator` (:func:`prepare_frame`): the two things a one-frame series lacks after
+  ``DICOMSeriesToVolumeOperator``.
 
   - The affine. The SDK builds none for a series of one instance (it needs two slice positions), and the
     bundle operator then fails converting ``None`` into a tensor. The frame gets the affine the bundle's
     own loader gives a file: ``diag(column spacing, row spacing, 1, 1)`` from PixelSpacing or
-    ImagerPixelSpacing (the identity when absent).
+    ImagerPixelSpacing (the identity when absent), and the pixel spacings without which the SDK hands the
+    frame on as ``(1, H, W)`` instead of MONAI's ``(W, H, 1)``.
   - The display tags, in the array's metadata, for :class:`~sista_monai.transforms.EnsureChestXrayd`:
     ``PhotometricInterpretation``, ``PresentationLUTShape``, ``WindowCenter``, ``WindowWidth`` and
     ``VOILUTFunction``, exactly as in the file. Without them a MONOCHROME1 image would be fed inverted.
@@ -34,7 +37,8 @@ writers) with these:
 
 The tags an application of its own must pass to the bundle operator for a radiograph from
 ``DICOMSeriesToVolumeOperator`` are the five display tags above (in the ``Image`` metadata, DICOM keywords),
-the affine (``nifti_affine_transform``), and an array holding modality-LUT values (undo the SDK's INVERSE).
+the affine (``nifti_affine_transform``) and the pixel spacings (``row_pixel_spacing``, ``col_pixel_spacing``), and an
+array holding modality-LUT values (undo the SDK's INVERSE).
 """
 
 from __future__ import annotations
