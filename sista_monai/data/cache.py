@@ -167,8 +167,11 @@ class VerifiedPersistentDataset(PersistentDataset):
         if isinstance(item, list | tuple):
             return type(item)(self._decode(i) for i in item)
         out = dict(item)
+        stored = torch.uint8 if self.storage_dtype == "uint8" else torch.float16
         for key, (lo, hi) in self.storage_ranges.items():
             value = out[key]
+            if value.dtype != stored:  # the file names carry the storage: only a hand-placed file gets here
+                raise ValueError(f"cached {key!r} is {value.dtype}, not the {stored} of storage_dtype")
             if self.storage_dtype == "uint8":
                 out[key] = value.to(torch.float32) * ((hi - lo) / _UINT8_LEVELS) + lo
             else:
