@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ __all__ = ["TARGETS", "add_arguments", "measure", "project", "run"]
 TARGETS = {"cache_bytes": 30e9, "later_epoch_images_per_s": 1500.0}
 """Issue 18's targets for N = 377,110 images on 16 workers at 256²: cache ≤ 30 GB, later epochs ≥ 1,500 images/s."""
 
-DISPLAY_RANGE = {"image": (0.0, 1.0)}
+DISPLAY_RANGE: dict[Hashable, tuple[float, float]] = {"image": (0.0, 1.0)}
 """The cached image's range: display-normalised (the bundles store it after ``NormalizeIntensityd``, whose range
 maps onto the same 256 codes)."""
 
