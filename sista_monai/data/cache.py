@@ -13,7 +13,8 @@ Compact storage (``storage_dtype``): at MIMIC-CXR scale a float32 cache is ~262 
 of their declared value range (65.5 KB per 256² image; error at most half a step, i.e. 1/510 of the range:
 for a display-normalised image that is 1/510 of its display range, below any 8-bit display's resolution), with
 ``"float16"`` as half floats; either is turned back into float32 as soon as it is read, so every transform after
-the cache sees the float32 it always saw. See :class:`VerifiedPersistentDataset`.
+the cache sees the float32 it always saw. A stored key whose values are all equal (an all-zero mask) is written
+as a one-element tensor expanded to its shape, a few hundred bytes. See :class:`VerifiedPersistentDataset`.
 
 In a bundle config it replaces ``"_target_": "PersistentDataset"`` with the same arguments.
 """
@@ -156,9 +157,10 @@ class VerifiedPersistentDataset(PersistentDataset):
                 )
             value = value.clamp(lo, hi)
             if self.storage_dtype == "uint8":
-                out[key] = torch.round((value - lo) * (_UINT8_LEVELS / (hi - lo))).to(torch.uint8)
+                stored = torch.round((value - lo) * (_UINT8_LEVELS / (hi - lo))).to(torch.uint8)
             else:
-                out[key] = value.to(torch.float16)
+                stored = value.to(torch.float16)
+            out[key] = _constant_as_view(stored)
         return out
 
     def _decode(self, item: Any) -> Any:
@@ -248,6 +250,20 @@ class VerifiedPersistentDataset(PersistentDataset):
         except PermissionError as err:  # a read-only cache folder: train on, uncached (as MONAI does)
             logger.warning("cannot write the cache file %s (%s); continuing without caching it", cache_file, err)
         return converted
+
+
+def _constant_as_view(value: torch.Tensor) -> torch.Tensor:
+    """A tensor whose elements are all equal as a one-element storage expanded to its shape (stride 0).
+
+    ``torch.save`` writes a tensor's storage, so an all-zero ``(4, 256, 256)`` mask takes 1.6 KB instead of 262 KB:
+    the pretraining bundle's grounding masks are all zero for every item without drawn findings (all of MIMIC-CXR's),
+    and a chest radiograph is never constant. ``torch.load`` gives the same view back; :meth:`_decode`'s conversion
+    to float32 materialises it (contiguous). Exact: no value changes.
+    """
+    flat = value.reshape(-1)
+    if flat.numel() > 1 and bool((flat == flat[0]).all()):
+        return flat[:1].clone().expand(value.shape)
+    return value
 
 
 def _describe(item: Any) -> str:

@@ -70,6 +70,29 @@ def test_uint8_storage_keeps_values_within_half_a_step_and_reads_back_float32(tm
     assert sum(f.stat().st_size for f in _cache_files(tmp_path)) < 2 * (1000 + 2000)  # ~1 byte per pixel
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "float16"])
+def test_an_all_zero_mask_is_stored_as_one_element_and_read_back_exactly(tmp_path: Path, dtype: str) -> None:
+    """The pretraining bundle's grounding masks are all zero for items without drawn findings (all of MIMIC-CXR):
+    stored as a one-element tensor expanded to its shape, read back as the same zeros; a non-constant mask is not."""
+    items = [
+        {"id": "empty", "image": torch.rand(1, 64, 64), "mask": torch.zeros(4, 64, 64)},
+        {"id": "drawn", "image": torch.rand(1, 64, 64), "mask": (torch.rand(4, 64, 64) > 0.5).float()},
+    ]
+    ranges = {"image": (0.0, 1.0), "mask": (0.0, 1.0)}
+    dataset = VerifiedPersistentDataset(items, None, cache_dir=tmp_path, storage_dtype=dtype, storage_ranges=ranges)
+    for _ in range(2):  # a miss, then a hit
+        for k, item in enumerate(items):
+            mask = dataset[k]["mask"]
+            assert mask.dtype == torch.float32 and mask.is_contiguous()
+            torch.testing.assert_close(mask, item["mask"], rtol=0, atol=0)
+    sizes = {}
+    for path in _cache_files(tmp_path):
+        stored = torch.load(path, weights_only=True)
+        sizes[stored["id"]] = (stored["mask"].untyped_storage().nbytes(), stored["mask"].shape)
+    assert sizes["empty"] == (torch.tensor([], dtype=getattr(torch, dtype)).element_size(), (4, 64, 64))
+    assert sizes["drawn"][0] == 4 * 64 * 64 * torch.tensor([], dtype=getattr(torch, dtype)).element_size()
+
+
 def test_float16_storage(tmp_path: Path) -> None:
     dataset = VerifiedPersistentDataset(
         _ramps(1), _normalised(), cache_dir=tmp_path, storage_dtype="float16", storage_ranges=NORMALISED_RANGE
