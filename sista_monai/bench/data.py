@@ -10,6 +10,10 @@ Three timings per image, all measured in the same run on the same files:
   no polarity; it also produces the (W, H) layout);
 * ``cached``: the same deterministic chain read back from a MONAI :class:`~monai.data.PersistentDataset`.
 
+With ``--project N`` it measures the data pipeline on generated MIMIC-size files instead and projects the
+first-epoch time, later-epoch rate and cache size for N images on ``--workers`` workers
+(:mod:`sista_monai.bench.data_scale`).
+
 Files: the DICOMs in ``../shared/realdata`` when present, and generated 2500×2048 16-bit detector-size
 DICOMs (half with window tags, half falling back to the percentile window). Targets: ``loader / baseline``
 ≤ 1.3, ``loader / cached`` ≥ 10.
@@ -121,11 +125,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sista_monai.bench data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--realdata", type=Path, default=Path("..") / "shared" / "realdata")
-    parser.add_argument("--generated", type=int, default=4, help="number of generated 2500x2048 files")
+    parser.add_argument(
+        "--generated", type=int, default=4, help="number of generated 2500x2048 files (--project: of each kind)"
+    )
     parser.add_argument("--size", type=int, default=256, help="longest side after resizing")
     parser.add_argument("--repeats", type=int, default=5, help="timings per file (median)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = per-worker figure)")
+    from sista_monai.bench import data_scale  # it builds on this module's write_detector_dicom
+
+    data_scale.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.project is not None:
+        return data_scale.run(args)
     torch.set_num_threads(args.threads)
 
     results: dict[str, dict[str, float]] = {}
