@@ -99,6 +99,19 @@ def assert_quiet_console(console: str, overrides: dict[str, Any], terms: tuple[s
     assert len(lines) <= console_line_budget(epochs, len(validated), overrides=len(overrides)), "\n".join(lines)
 
 
+def export_torchscript(bundle_root: Path, overrides: dict[str, Any]) -> Path:
+    """``ckpt_export`` exactly as the bundle docs give it, run in the bundle folder: ``models/model.ts``."""
+    result = run_cli(
+        cwd=bundle_root,
+        args=["python", "-m", "monai.bundle", "ckpt_export", "--net_id", "network_def"]
+        + ["--filepath", "models/model.ts", "--ckpt_file", "models/model.pt"]
+        + ["--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"]
+        + as_cli(overrides),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return bundle_root / "models" / "model.ts"
+
+
 def tiny_pretrained_encoder(folder: Path, train_config: Path, tiny_encoder: dict[str, Any]) -> Path:
     """Export a tiny ViT shaped like ``train_config``'s ``image_encoder``, as the pretraining bundle writes it."""
     import json

@@ -24,6 +24,7 @@ from bundle_helpers import (
     assert_quiet_console,
     assert_sr_references,
     deploy_inputs,
+    export_torchscript,
     run_cli,
     run_deploy_app,
     run_torchrun_two_processes,
@@ -94,29 +95,7 @@ def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 @pytest.fixture(scope="module")
 def exported(trained: dict[str, Any]) -> Path:
     """``ckpt_export`` exactly as the docs give it, run in the bundle folder."""
-    bundle_root = trained["bundle_root"]
-    result = run_cli(
-        cwd=bundle_root,
-        args=[
-            "python",
-            "-m",
-            "monai.bundle",
-            "ckpt_export",
-            "--net_id",
-            "network_def",
-            "--filepath",
-            "models/model.ts",
-            "--ckpt_file",
-            "models/model.pt",
-            "--meta_file",
-            "configs/metadata.json",
-            "--config_file",
-            "configs/inference.json",
-        ]
-        + as_cli(ENCODER_OVERRIDES),
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return bundle_root / "models" / "model.ts"
+    return export_torchscript(trained["bundle_root"], ENCODER_OVERRIDES)
 
 
 def _eager_network(bundle_root: Path) -> torch.nn.Module:

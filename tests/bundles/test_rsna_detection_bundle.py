@@ -22,6 +22,7 @@ from bundle_helpers import (
     assert_quiet_console,
     assert_sr_references,
     deploy_inputs,
+    export_torchscript,
     run_cli,
     run_deploy_app,
     run_torchrun_two_processes,
@@ -230,28 +231,7 @@ def test_inference_keeps_subfolders_and_records_a_bad_file(
 @pytest.fixture(scope="module")
 def exported(trained: dict[str, Any]) -> Path:
     """``ckpt_export`` exactly as the docs give it, run in the bundle folder."""
-    result = run_cli(
-        cwd=trained["bundle_root"],
-        args=[
-            "python",
-            "-m",
-            "monai.bundle",
-            "ckpt_export",
-            "--net_id",
-            "network_def",
-            "--filepath",
-            "models/model.ts",
-            "--ckpt_file",
-            "models/model.pt",
-            "--meta_file",
-            "configs/metadata.json",
-            "--config_file",
-            "configs/inference.json",
-        ]
-        + as_cli(NETWORK_OVERRIDES),
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return trained["bundle_root"] / "models" / "model.ts"
+    return export_torchscript(trained["bundle_root"], NETWORK_OVERRIDES)
 
 
 def test_torchscript_export_equals_eager(trained: dict[str, Any], exported: Path) -> None:

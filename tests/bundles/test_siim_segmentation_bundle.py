@@ -25,6 +25,7 @@ from bundle_helpers import (
     assert_no_planted_phi,
     assert_quiet_console,
     deploy_inputs,
+    export_torchscript,
     run_cli,
     run_deploy_app,
     run_torchrun_two_processes,
@@ -98,28 +99,7 @@ def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 @pytest.fixture(scope="module")
 def exported(trained: dict[str, Any]) -> Path:
     """``ckpt_export`` exactly as the docs give it, run in the bundle folder."""
-    result = run_cli(
-        cwd=trained["bundle_root"],
-        args=[
-            "python",
-            "-m",
-            "monai.bundle",
-            "ckpt_export",
-            "--net_id",
-            "network_def",
-            "--filepath",
-            "models/model.ts",
-            "--ckpt_file",
-            "models/model.pt",
-            "--meta_file",
-            "configs/metadata.json",
-            "--config_file",
-            "configs/inference.json",
-        ]
-        + as_cli(NETWORK_OVERRIDES),
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return trained["bundle_root"] / "models" / "model.ts"
+    return export_torchscript(trained["bundle_root"], NETWORK_OVERRIDES)
 
 
 def test_training_outputs(trained: dict[str, Any], tiny_demo: Path) -> None:
@@ -289,15 +269,7 @@ def test_monai_deploy_app_writes_the_bundle_masks_as_dicom_seg(
     shutil.copytree(trained["bundle_root"], tmp_path / "bundle", ignore=shutil.ignore_patterns("logs", "eval"))
     config = json.loads((CONFIGS / "inference.json").read_text())
     (tmp_path / "bundle" / "configs" / "inference.json").write_text(json.dumps({**config, **masks}))
-    export = run_cli(
-        cwd=tmp_path / "bundle",
-        args=["python", "-m", "monai.bundle", "ckpt_export", "--net_id", "network_def", "--filepath", "models/model.ts"]
-        + ["--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json"]
-        + ["--config_file", "configs/inference.json"]
-        + as_cli(NETWORK_OVERRIDES),
-    )
-    assert export.returncode == 0, export.stderr[-3000:]
-    deployed = run_deploy_app("segmentation", images, app, tmp_path / "bundle" / "models" / "model.ts")
+    deployed = run_deploy_app("segmentation", images, app, export_torchscript(tmp_path / "bundle", NETWORK_OVERRIDES))
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     assert f"{len(files)} DICOM image instance(s) processed" in deployed.stderr
     assert_console_holds_no_planted_phi(deployed.stdout + deployed.stderr, tiny_demo)
