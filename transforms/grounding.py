@@ -8,6 +8,10 @@
 * :class:`ZoneWordMaskd` marks the words of a tokenised report that name a zone (``right``, ``lower``,
   ``apical``...) and :class:`LesionWordd` the words that name a lesion (``opacity``, ``pneumothorax``...), at
   the first piece of each word (whole words, also when the tokenizer splits them).
+* :class:`SentenceIndexd` numbers the sentences of a tokenised report (the text pointer of the lesion game reads
+  the zone words of a finding word's sentence), and :class:`FindingMentiond` marks the finding words a report
+  *states* (not negated), with the side its sentence gives: the content words of STA's cross-image term and the
+  "same finding in the same place" that it leaves out of a word's negatives (METHOD.md §2).
 """
 
 from __future__ import annotations
@@ -30,8 +34,13 @@ __all__ = [
     "FindingZoneMaskd",
     "LesionMaskd",
     "LesionWordd",
+    "NEGATION_CUES",
+    "SIDE_CODES",
+    "FindingMentiond",
+    "SentenceIndexd",
     "ZoneWordMaskd",
     "first_piece_words",
+    "sentence_index",
 ]
 
 ZONE_WORDS = frozenset(
@@ -77,6 +86,47 @@ LESION_WORDS: dict[str, tuple[str, ...]] = {
 """The report words that name each lesion class (lower case, whole words), from the demo report grammar
 (:mod:`sista_monai.data.demo.reports`) and MIMIC-CXR usage. Cardiomegaly words are left out on purpose: the
 heart sits in the same place in every frontal radiograph, so an image-free pointer finds it."""
+
+
+NEGATION_CUES = frozenset({"no", "not", "without", "negative", "free", "absent", "absence", "resolved"})
+"""Words that make a sentence *negative* for :class:`FindingMentiond`: a finding word in such a sentence is not
+stated ("No pleural effusion or pneumothorax.", "without focal consolidation"). Hedges ("cannot be excluded",
+"possible", "may represent") are not negations: the demo labels hedged findings 1, as CheXpert's U-ones policy
+does, and they are drawn in the image. The sentence-level scope is NegEx's simplest form; the demo grammar
+keeps every sentence wholly positive or wholly negative, real reports do not always (see issue 25's labeler)."""
+
+SIDE_CODES = {"right": 1, "left": 2}
+"""The side code of :class:`FindingMentiond`: 0 = none or both sides, 1 = the patient's right, 2 = left."""
+
+_BILATERAL_WORDS = frozenset({"bilateral", "bilaterally", "both", "bibasilar", "bibasal"})
+_SENTENCE_ENDS = frozenset({".", "!", "?"})
+
+
+def sentence_index(input_ids: torch.Tensor, tokens: Sequence[str], special_ids: Sequence[int] = ()) -> torch.Tensor:
+    """The sentence number of every token of a tokenised report; ``-1`` for special tokens.
+
+    A sentence ends after a ``.``, ``!`` or ``?`` token (numbered IMPRESSION items, "1. ...", therefore start a
+    sentence of their own after their number). Section headers are gone by then (:class:`ExtractReportSectionsd`
+    composes the sections into one text).
+
+    Args:
+        input_ids: ``(T,)`` token ids.
+        tokens: the vocabulary, ``tokens[id]`` the token string.
+        special_ids: ids of special tokens (``[CLS]``, ``[SEP]``, ``[PAD]``...), which belong to no sentence.
+
+    Returns:
+        ``(T,)`` long tensor.
+    """
+    special = set(special_ids)
+    out = torch.full((len(input_ids),), -1, dtype=torch.long)
+    sentence = 0
+    for position, token_id in enumerate(torch.as_tensor(input_ids).tolist()):
+        if token_id in special:
+            continue
+        out[position] = sentence
+        if 0 <= token_id < len(tokens) and tokens[token_id] in _SENTENCE_ENDS:
+            sentence += 1
+    return out
 
 
 def _like(mask: torch.Tensor, image: Any) -> Any:
@@ -135,6 +185,7 @@ class _WordTargets(MapTransform):
         self.tokens = [""] * (max(vocab.values()) + 1)
         for token, index in vocab.items():
             self.tokens[index] = token
+        self.special_ids = tuple(getattr(tokenizer, "all_special_ids", ()))
         self.word_start_key, self.word_mask_key = word_start_key, word_mask_key
 
     output_key: str
@@ -317,3 +368,102 @@ class LesionWordd(_WordTargets):
 
     def value(self, word: str) -> int:
         return self.word_class.get(word, -1)
+
+
+class SentenceIndexd(_WordTargets):
+    """Number the sentences of a tokenised report (:func:`sentence_index`): ``(T,)`` long, ``-1`` for special tokens.
+
+    Args:
+        keys: the ``input_ids`` key.
+        tokenizer: the Hugging Face tokenizer (object, folder or hub id) that produced the ids.
+        output_key: where the sentence numbers go.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "input_ids",
+        tokenizer: Any = None,
+        output_key: str = "sentence_id",
+        local_files_only: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, tokenizer, None, None, local_files_only, allow_missing_keys)
+        self.output_key = output_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.output_key] = sentence_index(torch.as_tensor(d[key]), self.tokens, self.special_ids)
+        return d
+
+
+class FindingMentiond(_WordTargets):
+    """Mark the finding words that a report *states*, with their class and the side their sentence names.
+
+    A finding word (:data:`LESION_WORDS` by default: "opacity", "consolidation", "pneumonia", "pneumothorax",
+    "effusion"...) is stated when its sentence holds no negation cue (:data:`NEGATION_CUES`; sentences as
+    :func:`sentence_index` numbers them). Its side is the patient's side the sentence names (:data:`SIDE_CODES`):
+    ``right`` → 1, ``left`` → 2, neither, both or a bilateral word → 0. These are the *content words* of STA's
+    cross-image term and the "same finding in the same place" it leaves out of a word's negatives
+    (:class:`~sista_monai.losses.SparseTokenAlignmentLoss`, METHOD.md §2). Everything is read from the text; no
+    label or box is used, so the same transform serves MIMIC-CXR.
+
+    Why rules here and not medspacy/negspacy: these run in the data pipeline of every training item and must work
+    offline with nothing to download; on the demo grammar (every sentence wholly positive or wholly negative) the
+    sentence-level rule recovers the drawn findings exactly. A clinical labeler for real reports is issue 25's.
+
+    Args:
+        keys: the ``input_ids`` key.
+        tokenizer: the Hugging Face tokenizer (object, folder or hub id) that produced the ids.
+        class_key: where the ``(T,)`` long class index goes (``-1`` for every token that is not the first piece of
+            a stated finding word).
+        side_key: where the ``(T,)`` long side code goes (0 where ``class_key`` is ``-1``).
+        words: ``{class: words}`` in class order (default :data:`LESION_WORDS`).
+        negation_cues: the words that make a sentence negative.
+        word_mask_key: restrict to tokens of this word mask when present.
+        word_start_key: the first-piece positions of the words.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "input_ids",
+        tokenizer: Any = None,
+        class_key: str = "finding_word",
+        side_key: str = "finding_side",
+        words: Mapping[str, Sequence[str]] | None = None,
+        negation_cues: Sequence[str] = tuple(sorted(NEGATION_CUES)),
+        word_mask_key: str | None = "word_mask",
+        word_start_key: str | None = "word_start",
+        local_files_only: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, tokenizer, word_start_key, word_mask_key, local_files_only, allow_missing_keys)
+        self.word_class = {w.lower(): c for c, group in enumerate((words or LESION_WORDS).values()) for w in group}
+        self.negation_cues = frozenset(w.lower() for w in negation_cues)
+        self.class_key, self.side_key = class_key, side_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            ids, words = self.words(d, key)
+            sentences = sentence_index(ids, self.tokens, self.special_ids).tolist()
+            by_sentence: dict[int, list[tuple[int, str]]] = {}
+            for position, word in words.items():
+                by_sentence.setdefault(sentences[position], []).append((position, word))
+            classes = torch.full(ids.shape, -1, dtype=torch.long)
+            sides = torch.zeros(ids.shape, dtype=torch.long)
+            for sentence in by_sentence.values():
+                vocabulary = {word for _, word in sentence}
+                if vocabulary & self.negation_cues:
+                    continue
+                named = {SIDE_CODES[w] for w in vocabulary if w in SIDE_CODES}
+                side = named.pop() if len(named) == 1 and not vocabulary & _BILATERAL_WORDS else 0
+                for position, word in sentence:
+                    if word in self.word_class:
+                        classes[position], sides[position] = self.word_class[word], side
+            d[self.class_key], d[self.side_key] = classes, sides
+        return d
+
+
+SentenceIndexD = SentenceIndexDict = SentenceIndexd
+FindingMentionD = FindingMentionDict = FindingMentiond

@@ -8,6 +8,9 @@
   over words (how earlier implementations were written, METHOD.md §6); ``sample_loop`` iterates over samples
   only (words batched inside a sample), a stricter baseline;
 - STA alone versus B, to show linear growth;
+- STA's cross-image term (``contrast="cross"``, ``--content-words`` K per report, chunked over
+  ``--image-chunk-size`` images and checkpointed) versus B, measured in the same run right after the within-pair
+  term at the same B and reported as time and memory ratios to it (its cost grows as B^2 * K * P * D);
 - the loss time as a fraction of an image+text encoder forward+backward at B = 32, for a tiny pair and for the
   paper-size pair (MONAI ViT-B/16 at 224 + BERT-base at T = 112, random weights).
 
@@ -45,6 +48,7 @@ __all__ = ["main", "loop_reference_loss", "sample_loop_reference_loss", "peak_me
 logger = logging.getLogger(__name__)
 
 THRESHOLD = 0.9
+FINDING_CLASSES = 14  # CheXpert's observations
 SIA_TEMPERATURE = 0.07
 TOKEN_TEMPERATURE = 0.1
 EPS = 1e-6
@@ -77,6 +81,35 @@ def make_inputs(
         "patch_emb": unit(batch, patches, dim).requires_grad_(),
         "token_emb": unit(batch, tokens, dim).requires_grad_(),
         "token_mask": token_mask,
+    }
+
+
+def make_content_words(
+    token_mask: torch.Tensor, per_report: int, classes: int = FINDING_CLASSES, seed: int = 1
+) -> dict[str, torch.Tensor]:
+    """``per_report`` content words at random valid positions of each report, random classes and sides.
+
+    Args:
+        token_mask: ``(B, T)`` validity of the tokens; every report must hold at least ``per_report`` valid tokens.
+        per_report: content words per report (``K``).
+        classes: number of finding classes drawn from.
+        seed: seed of the draw.
+
+    Returns:
+        ``"content_words"`` (``(B, T)`` class or ``-1``) and ``"content_sides"`` (``(B, T)`` in 0, 1, 2).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    mask = token_mask.cpu()
+    batch, tokens = mask.shape
+    priority = torch.rand(batch, tokens, generator=generator).masked_fill(~mask, -1.0)
+    positions = priority.topk(per_report, dim=1).indices
+    content_words = torch.full((batch, tokens), -1, dtype=torch.long)
+    content_sides = torch.zeros(batch, tokens, dtype=torch.long)
+    content_words.scatter_(1, positions, torch.randint(0, classes, (batch, per_report), generator=generator))
+    content_sides.scatter_(1, positions, torch.randint(0, 3, (batch, per_report), generator=generator))
+    return {
+        "content_words": content_words.to(token_mask.device),
+        "content_sides": content_sides.to(token_mask.device),
     }
 
 
@@ -155,6 +188,16 @@ def _batched_loss(sista: SISTALoss) -> Callable[[dict[str, torch.Tensor]], torch
 
 def _sta_only(sta: SparseTokenAlignmentLoss) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
     return lambda inputs: sta(inputs["patch_emb"], inputs["token_emb"], inputs["token_mask"])["loss"]
+
+
+def _sta_cross_only(sta: SparseTokenAlignmentLoss) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+    return lambda inputs: sta(
+        inputs["patch_emb"],
+        inputs["token_emb"],
+        inputs["token_mask"],
+        content_words=inputs["content_words"],
+        content_sides=inputs["content_sides"],
+    )["loss"]
 
 
 def _clear_grads(inputs: dict[str, torch.Tensor]) -> None:
@@ -275,8 +318,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         SparseTokenAlignmentLoss(temperature=TOKEN_TEMPERATURE, eps=EPS),
     ).to(device)
     batched, sta_only = _batched_loss(sista), _sta_only(sista.sta)
+    cross_sta = SparseTokenAlignmentLoss(
+        temperature=TOKEN_TEMPERATURE, eps=EPS, contrast="cross", image_chunk_size=args.image_chunk_size
+    ).to(device)
+    cross_only = _sta_cross_only(cross_sta)
     reference_repeats = max(1, min(args.repeats, args.reference_repeats))
     rows = []
+    cross_rows = []
     for batch in args.batch_sizes:
         inputs = make_inputs(batch, args.patches, args.tokens, args.dim, device)
         run_word_loop = batch <= args.loop_max_batch
@@ -306,6 +354,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["sta_peak_bytes"] = peak_memory_bytes(sta_only, inputs, device)
         row["btp_tensor_bytes"] = batch * args.tokens * args.patches * 4
         rows.append(row)
+        if args.content_words > 0:
+            cross_rows.append(_cross_row(cross_only, inputs, row, args, device))
         logger.info("B=%d done", batch)
 
     first = rows[0]
@@ -336,6 +386,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ),
         "rows": rows,
     }
+    if args.content_words > 0:
+        result["sta_cross"] = {
+            "content_words_per_report": args.content_words,
+            "finding_classes": FINDING_CLASSES,
+            "image_chunk_size": args.image_chunk_size,
+            "checkpoint_chunks": cross_sta.checkpoint_chunks,
+            "ratios_from": "minimum times; peak memory of separate untimed runs",
+            "rows": cross_rows,
+        }
     if not args.skip_encoders:
         encoder_batch = args.encoder_batch
         loss_inputs = make_inputs(encoder_batch, args.patches, args.tokens, args.dim, device)
@@ -348,6 +407,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             encoders[f"{size}_loss_fraction"] = loss_seconds / seconds
         result["encoders"] = encoders
     return result
+
+
+def _cross_row(
+    cross_only: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    inputs: dict[str, torch.Tensor],
+    row: dict[str, Any],
+    args: argparse.Namespace,
+    device: torch.device,
+) -> dict[str, Any]:
+    """The cross-image term at ``row``'s batch size, beside the within-pair term measured just before."""
+    cross_inputs = {**inputs, **make_content_words(inputs["token_mask"], args.content_words)}
+    with torch.no_grad():
+        value = cross_only(cross_inputs).item()
+    cross: dict[str, Any] = {
+        "batch": row["batch"],
+        "content_words": int((cross_inputs["content_words"] >= 0).sum().item()),
+        "loss": value,
+    }
+    cross["cross_s"], cross["cross_min_s"] = time_step(cross_only, cross_inputs, args.repeats, device)
+    cross["within_s"], cross["within_min_s"] = row["sta_s"], row["sta_min_s"]
+    cross["time_ratio_to_within"] = cross["cross_min_s"] / row["sta_min_s"]
+    if "sta_peak_bytes" in row:
+        cross["cross_peak_bytes"] = peak_memory_bytes(cross_only, cross_inputs, device)
+        cross["within_peak_bytes"] = row["sta_peak_bytes"]
+        cross["memory_ratio_to_within"] = cross["cross_peak_bytes"] / max(row["sta_peak_bytes"], 1)
+    return cross
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -382,6 +467,31 @@ def format_table(result: dict[str, Any]) -> str:
         "time / memory from the first batch size divided by the growth of B (1.0 = linear); MiB: batched SIA+STA, "
         "smp MiB: sample loop; |diff|: largest loss difference against the references"
     )
+    if "sta_cross" in result:
+        cross = result["sta_cross"]
+        chunk = cross["image_chunk_size"] or "all"
+        lines += [
+            "",
+            f"STA cross-image term (K={cross['content_words_per_report']} content words per report, {chunk} images "
+            f"per chunk, checkpointed: {cross['checkpoint_chunks']}) vs the within-pair term at the same B",
+            f"{'B':>5} {'words':>6} {'cross s':>9} {'within s':>9} {'x time':>7} {'cross MiB':>10} "
+            f"{'within MiB':>10} {'x mem':>7} {'loss':>7}",
+        ]
+        for row in cross["rows"]:
+            memory = (
+                f"{row['cross_peak_bytes'] / mib:10.1f} {row['within_peak_bytes'] / mib:10.1f} "
+                f"{row['memory_ratio_to_within']:7.2f}"
+                if "cross_peak_bytes" in row
+                else f"{'-':>10} {'-':>10} {'-':>7}"
+            )
+            lines.append(
+                f"{row['batch']:>5} {row['content_words']:>6} {row['cross_min_s']:9.4f} {row['within_min_s']:9.4f} "
+                f"{row['time_ratio_to_within']:7.2f} {memory} {row['loss']:7.3f}"
+            )
+        lines.append(
+            "cross s / within s: minimum forward+backward times of the cross-image and within-pair terms alone; "
+            "x time, x mem: cross-image term / within-pair term"
+        )
     if "encoders" in result:
         enc = result["encoders"]
         lines.append("")
@@ -399,6 +509,15 @@ def _batch_sizes(text: str) -> list[int]:
     if not values or any(v < 2 for v in values):
         raise argparse.ArgumentTypeError(f"batch sizes must be integers >= 2, got {text!r}")
     return values
+
+
+def _chunk_size(text: str) -> int | None:
+    if text.lower() in ("none", "all"):
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"the image chunk size must be a positive integer or 'none', got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -421,6 +540,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patches", type=int, default=196)
     parser.add_argument("--tokens", type=int, default=112)
     parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument(
+        "--content-words",
+        type=int,
+        default=4,
+        help="K, content words per report for the cross-image STA term (0 skips it; at most 16)",
+    )
+    parser.add_argument(
+        "--image-chunk-size",
+        type=_chunk_size,
+        default=32,
+        help="images scored at once by the cross-image STA term ('none': all of them)",
+    )
     parser.add_argument("--skip-encoders", action="store_true", help="do not time the encoders")
     parser.add_argument("--skip-memory", action="store_true", help="do not measure peak memory")
     parser.add_argument(
@@ -437,6 +568,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     if args.repeats < 1:
         build_parser().error("--repeats must be >= 1")
+    if not 0 <= args.content_words <= min(16, args.tokens):
+        build_parser().error("--content-words must be between 0 and min(16, --tokens) (the shortest report length)")
     result = run(args)
     sys.stdout.write((json.dumps(result, indent=2) if args.json else format_table(result)) + "\n")
-    return 0 if all(math.isfinite(row["loss"]) for row in result["rows"]) else 1
+    rows = result["rows"] + result.get("sta_cross", {}).get("rows", [])
+    return 0 if all(math.isfinite(row["loss"]) for row in rows) else 1

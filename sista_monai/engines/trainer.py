@@ -41,6 +41,11 @@ BATCH_KEYS = (
     "pointing_mask",
     "lesion_mask",
     "lesion_word",
+    "sentence_id",
+    "finding_word",
+    "finding_side",
+    "twin_image",
+    "twin_lesion_mask",
 )
 """Keys a SISTA batch may carry; ``image``, ``input_ids`` and ``attention_mask`` are required."""
 
@@ -53,6 +58,7 @@ TARGET_KEYS = (
     "input_ids",
     "attention_mask",
     "word_start",
+    "sentence_id",
 )
 """Ground truth handed to evaluation metrics as the evaluator's ``label`` (the token ids tell identical report
 texts apart for the retrieval metrics)."""
@@ -196,6 +202,8 @@ class SISTATrainer(SafeStep, SupervisedTrainer):
             token_emb=pred.token_emb.float(),
             token_mask=pred.token_mask,
             token_groups=batch.get("word_group"),
+            content_words=batch.get("finding_word"),
+            content_sides=batch.get("finding_side"),
             label_agreement=agreement,
             temperature=None if pred.temperature is None else pred.temperature.float(),
         )

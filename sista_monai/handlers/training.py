@@ -60,6 +60,8 @@ LOSS_TERM_KEYS = (
     "loss",
     "loss_sia",
     "loss_sta",
+    "loss_sta_within",
+    "loss_sta_cross",
     "loss_classification",
     "loss_box_regression",
     "temperature",

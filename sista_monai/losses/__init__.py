@@ -16,16 +16,18 @@ from sista_monai.losses.similarity import (
     report_features,
 )
 from sista_monai.losses.sista import SISTALoss
-from sista_monai.losses.sta import SparseTokenAlignmentLoss, alignment_weights
+from sista_monai.losses.sta import STA_CONTRASTS, SparseTokenAlignmentLoss, alignment_weights, grouping_weights
 
 __all__ = [
     "REPORT_SIMILARITY_SOURCES",
     "SIA_MODES",
+    "STA_CONTRASTS",
     "ReportSimilarity",
     "SISTALoss",
     "SemanticInstanceAlignmentLoss",
     "SparseTokenAlignmentLoss",
     "alignment_weights",
+    "grouping_weights",
     "false_negative_flags",
     "finding_label_agreement",
     "fit_report_center",

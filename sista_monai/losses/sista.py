@@ -81,6 +81,8 @@ class SISTALoss(nn.Module):
         return_weights: bool = False,
         token_groups: torch.Tensor | None = None,
         temperature: torch.Tensor | float | None = None,
+        content_words: torch.Tensor | None = None,
+        content_sides: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """
         Args:
@@ -98,11 +100,18 @@ class SISTALoss(nn.Module):
                 negatives); see :meth:`SparseTokenAlignmentLoss.forward`.
             temperature: SIA's ``tau`` for this call, e.g. ``SISTAOutput.temperature`` of a model with a learnable
                 temperature; ``None`` uses the SIA loss's fixed ``temperature``.
+            content_words: optional ``(B, T)`` finding class of each content word (``-1`` elsewhere) for STA's
+                cross-image term (``SparseTokenAlignmentLoss(contrast="cross" | "both")``, which requires it).
+            content_sides: optional ``(B, T)`` side of each content word (0 unspecified, 1 right, 2 left) for
+                STA's cross-image term.
 
         Returns:
             ``"loss"`` (with gradient), ``"loss_sia"`` and ``"loss_sta"`` (detached; 0 for a skipped term) and the
             detached diagnostics of the computed terms: ``"false_negative_rate"``, ``"temperature"``,
-            ``"flag_precision"``, ``"flag_recall"`` (SIA) and ``"sparsity"`` (STA).
+            ``"flag_precision"``, ``"flag_recall"`` (SIA) and ``"sparsity"`` (STA). When STA computes its
+            cross-image term (``contrast="cross" | "both"``) its separate, unweighted terms come too, as
+            ``"loss_sta_cross"`` and (with ``"both"``) ``"loss_sta_within"``, with ``"sta_content_words"`` (number of
+            content words of the global batch); with the within-pair term alone ``"loss_sta"`` is that term.
 
         Raises:
             ValueError: when an input of a computed term is missing.
@@ -117,9 +126,28 @@ class SISTALoss(nn.Module):
             output.update(sia)
         if self.lambda_token > 0:
             self._require(patch_emb=patch_emb, token_emb=token_emb, token_mask=token_mask)
-            sta = self.sta(patch_emb, token_emb, token_mask, return_weights=return_weights, token_groups=token_groups)
+            content = {
+                name: value
+                for name, value in (("content_words", content_words), ("content_sides", content_sides))
+                if value is not None
+            }
+            sta = self.sta(
+                patch_emb, token_emb, token_mask, return_weights=return_weights, token_groups=token_groups, **content
+            )
             terms.append(self.lambda_token * sta["loss"])
             output["loss_sta"] = sta.pop("loss").detach()
+            # STA's terms are reported separately only when there are two of them to tell apart: with the
+            # within-pair term alone "loss_sta" is that term, and the output keeps its historical keys
+            separate = "loss_cross" in sta
+            for name, renamed in (
+                ("loss_within", "loss_sta_within"),
+                ("loss_cross", "loss_sta_cross"),
+                ("content_words", "sta_content_words"),
+            ):
+                if name in sta:
+                    value = sta.pop(name).detach()
+                    if separate:
+                        output[renamed] = value
             output.update(sta)
         loss = terms[0] if len(terms) == 1 else terms[0] + terms[1]
         for name in ("loss_sia", "loss_sta"):

@@ -4,6 +4,7 @@ classification at a threshold, Dice/IoU with the SIIM empty-mask rule, detection
 from __future__ import annotations
 
 from .classification import THRESHOLD_METRICS, binary_classification_metrics, roc_curve
+from .counterfactual import CounterfactualGrounding, counterfactual_follow, summarise_follow
 from .detection import (
     DETECTION_METRICS,
     MGCA_IOU_RANGE,
@@ -20,15 +21,20 @@ from .grounding import (
     PointingGame,
     PointingTrials,
     fit_pointing_prior,
+    fit_text_pointer,
     flag_statistics,
     patch_cells,
     patches_kept,
+    pointed_patches,
     pointing_game,
     pointing_trials,
     prior_accuracy,
+    prior_patches,
+    text_pointer_patches,
+    training_trials,
     zone_cells,
 )
-from .pretraining import TARGETS, summarise_test_metrics
+from .pretraining import TARGETS, over_image_free, summarise_test_metrics
 from .retrieval import (
     DIRECTIONS,
     RetrievalRecall,
@@ -50,7 +56,16 @@ __all__ = [
     "RetrievalRecall",
     "SemanticPrecision",
     "fit_pointing_prior",
+    "fit_text_pointer",
     "flag_statistics",
+    "pointed_patches",
+    "prior_patches",
+    "text_pointer_patches",
+    "training_trials",
+    "CounterfactualGrounding",
+    "counterfactual_follow",
+    "summarise_follow",
+    "over_image_free",
     "patch_cells",
     "patches_kept",
     "pointing_game",

@@ -107,12 +107,19 @@ class PointingTrials:
         token: ``(N,)`` token position of each trial's word (its first piece).
         cells: ``(N, P)`` bool, the patches inside the truth of the trial.
         words: ``N`` hashable word identities (the word's piece ids), for the image-free prior.
+        contexts: ``N`` sets of the zone words (piece ids) of each trial word's sentence, for the text pointer;
+            ``None`` when the batch has no ``sentence_id`` or ``pointing_mask``.
     """
 
     def __init__(
-        self, sample: torch.Tensor, token: torch.Tensor, cells: torch.Tensor, words: list[tuple[int, ...]]
+        self,
+        sample: torch.Tensor,
+        token: torch.Tensor,
+        cells: torch.Tensor,
+        words: list[tuple[int, ...]],
+        contexts: list[frozenset[tuple[int, ...]]] | None = None,
     ) -> None:
-        self.sample, self.token, self.cells, self.words = sample, token, cells, words
+        self.sample, self.token, self.cells, self.words, self.contexts = sample, token, cells, words, contexts
 
     def __len__(self) -> int:
         return len(self.words)
@@ -135,6 +142,24 @@ def _word_keys(
     return keys
 
 
+def _sentence_contexts(
+    targets: Mapping[str, torch.Tensor], sample: torch.Tensor, token: torch.Tensor
+) -> list[frozenset[tuple[int, ...]]] | None:
+    """The zone words (piece ids) of each trial word's sentence, or ``None`` without the keys to find them."""
+    if "sentence_id" not in targets or "pointing_mask" not in targets:
+        return None
+    sentence = torch.as_tensor(targets["sentence_id"])
+    zone = torch.as_tensor(targets["pointing_mask"]).bool()
+    input_ids = torch.as_tensor(targets["input_ids"])
+    word_start = targets.get("word_start")
+    contexts = []
+    for b, t in zip(sample.tolist(), token.tolist(), strict=True):
+        positions = torch.nonzero(zone[b] & (sentence[b] == sentence[b, t]), as_tuple=True)[0]
+        keys = _word_keys(input_ids, word_start, torch.full_like(positions, b), positions)
+        contexts.append(frozenset(keys))
+    return contexts
+
+
 def pointing_trials(targets: Mapping[str, torch.Tensor], game: str, patch_grid: tuple[int, int]) -> PointingTrials:
     """Collect the trials of ``game`` (``"zone"`` or ``"lesion"``) from a batch's ground truth.
 
@@ -144,7 +169,8 @@ def pointing_trials(targets: Mapping[str, torch.Tensor], game: str, patch_grid: 
 
     Args:
         targets: the batch (or the evaluator's ``label`` dict) with ``input_ids``, optionally ``word_start``, and the
-            game's word and mask keys (:data:`GAMES`).
+            game's word and mask keys (:data:`GAMES`); with ``sentence_id`` and ``pointing_mask`` the trials also
+            carry the zone words of their sentence (:attr:`PointingTrials.contexts`, for the text pointer).
         game: ``"zone"`` or ``"lesion"``.
         patch_grid: the encoder's patch grid.
 
@@ -172,7 +198,7 @@ def pointing_trials(targets: Mapping[str, torch.Tensor], game: str, patch_grid: 
     sample, token = torch.nonzero(trial, as_tuple=True)
     trial_cells = cells[sample, word_class[sample, token]]
     keys = _word_keys(torch.as_tensor(targets["input_ids"]), targets.get("word_start"), sample, token)
-    return PointingTrials(sample, token, trial_cells, keys)
+    return PointingTrials(sample, token, trial_cells, keys, _sentence_contexts(targets, sample, token))
 
 
 def pointing_game(
@@ -191,13 +217,25 @@ def pointing_game(
     """
     if len(trials) == 0:
         return torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.float64)
-    similarity = torch.einsum(
-        "nd,npd->np", token_emb[trials.sample, trials.token].float(), patch_emb[trials.sample].float()
-    )
-    best = similarity.argmax(dim=1)
-    cells = trials.cells.to(best.device)
+    best = pointed_patches(patch_emb, token_emb, trials)
+    cells = trials.cells.cpu()
     hit = torch.gather(cells, 1, best[:, None])[:, 0]
-    return hit.cpu(), cells.double().mean(dim=1).cpu()
+    return hit, cells.double().mean(dim=1)
+
+
+def pointed_patches(patch_emb: torch.Tensor, token_emb: torch.Tensor, trials: PointingTrials) -> torch.Tensor:
+    """``(N,)`` the patch each trial's word is most similar to (ties: the lowest patch index), on the CPU.
+
+    Args:
+        patch_emb: ``(B, P, D)`` patch embeddings.
+        token_emb: ``(B, T, D)`` token embeddings.
+        trials: from :func:`pointing_trials`.
+    """
+    if len(trials) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    sample, token = trials.sample.to(patch_emb.device), trials.token.to(patch_emb.device)
+    similarity = torch.einsum("nd,npd->np", token_emb[sample, token].float(), patch_emb[sample].float())
+    return similarity.argmax(dim=1).cpu()
 
 
 def fit_pointing_prior(trials: Iterable[PointingTrials]) -> tuple[dict[tuple[int, ...], int], int]:
@@ -234,10 +272,99 @@ def prior_accuracy(
     return (hits / count if count else float("nan")), count
 
 
+def prior_patches(prior: tuple[dict[tuple[int, ...], int], int], trials: PointingTrials) -> torch.Tensor:
+    """``(N,)`` the patch the image-free prior points each trial's word at."""
+    per_word, fallback = prior
+    return torch.tensor([per_word.get(word, fallback) for word in trials.words], dtype=torch.long)
+
+
+TextPointer = tuple[dict[tuple[Any, ...], int], dict[tuple[int, ...], int], int]
+"""A fitted text pointer: ``({(word, sentence zone words): patch}, {word: patch}, fallback patch)``."""
+
+
+def fit_text_pointer(trials: Iterable[PointingTrials]) -> TextPointer:
+    """The pointer that reads the report but never the image: the best patch per word *and sentence context*.
+
+    For every (word, set of zone/side words of its sentence) seen in the training trials, the patch most often
+    inside the truth; a pair never seen in training falls back to the word's best patch (the image-free prior), a
+    word never seen to the best patch over all trials. "Left lower lobe opacity" thus points at the left lower
+    zone's most typical lesion patch without looking at the image. On the demo, whose reports always say where a
+    finding is, it wins the lesion game (METHOD.md §7); only the counterfactual game shows an image was looked at.
+
+    Args:
+        trials: the training split's trials, with :attr:`PointingTrials.contexts`.
+
+    Returns:
+        The fitted pointer (ties: the lowest patch index); ``({}, {}, 0)`` without trials.
+
+    Raises:
+        ValueError: when trials carry no sentence contexts (the batch lacked ``sentence_id``/``pointing_mask``).
+    """
+    per_context: dict[tuple[Any, ...], torch.Tensor] = {}
+    per_word: dict[tuple[int, ...], torch.Tensor] = {}
+    total: torch.Tensor | None = None
+    for batch in trials:
+        if batch.contexts is None:
+            if len(batch):
+                raise ValueError("the text pointer needs 'sentence_id' and 'pointing_mask' in the training batches")
+            continue
+        for word, context, cells in zip(batch.words, batch.contexts, batch.cells.long(), strict=True):
+            key = (word, context)
+            per_context[key] = per_context[key] + cells if key in per_context else cells.clone()
+            per_word[word] = per_word[word] + cells if word in per_word else cells.clone()
+            total = cells.clone() if total is None else total + cells
+    if total is None:
+        return {}, {}, 0
+    return (
+        {key: int(counts.argmax()) for key, counts in per_context.items()},
+        {word: int(counts.argmax()) for word, counts in per_word.items()},
+        int(total.argmax()),
+    )
+
+
+def text_pointer_patches(pointer: TextPointer, trials: PointingTrials) -> torch.Tensor:
+    """``(N,)`` the patch the text pointer points each trial's word at.
+
+    Raises:
+        ValueError: when the trials carry no sentence contexts.
+    """
+    per_context, per_word, fallback = pointer
+    if trials.contexts is None:
+        if len(trials):
+            raise ValueError("the text pointer needs 'sentence_id' and 'pointing_mask' in the evaluated batches")
+        return torch.zeros(0, dtype=torch.long)
+    return torch.tensor(
+        [
+            per_context.get((word, context), per_word.get(word, fallback))
+            for word, context in zip(trials.words, trials.contexts, strict=True)
+        ],
+        dtype=torch.long,
+    )
+
+
+def _hits(patches: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` bool: whether each trial's patch is inside its truth ``cells`` ``(N, P)``."""
+    if len(patches) == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    return torch.gather(cells.cpu(), 1, patches[:, None])[:, 0]
+
+
 def _output(output: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     if isinstance(output, dict):
         return output["pred"], output.get("label") or {}
     return output
+
+
+def training_trials(
+    batches: Iterable[Mapping[str, Any]], game: str, patch_grid: tuple[int, int]
+) -> list[PointingTrials]:
+    """The trials of ``game`` over a split's batches (e.g. the training split, to fit a pointer on).
+
+    Iterating a DataLoader draws from the global random generator; this leaves the generator as it was, so fitting a
+    pointer during a validation does not change the training that follows.
+    """
+    with torch.random.fork_rng(devices=[]):
+        return [pointing_trials(dict(batch), game, patch_grid) for batch in batches]
 
 
 def _sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
@@ -253,14 +380,17 @@ class PointingGame(Metric):
     :class:`~sista_monai.engines.SISTAPrepareBatch`), whose label holds the game's keys (:data:`GAMES`).
 
     Args:
-        report: ``"accuracy"``, ``"chance"``, ``"prior"`` or ``"trials"``.
+        report: ``"accuracy"``, ``"chance"``, ``"prior"``, ``"text_pointer"`` or ``"trials"``.
         game: ``"zone"`` (default) or ``"lesion"``.
         prior_data: the training split's batches (e.g. a DataLoader with the evaluation transforms), needed for
-            ``report="prior"``: the prior is fitted on them (once per patch grid) and scored on the evaluated
-            split's trials. Under ``torchrun`` give every rank the whole training split (no distributed sampler):
+            ``report="prior"`` and ``"text_pointer"``: the pointer (:func:`fit_pointing_prior`,
+            :func:`fit_text_pointer`) is fitted on them (once per patch grid) and scored on the evaluated
+            split's trials. The text pointer needs ``sentence_id`` and ``pointing_mask`` in both. Under ``torchrun`` give every rank the whole training split (no distributed sampler):
             each fits the same prior and scores its own trials, and the counts are summed.
         output_transform: maps the engine output to ``(pred, targets)``.
     """
+
+    REPORTS = ("accuracy", "chance", "prior", "text_pointer", "trials")
 
     def __init__(
         self,
@@ -270,14 +400,14 @@ class PointingGame(Metric):
         output_transform: Callable[[Any], Any] = _output,
         device: str | torch.device = "cpu",
     ) -> None:
-        if report not in ("accuracy", "chance", "prior", "trials"):
-            raise ValueError(f"report must be 'accuracy', 'chance', 'prior' or 'trials', got {report!r}")
+        if report not in self.REPORTS:
+            raise ValueError(f"report must be one of {self.REPORTS}, got {report!r}")
         if game not in GAMES:
             raise ValueError(f"game must be one of {tuple(GAMES)}, got {game!r}")
-        if report == "prior" and prior_data is None:
-            raise ValueError("report='prior' needs prior_data, the training split's batches")
+        if report in ("prior", "text_pointer") and prior_data is None:
+            raise ValueError(f"report={report!r} needs prior_data, the training split's batches")
         self.report, self.game, self.prior_data = report, game, prior_data
-        self._prior: dict[tuple[int, int], tuple[dict[tuple[int, ...], int], int]] = {}
+        self._prior: dict[tuple[int, int], Any] = {}
         super().__init__(output_transform=output_transform, device=device)
 
     @reinit__is_reduced
@@ -292,7 +422,7 @@ class PointingGame(Metric):
         targets = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in targets.items()}
         trials = pointing_trials(targets, self.game, tuple(pred.patch_grid))
         self._grid = tuple(pred.patch_grid)
-        if self.report == "prior":
+        if self.report in ("prior", "text_pointer"):
             self._trials.append(trials)
             return
         hit, chance = pointing_game(pred.patch_emb.detach().cpu(), pred.token_emb.detach().cpu(), trials)
@@ -300,20 +430,27 @@ class PointingGame(Metric):
         self._sums[1] += len(trials)
         self._sums[2] += float(chance.sum())
 
-    def fitted_prior(self, patch_grid: tuple[int, int]) -> tuple[dict[tuple[int, ...], int], int]:
-        """The image-free pointer fitted on ``prior_data`` for ``patch_grid`` (fitted once, then reused)."""
+    def fitted_prior(self, patch_grid: tuple[int, int]) -> Any:
+        """The pointer of this report (image-free prior or text pointer) fitted on ``prior_data`` for ``patch_grid``
+        (fitted once, then reused)."""
         if patch_grid not in self._prior:
-            # iterating a DataLoader draws from the global generator: fitting (first validation or not) leaves it as is
-            with torch.random.fork_rng(devices=[]):
-                batches = (pointing_trials(dict(batch), self.game, patch_grid) for batch in self.prior_data)
-                self._prior[patch_grid] = fit_pointing_prior(batches)
+            fit = fit_text_pointer if self.report == "text_pointer" else fit_pointing_prior
+            self._prior[patch_grid] = fit(training_trials(self.prior_data, self.game, patch_grid))
         return self._prior[patch_grid]
 
-    def compute(self) -> float:
+    def _pointer_accuracy(self) -> tuple[float, int]:
+        if self._grid is None:
+            return float("nan"), 0
+        pointer = self.fitted_prior(self._grid)
         if self.report == "prior":
-            accuracy, count = (
-                (float("nan"), 0) if self._grid is None else prior_accuracy(self.fitted_prior(self._grid), self._trials)
-            )
+            return prior_accuracy(pointer, self._trials)
+        hits = sum(int(_hits(text_pointer_patches(pointer, t), t.cells).sum()) for t in self._trials)
+        count = sum(len(t) for t in self._trials)
+        return (hits / count if count else float("nan")), count
+
+    def compute(self) -> float:
+        if self.report in ("prior", "text_pointer"):
+            accuracy, count = self._pointer_accuracy()
             # every rank fits the same prior on the whole training split and scores its own share of the trials
             hits, count = _sum_over_ranks([0.0 if count == 0 else accuracy * count, float(count)], self._device)
             return hits / count if count else float("nan")

@@ -16,9 +16,25 @@ TARGETS = {
     "semantic_precision_over_chance": 2.0,
     "sia_flag_precision": 0.8,
     "sia_flag_recall": 0.5,
+    "counterfactual_follow_rate": 0.5,
+    "counterfactual_over_image_free": 5.0,
 }
 """What the default demo run must show: lesion grounding at least twice its image-free prior, semantic
-precision@5 at least twice its chance level, and SIA flags (text source) with precision ≥ 0.8 at recall ≥ 0.5."""
+precision@5 at least twice its chance level, SIA flags (text source) with precision ≥ 0.8 at recall ≥ 0.5, and
+(issue 24) a counterfactual follow rate of at least 0.5 and at least 5× the best pointer that never sees the image
+(:func:`over_image_free`)."""
+
+
+def over_image_free(follow_rate: float, pointers: list[float], trials: int) -> float:
+    """The model's counterfactual follow rate over the best rate of the pointers that never see the image.
+
+    Those pointers follow only where the original and moved boxes share a patch, so their rate is often exactly 0;
+    a zero is then replaced by ``1 / trials``, the smallest non-zero rate the trials can measure, which keeps the
+    ratio finite and errs against the model. NaN without trials or with a NaN rate.
+    """
+    if not trials or math.isnan(follow_rate) or any(math.isnan(p) for p in pointers):
+        return float("nan")
+    return follow_rate / max(max(pointers), 1.0 / trials)
 
 
 def _ratio(value: float, reference: float) -> float:
@@ -29,6 +45,19 @@ def _ratio(value: float, reference: float) -> float:
 
 def _metric(metrics: dict[str, float], name: str) -> float:
     return float(metrics.get(name, float("nan")))
+
+
+def _counterfactual(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``grounding.counterfactual``: the :class:`~sista_monai.metrics.CounterfactualGrounding` figures (NaN rates and
+    0 trials when the evaluator had none, e.g. on real data without twins)."""
+    block = {
+        "follow_rate": _metric(metrics, "counterfactual_follow_rate"),
+        "prior": _metric(metrics, "counterfactual_prior"),
+        "text_pointer": _metric(metrics, "counterfactual_text_pointer"),
+        "trials": int(metrics.get("counterfactual_trials", 0)),
+        "per_finding": dict(metrics.get("counterfactual_per_finding") or {}),
+    }
+    return block
 
 
 def summarise_test_metrics(
@@ -44,7 +73,8 @@ def summarise_test_metrics(
 
     Returns:
         ``split``, ``n_pairs``; ``grounding`` (``lesion`` and ``zone``: ``accuracy``, ``chance``, ``prior``,
-        ``trials``); ``retrieval`` (exact-pair Recall@1/5/10 both ways with chance, ``semantic``:
+        ``trials``, and for ``lesion`` the ``text_pointer``; ``counterfactual``: ``follow_rate``, ``prior``,
+        ``text_pointer``, ``trials``, ``per_finding``); ``retrieval`` (exact-pair Recall@1/5/10 both ways with chance, ``semantic``:
         ``precision_at_5`` and ``chance``); ``sia`` (``source``, ``threshold``, ``flag_precision``, ``flag_recall``,
         ``flag_rate``, ``base_rate``, ``rows_without_negatives``); ``sta`` (``patches_kept``,
         ``sparsity_threshold``); ``targets``, ``measured`` and ``targets_met``.
@@ -60,15 +90,17 @@ def summarise_test_metrics(
         "precision_at_5": _metric(metrics, "semantic_precision_at_5"),
         "chance": _metric(metrics, "semantic_precision_chance"),
     }
-    grounding = {
+    grounding: dict[str, Any] = {
         game: {
             report: _metric(metrics, f"{game}_pointing_{report}")
-            for report in ("accuracy", "chance", "prior", "trials")
+            for report in ("accuracy", "chance", "prior", "text_pointer", "trials")
+            if game == "lesion" or report != "text_pointer"
         }
         for game in ("lesion", "zone")
     }
     for game in grounding.values():
         game["trials"] = int(game["trials"]) if not math.isnan(game["trials"]) else 0
+    grounding["counterfactual"] = _counterfactual(metrics)
     sia = {
         "source": info.get("sia", {}).get("source"),
         "threshold": info.get("sia", {}).get("threshold"),
@@ -88,6 +120,12 @@ def summarise_test_metrics(
         ),
         "sia_flag_precision": sia["flag_precision"],
         "sia_flag_recall": sia["flag_recall"],
+        "counterfactual_follow_rate": grounding["counterfactual"]["follow_rate"],
+        "counterfactual_over_image_free": over_image_free(
+            grounding["counterfactual"]["follow_rate"],
+            [grounding["counterfactual"]["prior"], grounding["counterfactual"]["text_pointer"]],
+            grounding["counterfactual"]["trials"],
+        ),
     }
     return {
         "split": "test",

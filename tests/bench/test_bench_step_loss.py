@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from sista_monai.bench import loss as loss_bench
 from sista_monai.bench import step as step_bench
@@ -40,3 +41,19 @@ def test_loss_benchmark_json(capsys) -> None:
     for row in result["rows"]:
         assert row["max_abs_diff_vs_references"] < 1e-4  # the batched loss equals the loop references
         assert row["batched_s"] > 0 and row["sample_loop_s"] > 0
+    # STA's cross-image term beside the within-pair term at the same B (K = 4 content words per report)
+    cross = result["sta_cross"]
+    assert cross["content_words_per_report"] == 4 and cross["image_chunk_size"] == 32
+    assert [row["batch"] for row in cross["rows"]] == [8, 16]
+    for row in cross["rows"]:
+        assert row["content_words"] == 4 * row["batch"]
+        for key in (
+            "loss",
+            "cross_s",
+            "within_s",
+            "time_ratio_to_within",
+            "cross_peak_bytes",
+            "within_peak_bytes",
+            "memory_ratio_to_within",
+        ):
+            assert math.isfinite(row[key]) and row[key] > 0, key

@@ -52,7 +52,29 @@ def global_inputs() -> dict[str, torch.Tensor]:
     mask[0] = False  # an empty report on rank 0 only: the STA mean must count non-empty samples globally
     mask[3, 1:] = False
     mask[4, 3:] = False
+    # finding classes of the content words (-1 elsewhere) and their sides (0 unspecified, 1 right, 2 left) for
+    # STA's cross-image term; exclusions inside a rank (samples 1 and 2: class 0 right, class 1 unspecified vs
+    # left) and across ranks (sample 5: class 0 right as samples 1 and 2), none between right and left (sample 4)
+    content_words = torch.tensor(
+        [
+            [0, -1, -1, -1, -1],
+            [0, -1, 1, -1, -1],
+            [-1, 0, -1, 1, -1],
+            [2, 0, -1, -1, -1],
+            [0, 3, -1, 0, -1],
+            [1, 2, -1, 0, -1],
+        ]
+    )
+    content_sides = torch.tensor(
+        [[0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 1, 0, 2, 0], [0, 1, 0, 0, 0], [2, 0, 0, 1, 0], [1, 0, 0, 1, 0]]
+    )
+    # every content word on rank 0: rank 1 has none, yet must join the collectives (gathers, count, backward)
+    rank1_empty = content_words.clone()
+    rank1_empty[LOCAL_BATCH:] = -1
     return {
+        "content_words": content_words,
+        "content_words_rank1_empty": rank1_empty,
+        "content_sides": content_sides,
         "image_emb": unit(batch, 4),
         "text_emb": unit(batch, 4),
         "reports": reports,
@@ -80,6 +102,26 @@ def compute(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         results[f"sia_{mode}_flags"] = out["false_negative_rate"]
         results[f"sia_{mode}_grad_image"] = image_emb.grad
         results[f"sia_{mode}_grad_text"] = text_emb.grad
+
+    for contrast in ("cross", "both"):
+        for variant in ("", "_rank1_empty"):
+            content_words = inputs[f"content_words{variant}"]
+            patch_emb = inputs["patch_emb"].clone().requires_grad_()
+            token_emb = inputs["token_emb"].clone().requires_grad_()
+            sta = SparseTokenAlignmentLoss(temperature=0.3, contrast=contrast, image_chunk_size=2)
+            out = sta(
+                patch_emb,
+                token_emb,
+                inputs["token_mask"],
+                content_words=content_words,
+                content_sides=inputs["content_sides"],
+            )
+            out["loss"].backward()
+            key = f"sta_{contrast}{variant}"
+            results[f"{key}_loss"] = out["loss"].detach()
+            results[f"{key}_content_words"] = out["content_words"]
+            results[f"{key}_grad_patch_emb"] = patch_emb.grad
+            results[f"{key}_grad_token_emb"] = token_emb.grad
 
     names = ("image_emb", "text_emb", "patch_emb", "token_emb")
     leaves = {name: inputs[name].clone().requires_grad_() for name in names}
@@ -174,3 +216,24 @@ def test_sista_matches_single_process(per_rank: list[dict[str, torch.Tensor]], s
         torch.testing.assert_close(grad, single[f"sista_grad_{name}"], rtol=0, atol=1e-5)
     mean_temperature_grad = torch.stack([r["sista_grad_temperature"] for r in per_rank]).mean()
     torch.testing.assert_close(mean_temperature_grad, single["sista_grad_temperature"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("contrast", ["cross", "both"])
+@pytest.mark.parametrize("variant", ["", "_rank1_empty"])
+def test_sta_cross_image_term_matches_single_process(
+    contrast: str, variant: str, per_rank: list[dict[str, torch.Tensor]], single: dict[str, torch.Tensor]
+) -> None:
+    key = f"sta_{contrast}{variant}"
+    # 0 + 2 + 2 content words on rank 0 (sample 0 is padding only), 1 + 2 + 3 on rank 1 unless emptied
+    expected_count = 4.0 if variant else 10.0
+    assert single[f"{key}_content_words"].item() == expected_count
+    for results in per_rank:  # every rank reports the global batch's count
+        assert results[f"{key}_content_words"].item() == expected_count
+    mean_loss = torch.stack([r[f"{key}_loss"] for r in per_rank]).mean()
+    assert single[f"{key}_loss"].item() > 0.1
+    torch.testing.assert_close(mean_loss, single[f"{key}_loss"], rtol=0, atol=1e-5)
+    for name in ("patch_emb", "token_emb"):
+        grad = torch.cat([r[f"{key}_grad_{name}"] for r in per_rank]) / WORLD
+        torch.testing.assert_close(grad, single[f"{key}_grad_{name}"], rtol=0, atol=1e-5)
+    if variant:  # rank 1 has no content word: its cross-image term is 0, yet its images are rank 0's negatives
+        assert per_rank[1][f"{key}_grad_patch_emb"].abs().max().item() > 0

@@ -8,9 +8,25 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from sista_monai.transforms.grounding import LESION_CLASSES, LesionMaskd, LesionWordd, ZoneWordMaskd, first_piece_words
+from sista_monai.data.demo import LABEL_NAMES
+from sista_monai.transforms.grounding import (
+    LESION_CLASSES,
+    FindingMentiond,
+    LesionMaskd,
+    LesionWordd,
+    SentenceIndexd,
+    ZoneWordMaskd,
+    first_piece_words,
+    sentence_index,
+)
 from sista_monai.transforms.report import ReportTokenizer, TokenizeReportd
 
+LESION_FINDING_CLASS = {
+    "Lung Opacity": "opacity",
+    "Consolidation": "opacity",
+    "Pneumothorax": "pneumothorax",
+    "Pleural Effusion": "effusion",
+}
 REPORT = "Small right pneumothorax. Effusions with retrocardiac opacity at the left base."
 WORDS = [
     "small",
@@ -194,3 +210,101 @@ def test_lesion_mask_boxes_use_the_image_layout_and_clip() -> None:
     custom = LesionMaskd(classes={"ptx": ("Pneumothorax",), "any": ("Pneumothorax", "Lung Opacity")})
     mask = custom({"image": image, "findings": [{"name": "Lung Opacity", "box": [0, 0, 1, 1]}]})["lesion_mask"]
     assert mask.shape == (2, 7, 4) and mask[0].sum() == 0 and mask[1, 0, 0] == 1 and mask[1].sum() == 1
+
+
+def _sentence_item(tokenizer_folder: Path, text: str) -> dict:
+    tokenizer = ReportTokenizer(str(tokenizer_folder), max_length=128)
+    return TokenizeReportd("report", tokenizer=tokenizer)({"report": text})
+
+
+def _first_pieces(item: dict, tokenizer_folder: Path) -> dict[int, str]:
+    """``{first piece position: word}`` of a tokenised item."""
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(tokenizer_folder), local_files_only=True)
+    tokens = [""] * len(hf.get_vocab())
+    for token, index in hf.get_vocab().items():
+        tokens[index] = token
+    return first_piece_words(item["input_ids"], item["word_start"], tokens)
+
+
+def test_sentence_index_counts_sentence_ends(tokenizer_folder: Path) -> None:
+    item = SentenceIndexd(tokenizer=str(tokenizer_folder))(
+        _sentence_item(tokenizer_folder, "Small right. With the. Opacity. At")
+    )
+    sentence = item["sentence_id"].tolist()
+    length = int(item["attention_mask"].sum())
+    assert sentence[0] == sentence[length - 1] == -1  # [CLS] and [SEP] belong to no sentence
+    assert set(sentence[length:]) == {-1}  # padding
+    at_word = {word: sentence[position] for position, word in _first_pieces(item, tokenizer_folder).items()}
+    assert at_word == {"small": 0, "right": 0, "with": 1, "the": 1, "opacity": 2, "at": 3}
+    assert max(sentence) == 3
+    vocabulary = ["[CLS]", "a", ".", "!", "?", "b"]
+    ids = torch.tensor([0, 1, 3, 5, 4, 1, 2, 5, 0])
+    assert sentence_index(ids, vocabulary, special_ids=(0,)).tolist() == [-1, 0, 0, 1, 1, 2, 2, 3, -1]
+
+
+def test_finding_mentions_skip_negated_sentences_and_read_the_side(tokenizer_folder: Path) -> None:
+    text = (
+        "Small right pneumothorax. No pleural effusion or pneumothorax. Left base opacity may represent pneumonia. "
+        "Bilateral effusion with right opacity. Effusion cannot be excluded."
+    )
+    item = FindingMentiond(tokenizer=str(tokenizer_folder))(_sentence_item(tokenizer_folder, text))
+    classes = item["finding_word"].tolist()
+    sides = item["finding_side"].tolist()
+    stated = [(c, s) for c, s in zip(classes, sides, strict=True) if c >= 0]
+    pneumothorax, opacity, effusion = (LESION_CLASSES.index(c) for c in ("pneumothorax", "opacity", "effusion"))
+    # sentence 1: right pneumothorax; 2: negated (no marks); 3: left opacity + pneumonia (an opacity word);
+    # 4: bilateral -> side 0 for both findings; 5: a hedge is not a negation, no side named -> 0
+    assert stated == [
+        (pneumothorax, 1),
+        (opacity, 2),
+        (opacity, 2),
+        (effusion, 0),
+        (opacity, 0),
+        (effusion, 0),
+    ]
+    assert all(s == 0 for c, s in zip(classes, sides, strict=True) if c < 0)
+    assert item["finding_word"].dtype == torch.long and item["finding_side"].dtype == torch.long
+
+
+def test_finding_mentions_agree_with_the_demo_labels(tmp_path: Path) -> None:
+    """On the demo grammar (every sentence wholly positive or negative) the stated classes are the drawn ones."""
+    from sista_monai.data.datalist import load_datalist_split
+    from sista_monai.data.demo import ensure_demo_data
+    from sista_monai.transforms import CleanReportd, ExtractReportSectionsd
+
+    root = ensure_demo_data(tmp_path / "demo", n=40, size=64, seed=3)
+    items = load_datalist_split(root / "datalist_pretrain.json", "training")
+    tokenizer = str(root / "tokenizer")
+    chain = [
+        ExtractReportSectionsd("report", parser="mimic", order=("impression", "findings")),
+        CleanReportd("report"),
+        TokenizeReportd("report", tokenizer=tokenizer, max_length=112),
+        FindingMentiond(tokenizer=tokenizer),
+    ]
+    label_class = {"Lung Opacity": "opacity", "Pneumothorax": "pneumothorax", "Pleural Effusion": "effusion"}
+    checked = 0
+    for item in items:
+        for transform in chain:
+            item = transform(item)
+        stated = {LESION_CLASSES[c] for c in item["finding_word"].tolist() if c >= 0}
+        drawn = {
+            label_class[name]
+            for name, on in zip(LABEL_NAMES, item["labels"], strict=True)
+            if on and name in label_class
+        }
+        assert stated == drawn, item["id"]
+        sides = {
+            (LESION_CLASSES[c], s)
+            for c, s in zip(item["finding_word"].tolist(), item["finding_side"].tolist(), strict=True)
+            if c >= 0
+        }
+        truth = {
+            (LESION_FINDING_CLASS[f["name"]], 1 if f["zone"].startswith("right") else 2)
+            for f in item["findings"]
+            if f["name"] in LESION_FINDING_CLASS
+        }
+        assert {(c, s) for c, s in sides if s} <= truth, item["id"]
+        checked += 1
+    assert checked == len(items) > 20

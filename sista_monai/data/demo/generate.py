@@ -24,6 +24,7 @@ from sista_monai.io.files import sha256_file
 
 from ..datalist import write_json_atomic
 from ..tokenizer import train_wordpiece_tokenizer
+from .counterfactual import twin_plans
 from .dicom import _PHI_KEYWORDS, ENCODING_PROFILES, _dicom_dataset, _patient_phi, _stored_pixels, _study_phi, _uid
 from .plan import _STREAM_ENCODING, _STREAM_REPORT, LABEL_NAMES, ZONE_NAMES, StudyPlan, _rng, plan_studies
 from .render import render_study
@@ -35,7 +36,7 @@ __all__ = ["GENERATOR_NAME", "GENERATOR_VERSION", "generate_demo_data", "ensure_
 logger = logging.getLogger("sista_monai.data.demo")  # the package's name, as before it was a package
 
 GENERATOR_NAME = "sista_monai.data.demo"
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 
 _MIN_STUDIES = 20
 _BASE_DATE = datetime.date(2150, 1, 1)
@@ -137,6 +138,8 @@ def generate_demo_data(
             }
         items[plan.study_id] = {
             "plan": plan,
+            "profile": profile,
+            "header": header,
             "split": splits[plan.study_id],
             "image": image_path,
             "mask": mask_path,
@@ -150,6 +153,7 @@ def generate_demo_data(
     by_split = {s: [i for i in items.values() if i["split"] == s] for s in ("training", "validation", "test")}
     subsets = _label_subsets([i["plan"] for i in by_split["training"]], seed)
     _write_datalists(out, by_split, subsets, seed)
+    _write_counterfactuals(out, by_split, size, seed)
     train_wordpiece_tokenizer([i["tokenizer_text"] for i in by_split["training"]], out / "tokenizer")
     if plant_phi:
         _write_phi_manifest(out, phi_items)
@@ -219,6 +223,73 @@ def _write_datalists(out: Path, by_split: dict[str, list[dict]], subsets: dict[s
             "box_mode": "xywh",
             "labels": {"0": "Lung Opacity"},
             **listing(detection_item),
+        },
+    )
+
+
+def _write_counterfactuals(out: Path, by_split: dict[str, list[dict]], size: int, seed: int) -> None:
+    """``counterfactual/<id>.dcm`` and ``datalist_counterfactual.json``: the twins of the validation and test studies.
+
+    Each item pairs a study (``image``, its ``report``, ``findings``, ``zones``, ``labels``) with one twin
+    (``twin_image``) in which one lesion finding was moved (:mod:`.counterfactual`); ``moved`` names the finding's
+    lesion class and its zones, ``finding`` and ``twin_finding`` hold that finding's box in each image (lists of one,
+    as :class:`~sista_monai.transforms.LesionMaskd` reads them). The twin's DICOM has the study's encoding profile and
+    header with UIDs of its own.
+    """
+    (out / "counterfactual").mkdir(exist_ok=True)
+    listing: dict[str, list[dict[str, Any]]] = {}
+    for split in ("validation", "test"):
+        listing[split] = []
+        for item in by_split[split]:
+            plan = item["plan"]
+            for twin in twin_plans(plan, size, seed):
+                twin_id = f"{plan.study_id}_{twin.lesion_class}"
+                profile = item["profile"]
+                stored, low, high = _stored_pixels(
+                    twin.rendered.image, profile, _rng(seed, _STREAM_ENCODING, plan.index)
+                )
+                header = dict(item["header"])
+                for kind, key in (("instance", "SOPInstanceUID"), ("study", "StudyInstanceUID")):
+                    header[key] = _uid(seed, kind, twin_id)
+                header["SeriesInstanceUID"] = _uid(seed, "series", twin_id)
+                twin_path = f"counterfactual/{twin_id}.dcm"
+                _dicom_dataset(stored, low, high, profile, header, size).save_as(
+                    out / twin_path, enforce_file_format=True
+                )
+                listing[split].append(
+                    {
+                        "id": twin_id,
+                        "study": plan.study_id,
+                        "image": item["image"],
+                        "twin_image": twin_path,
+                        "report": item["report"],
+                        "labels": item["labels"],
+                        "findings": item["findings"],
+                        "twin_findings": twin.rendered.findings,
+                        "zones": item["zones"],
+                        "twin_zones": twin.rendered.zones,
+                        "finding": [twin.original_finding],
+                        "twin_finding": [twin.moved_finding],
+                        "moved": {
+                            "lesion_class": twin.lesion_class,
+                            "name": twin.original_finding["name"],
+                            "from": twin.original_finding["zone"],
+                            "to": twin.moved_finding["zone"],
+                        },
+                    }
+                )
+    write_json_atomic(
+        out / "datalist_counterfactual.json",
+        {
+            "name": "SISTA-MONAI synthetic chest radiographs: counterfactual twins",
+            "reference": f"{GENERATOR_NAME} {GENERATOR_VERSION}, seed {seed}",
+            "description": (
+                "Each validation/test study with exactly one drawn finding of a lesion class, paired with a twin "
+                "rendered from the same plan with that finding moved (opacity to another zone, pneumothorax and "
+                "effusion to the other side): identical patient, exposure and noise; the original report kept."
+            ),
+            "box_mode": "xywh",
+            **listing,
         },
     )
 
