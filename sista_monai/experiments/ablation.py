@@ -38,22 +38,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sista_monai.experiments.effects import BOOTSTRAP_RESAMPLES, ESTABLISHED_LEGEND, effect_cell, established, paired_effect
+from sista_monai.experiments.probes import (
+    VALIDATION_KEYS,
+    constant_validation_score,
+    probe_fraction,
+    validation_scores,
+)
+
 __all__ = [
+    "BOOTSTRAP_RESAMPLES",
     "DOWNSTREAM_BUDGET",
     "EFFECTS",
     "PRETRAIN_BUDGET",
     "PRETRAIN_KEYS",
     "VARIANTS",
     "Variant",
+    "bundle_defaults",
+    "effects_summary",
+    "established",
     "format_effects",
+    "format_probe_fractions",
     "format_table",
+    "format_validation",
     "main",
     "below_baseline",
     "degenerate_reason",
     "degenerate_runs",
     "downstream_budgets",
+    "downstream_validation",
+    "same_configurations",
     "task_fractions",
     "paired_effect",
+    "probe_fraction",
     "run_ablation",
     "trivial_baselines",
 ]
@@ -79,6 +96,11 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("clip", "CLIP only (SIA off: θ = 2; STA off: λ_token = 0)", {"sia_threshold": 2.0, "lambda_token": 0.0}),
     Variant("clip_sia", "+ SIA (text: frozen MLM encoder, centred cosine)", {"lambda_token": 0.0}),
     Variant("clip_sta", "+ STA", {"sia_threshold": 2.0}),
+    Variant(
+        "clip_sta_within",
+        "+ STA within pairs only (SIA off: θ = 2; sta_contrast = within)",
+        {"sia_threshold": 2.0, "sta_contrast": "within"},
+    ),
     Variant("sista", "SISTA (SIA text + STA)", {}),
     Variant(
         "sista_oracle",
@@ -93,9 +115,26 @@ VARIANTS: tuple[Variant, ...] = (
     Variant(
         "sista_text_online", "SISTA, similarity from the online text encoder", {"similarity_source": "text_online"}
     ),
+    # STA's terms (issue 24): the within-pair term alone can be solved by a position code without the image; the
+    # cross-image term contrasts each content word across the images of the batch
+    Variant("sista_within", "SISTA, STA within pairs only (sta_contrast = within)", {"sta_contrast": "within"}),
+    Variant("sista_cross", "SISTA, STA across images only (sta_contrast = cross)", {"sta_contrast": "cross"}),
+    Variant(
+        "sista_both",
+        "SISTA, STA within pairs and across images (sta_contrast = both)",
+        {"sta_contrast": "both"},
+    ),
+    Variant(
+        "sista_shuffled",
+        "control: SISTA with STA on mismatched image–report pairs (sta_pairs = shuffled)",
+        {"sta_pairs": "shuffled"},
+    ),
 )
 """The pretraining variants; ``random`` (no pretraining) is added to the downstream rows. The σ variants with
-``sista`` (σ = 0.5, the bundle default) and ``sista_dense`` (σ = 0) make the σ sweep."""
+``sista`` (σ = 0.5, the bundle default) and ``sista_dense`` (σ = 0) make the σ sweep. ``sista`` and ``clip_sta``
+run the bundle's defaults (``bundles/pretrain/configs/train.json``, :func:`bundle_defaults`), e.g. its
+``sta_contrast``; a variant that sets a key to its default (``sista_both`` while the default is ``both``) runs
+the same configuration as ``sista``, which the page notes (:func:`same_configurations`)."""
 
 PRETRAIN_BUDGET: dict[str, Any] = {"epochs": 10, "val_interval": 5, "save_interval": 5, "warmup_epochs": 1}
 """Pretraining budget of the study (the bundle default is 30 epochs): sized for 2 CPU cores."""
@@ -180,6 +219,8 @@ def downstream_budgets(items: Sequence[str], tasks: Sequence[str]) -> dict[str, 
 PRETRAIN_KEYS: tuple[tuple[str, str], ...] = (
     ("lesion", "lesion grounding"),
     ("lesion_prior", "its image-free prior"),
+    ("lesion_text_pointer", "its text pointer"),
+    ("counterfactual_follow_rate", "counterfactual follow rate"),
     ("zone", "zone grounding"),
     ("semantic_precision", "semantic P@5"),
     ("recall_at_5", "image→report R@5"),
@@ -187,7 +228,10 @@ PRETRAIN_KEYS: tuple[tuple[str, str], ...] = (
     ("flag_recall", "SIA flag recall"),
     ("patches_kept", "STA patches kept"),
 )
-"""The pretraining columns of the table: ``summary.json`` keys and their labels."""
+"""The pretraining columns of the table: ``summary.json`` keys and their labels. The text pointer reads the
+report's sentence but never the image; the counterfactual follow rate is the share of trials in which a word's
+best patch follows its finding when the finding is moved in a twin image (its two image-free pointers,
+``counterfactual_prior`` and ``counterfactual_text_pointer`` in ``summary.json``, are near 0 by construction)."""
 
 
 def _number(value: Any) -> float:
@@ -195,11 +239,19 @@ def _number(value: Any) -> float:
 
 
 def _pretrain_values(bundle_root: Path) -> dict[str, float]:
+    """``summary.json``'s pretraining values of one run, from its ``eval/metrics.json`` (NaN for what a report
+    written before a metric existed lacks)."""
     report = json.loads((bundle_root / "eval" / "metrics.json").read_text())
     grounding, sia = report["grounding"], report["sia"]
+    counterfactual = grounding.get("counterfactual", {})
     return {
         "lesion": _number(grounding["lesion"]["accuracy"]),
         "lesion_prior": _number(grounding["lesion"]["prior"]),
+        "lesion_text_pointer": _number(grounding["lesion"].get("text_pointer")),
+        "counterfactual_follow_rate": _number(counterfactual.get("follow_rate")),
+        "counterfactual_prior": _number(counterfactual.get("prior")),
+        "counterfactual_text_pointer": _number(counterfactual.get("text_pointer")),
+        "counterfactual_trials": _number(counterfactual.get("trials")),
         "zone": _number(grounding["zone"]["accuracy"]),
         "semantic_precision": _number(report["retrieval"]["semantic"]["precision_at_5"]),
         "recall_at_5": _number(report["retrieval"]["image_to_report"]["R@5"]),
@@ -215,19 +267,91 @@ def _downstream_value(bundle_root: Path, metric: str) -> float:
     return float("nan") if value is None else float(value)
 
 
+RUN_CONFIG = "ablation_config.json"
+"""Beside each run the ablation starts: the configuration it ran with, so that ``--reuse`` redoes a run whose
+configuration has changed since (e.g. a new default in the bundle's ``train.json``)."""
+
+_NOT_COMPARED = frozenset({"num_workers", "iteration_log"})
+"""Config keys that do not change a run's numbers."""
+
+
+def _literal(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_literal(v) for v in value)
+    if isinstance(value, str):
+        return not value.startswith(("$", "@", "%"))
+    return value is None or isinstance(value, bool | int | float)
+
+
+def bundle_defaults(config_file: str | Path = PRETRAIN_CONFIG) -> dict[str, Any]:
+    """The literal top-level values of a bundle config (``train.json``): its defaults, read rather than assumed.
+
+    Expressions (``$...``), references (``@...``) and nested sections are left out.
+    """
+    config = json.loads(Path(config_file).read_text())
+    return {key: value for key, value in config.items() if _literal(value)}
+
+
+def _pretrain_config(variant: Variant, seed: int, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """What a pretraining run is configured with: the bundle defaults, the budget, the overrides, the variant's."""
+    config = {**bundle_defaults(), **PRETRAIN_BUDGET, **overrides, **variant.overrides, "seed": seed}
+    return dict(json.loads(json.dumps(config)))  # as JSON reads it back (tuples become lists)
+
+
+def same_configurations(variants: Sequence[Variant], overrides: Mapping[str, Any]) -> list[list[str]]:
+    """Groups (two or more) of ``variants`` that run the same configuration with the current bundle defaults.
+
+    E.g. ``[["sista", "sista_both"]]`` while ``train.json`` has ``sta_contrast = both``: their rows and any
+    contrast between them differ by the seed-free noise of the runs only.
+    """
+    groups: dict[str, list[str]] = {}
+    for variant in variants:
+        key = json.dumps(_pretrain_config(variant, 0, overrides), sort_keys=True)
+        groups.setdefault(key, []).append(variant.name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def _changed_keys(root: Path, config: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
+    """The keys whose value differs from the one recorded beside a run (:data:`RUN_CONFIG`); ``[]`` without record.
+
+    A key of ``defaults`` the record lacks (added to the bundle config since) is not counted.
+    """
+    file = root / RUN_CONFIG
+    if not file.is_file():
+        return []
+    recorded = json.loads(file.read_text())
+    missing = object()
+    return sorted(
+        key
+        for key in recorded.keys() | config.keys()
+        if key not in _NOT_COMPARED
+        and not (key not in recorded and key in defaults)
+        and recorded.get(key, missing) != config.get(key, missing)
+    )
+
+
 def pretrain(variant: Variant, seed: int, out: Path, overrides: Mapping[str, Any], reuse: bool) -> Path:
-    """Run the pretraining bundle for one variant and seed (or reuse its finished run); returns its folder."""
+    """Run the pretraining bundle for one variant and seed (or reuse its finished run); returns its folder.
+
+    A finished run is reused only when its report has the grounding and counterfactual metrics and its recorded
+    configuration (:data:`RUN_CONFIG`) matches today's: the bundle defaults, the budget and the overrides.
+    """
     from monai.bundle import run as bundle_run
 
     root = out / "pretrain" / f"{variant.name}_s{seed}"
     report = root / "eval" / "metrics.json"
-    # a report written before the grounding metrics existed cannot fill the table: such a run is redone
+    config = _pretrain_config(variant, seed, overrides)
+    # a report written before the grounding (or the counterfactual) metrics existed cannot fill the table: such a
+    # run is redone, as is a run whose configuration changed
     done = (
         report.is_file()
         and (root / "models" / "image_encoder.pt").is_file()
-        and "grounding" in json.loads(report.read_text())
+        and "counterfactual" in json.loads(report.read_text()).get("grounding", {})
     )
-    if not (reuse and done):
+    changed = _changed_keys(root, config, bundle_defaults()) if done else []
+    if changed:
+        logger.warning("%s: configuration changed since its run (%s): redone", root, ", ".join(changed))
+    if not (reuse and done and not changed):
         logger.info("pretraining %s, seed %d -> %s", variant.name, seed, root)
         start = time.perf_counter()
         bundle_run(
@@ -237,6 +361,7 @@ def pretrain(variant: Variant, seed: int, out: Path, overrides: Mapping[str, Any
             **{**PRETRAIN_BUDGET, **overrides, **variant.overrides},
         )
         _record_seconds(root, time.perf_counter() - start)
+        (root / RUN_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return root
 
 
@@ -253,12 +378,22 @@ def _run_seconds(out: Path) -> float:
 def downstream(
     task: str, encoder: Path | None, fraction: int, seed: int, root: Path, overrides: Mapping[str, Any], reuse: bool
 ) -> float:
-    """Train one downstream bundle (frozen encoder) with ``overrides`` (its budget) and return its test metric."""
+    """Train one downstream bundle (frozen encoder) with ``overrides`` (its budget) and return its test metric.
+
+    A finished run is reused only when its report is newer than the encoder file (a redone pretraining redoes its
+    probes) and its recorded overrides (:data:`RUN_CONFIG`) match.
+    """
     from monai.bundle import run as bundle_run
 
     from sista_monai.experiments.compare import TASKS
 
-    if not (reuse and (root / "eval" / "metrics.json").is_file()):
+    report = root / "eval" / "metrics.json"
+    config = dict(json.loads(json.dumps({**overrides, "label_fraction": fraction, "seed": seed})))
+    done = report.is_file() and (encoder is None or report.stat().st_mtime >= encoder.stat().st_mtime)
+    changed = _changed_keys(root, config, {}) if done else []
+    if changed:
+        logger.warning("%s: configuration changed since its run (%s): redone", root, ", ".join(changed))
+    if not (reuse and done and not changed):
         logger.info("%s, %d %% labels, seed %d, encoder %s -> %s", task, fraction, seed, encoder or "random", root)
         start = time.perf_counter()
         bundle_run(
@@ -271,7 +406,14 @@ def downstream(
             **overrides,
         )
         _record_seconds(root, time.perf_counter() - start)
+        (root / RUN_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return _downstream_value(root, TASK_METRICS[task][0])
+
+
+def downstream_validation(task: str, root: Path) -> dict[str, float]:
+    """The validation score of a finished downstream run in the task's table metric (:func:`validation_scores`):
+    ``{"final", "best", "epochs"}``, read from the run's TensorBoard log (the bundles write no validation report)."""
+    return validation_scores(root, TASK_METRICS[task][0])
 
 
 def theta_sweep(
@@ -359,57 +501,11 @@ EFFECTS: tuple[tuple[str, str, str], ...] = (
 )
 """The contrasts of the effects table: (label, variant, baseline)."""
 
-BOOTSTRAP_RESAMPLES = 10000
-
-
-def paired_effect(values: Sequence[float], baseline: Sequence[float], seed: int = 0) -> dict[str, float] | None:
-    """Mean per-seed difference with a bootstrap 95 % interval and a paired t-test.
-
-    Args:
-        values: the variant's values, one per seed.
-        baseline: the baseline's values for the same seeds (same order).
-        seed: seed of the bootstrap resampling (the interval is reproducible).
-
-    Returns:
-        ``{"mean", "low", "high", "p", "better", "n"}``: the mean difference, the percentile bootstrap 95 % interval
-        of the mean (10,000 resamples of the seeds), the two-sided p-value of the paired t-test (NaN with fewer than
-        two seeds or no spread), the number of seeds where the variant scored higher, and the number of seed pairs
-        with both values finite; ``None`` without any.
-    """
-    import numpy as np
-    from scipy import stats
-
-    differences = np.array(
-        [v - b for v, b in zip(values, baseline, strict=True) if math.isfinite(v) and math.isfinite(b)]
-    )
-    if differences.size == 0:
-        return None
-    rng = np.random.default_rng(seed)
-    means = differences[rng.integers(0, differences.size, size=(BOOTSTRAP_RESAMPLES, differences.size))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    p = float("nan")
-    if differences.size > 1 and float(differences.std()) > 0:
-        p = float(stats.ttest_1samp(differences, 0.0).pvalue)
-    return {
-        "mean": float(differences.mean()),
-        "low": float(low),
-        "high": float(high),
-        "p": p,
-        "better": int((differences > 0).sum()),
-        "n": int(differences.size),
-    }
-
-
 def _effect_cell(values: Sequence[float] | None, baseline: Sequence[float] | None) -> str:
-    """Mean difference [bootstrap 95 % interval], paired t-test p, and how many seeds improved."""
+    """Mean difference [t 95 % interval], paired t-test p, how many seeds improved; bold ✓ when established."""
     if not values or not baseline or len(values) != len(baseline):
         return ""
-    effect = paired_effect(values, baseline)
-    if effect is None:
-        return "n/a"
-    mean = round(effect["mean"], 3) + 0.0  # + 0.0: no "-0.000" for a difference that rounds to zero
-    p = "n/a" if math.isnan(effect["p"]) else f"{effect['p']:.3f}"
-    return f"{mean:+.3f} [{effect['low']:+.3f}, {effect['high']:+.3f}], p {p} (better in {effect['better']} of {effect['n']})"
+    return effect_cell(paired_effect(values, baseline))
 
 
 def format_effects(results: Mapping[str, Any], tasks: Sequence[str], fractions: Fractions) -> str:
@@ -580,6 +676,10 @@ def run_ablation(
 ) -> dict[str, Any]:
     """Run every pretraining variant, the downstream tasks and the θ sweep; returns ``summary.json``'s content.
 
+    ``results["variants"][name]``: ``pretrain`` (``{key: [value per seed]}``, :func:`_pretrain_values`), the test
+    metric of each task (``{task: {fraction: [value per seed]}}``) and its validation scores beside it
+    (``validation_final`` and ``validation_best``, same shape: :func:`downstream_validation`).
+
     ``downstream_overrides`` maps each task to its overrides (:func:`downstream_budgets`); only the variants named
     in ``downstream_variants`` (default: all) are trained downstream, the others give pretraining metrics only;
     ``random=False`` leaves out the random-initialisation runs and the baselines (for an invocation running beside
@@ -607,20 +707,15 @@ def run_ablation(
                     reuse,
                 )
                 entry.setdefault(task, {}).setdefault(str(fraction), []).append(value)
+                _add_validation(entry, task, fraction, run_root)
     if tasks and random:
         entry = results["variants"].setdefault("random", {})
         for seed in seeds:
             for task, fraction in _pairs(tasks, fractions):
-                value = downstream(
-                    task,
-                    None,
-                    fraction,
-                    seed,
-                    out / task / f"random_f{fraction}_s{seed}",
-                    downstream_overrides[task],
-                    reuse,
-                )
+                run_root = out / task / f"random_f{fraction}_s{seed}"
+                value = downstream(task, None, fraction, seed, run_root, downstream_overrides[task], reuse)
                 entry.setdefault(task, {}).setdefault(str(fraction), []).append(value)
+                _add_validation(entry, task, fraction, run_root)
         results["baselines"] = trivial_baselines(tasks, fractions, downstream_overrides)
     if sweep:
         by_name = {v.name: v for v in variants}
@@ -629,6 +724,13 @@ def run_ablation(
                 root = out / "pretrain" / f"{name}_s{seeds[0]}"
                 results["theta_sweep"][source] = theta_sweep(root, by_name[name], pretrain_overrides)
     return results
+
+
+def _add_validation(entry: dict[str, Any], task: str, fraction: int, run_root: Path) -> None:
+    """Append a downstream run's validation scores to its variant's ``validation_final`` and ``validation_best``."""
+    scores = downstream_validation(task, run_root)
+    for which, key in VALIDATION_KEYS.items():
+        entry.setdefault(key, {}).setdefault(task, {}).setdefault(str(fraction), []).append(scores[which])
 
 
 def _task_datalist(task: str, fraction: int, overrides: Mapping[str, Any]) -> tuple[Path, str]:
@@ -655,36 +757,60 @@ def trivial_baselines(
 ) -> dict[str, Any]:
     """The image-free baseline of each task and label fraction on the test split (:mod:`sista_monai.metrics.baselines`).
 
-    Returns ``{task: {fraction: {"value": v, "what": description, ...}}}``, ``value`` in the task's table metric.
+    Returns ``{task: {fraction: {"value": v, "what": description, "validation": v, ...}}}``, ``value`` in the
+    task's table metric on the test split and ``validation`` the same baseline's score on the validation split
+    (fitted on the same labelled training images; ``None`` without a validation split), the constant predictor of
+    :func:`probe_fraction`.
     """
     from sista_monai.data.tasks import detection_datalist, segmentation_datalist
     from sista_monai.metrics.baselines import CONSTANT_SCORE_AUROC, detection_baseline, segmentation_baselines
 
     baselines: dict[str, Any] = {}
     for task, fraction in _pairs(tasks, fractions):
+        entry: dict[str, Any]
         if task == "classification":
-            entry = {"value": CONSTANT_SCORE_AUROC, "what": "a constant score"}
+            entry = {"value": CONSTANT_SCORE_AUROC, "what": "a constant score", "validation": CONSTANT_SCORE_AUROC}
         else:
             datalist, train_key = _task_datalist(task, fraction, overrides[task])
+            has_validation = bool(json.loads(Path(datalist).read_text()).get("validation"))
             if task == "segmentation":
-                result = segmentation_baselines(
-                    _masks(segmentation_datalist(datalist, train_key)), _masks(segmentation_datalist(datalist, "test"))
-                )
+                training_masks = _masks(segmentation_datalist(datalist, train_key))
+                result = segmentation_baselines(training_masks, _masks(segmentation_datalist(datalist, "test")))
                 best = (
                     "all_empty"
                     if result["all_empty"]["mean_dice"] >= result["constant_mask"]["mean_dice"]
                     else "constant_mask"
                 )
+                validation = (
+                    segmentation_baselines(training_masks, _masks(segmentation_datalist(datalist, "validation")))[
+                        "best_mean_dice"
+                    ]
+                    if has_validation
+                    else None
+                )
                 entry = {
                     "value": result["best_mean_dice"],
                     "what": f"the {best.replace('_', '-')} prediction",
                     **result,
+                    "validation": validation,
                 }
             else:
                 training = [item["box"] for item in detection_datalist(datalist, train_key)]
                 test = [item["box"] for item in detection_datalist(datalist, "test")]
                 result = detection_baseline(training, test)
-                entry = {"value": result["map"], "what": f"{result['boxes']} constant boxes", "map50": result["map50"]}
+                validation = (
+                    detection_baseline(training, [item["box"] for item in detection_datalist(datalist, "validation")])[
+                        "map"
+                    ]
+                    if has_validation
+                    else None
+                )
+                entry = {
+                    "value": result["map"],
+                    "what": f"{result['boxes']} constant boxes",
+                    "map50": result["map50"],
+                    "validation": validation,
+                }
         baselines.setdefault(task, {})[str(fraction)] = entry
     return baselines
 

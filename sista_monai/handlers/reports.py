@@ -508,7 +508,8 @@ class PretrainingReport(EvaluationReport):
         """Every headline figure beside its baseline."""
         r, g, sia = summary["retrieval"], summary["grounding"], summary["sia"]
         logger.info(
-            "test (%d pairs): lesion grounding %.3f (image-free prior %.3f, chance %.3f, %d trials); "
+            "test (%d pairs): lesion grounding %.3f (image-free prior %.3f, text pointer %.3f, chance %.3f, %d trials); "
+            "counterfactual grounding %.3f (image-free prior %.3f, text pointer %.3f, %d trials); "
             "zone grounding %.3f (prior %.3f, chance %.3f); semantic precision@5 %.3f (chance %.3f); "
             "image->report R@1/5/10 = %.3f/%.3f/%.3f (chance R@5 %.3f); report->image R@5 = %.3f; "
             "SIA flags (%s, theta %s): precision %.3f, recall %.3f, rate %.4f (base rate %.3f); "
@@ -516,8 +517,13 @@ class PretrainingReport(EvaluationReport):
             summary["n_pairs"],
             g["lesion"]["accuracy"],
             g["lesion"]["prior"],
+            g["lesion"]["text_pointer"],
             g["lesion"]["chance"],
             g["lesion"]["trials"],
+            g["counterfactual"]["follow_rate"],
+            g["counterfactual"]["prior"],
+            g["counterfactual"]["text_pointer"],
+            g["counterfactual"]["trials"],
             g["zone"]["accuracy"],
             g["zone"]["prior"],
             g["zone"]["chance"],

@@ -40,6 +40,7 @@ class SISTALoss(nn.Module):
         sta: SparseTokenAlignmentLoss | None = None,
         lambda_instance: float = 1.0,
         lambda_token: float = 1.0,
+        sta_pairs: str = "matched",
     ) -> None:
         """
         Args:
@@ -48,12 +49,19 @@ class SISTALoss(nn.Module):
                 ``lambda_token`` is non-zero.
             lambda_instance: ``lambda_inst``, weight of the SIA term.
             lambda_token: ``lambda_tok``, weight of the STA term.
+            sta_pairs: ``"matched"`` (the method) or ``"shuffled"``, a **control**: STA is computed on mismatched
+                image–report pairs (each report's words against the patches of the next image of the local batch,
+                ``patch_emb.roll(1, 0)``) while SIA keeps the true pairs. A downstream gain that survives shuffling
+                is not owed to word–patch alignment.
 
         Raises:
-            ValueError: when a weight is negative, both are 0, or ``sia`` is missing while ``lambda_instance`` is
-                non-zero.
+            ValueError: when a weight is negative, both are 0, ``sia`` is missing while ``lambda_instance`` is
+                non-zero, or ``sta_pairs`` is unknown.
         """
         super().__init__()
+        if sta_pairs not in ("matched", "shuffled"):
+            raise ValueError(f"sta_pairs must be 'matched' or 'shuffled', got {sta_pairs!r}.")
+        self.sta_pairs = sta_pairs
         if lambda_instance < 0 or lambda_token < 0:
             raise ValueError(
                 f"lambda_instance and lambda_token must be non-negative, got {lambda_instance} and {lambda_token}."
@@ -131,6 +139,8 @@ class SISTALoss(nn.Module):
                 for name, value in (("content_words", content_words), ("content_sides", content_sides))
                 if value is not None
             }
+            if self.sta_pairs == "shuffled":
+                patch_emb = patch_emb.roll(1, dims=0)
             sta = self.sta(
                 patch_emb, token_emb, token_mask, return_weights=return_weights, token_groups=token_groups, **content
             )
@@ -161,4 +171,5 @@ class SISTALoss(nn.Module):
             raise ValueError(f"{', '.join(missing)} required by a term with a non-zero weight, got None.")
 
     def extra_repr(self) -> str:
-        return f"lambda_instance={self.lambda_instance}, lambda_token={self.lambda_token}"
+        text = f"lambda_instance={self.lambda_instance}, lambda_token={self.lambda_token}"
+        return text if self.sta_pairs == "matched" else f"{text}, sta_pairs={self.sta_pairs!r}"

@@ -188,6 +188,7 @@ class SparseTokenAlignmentLoss(nn.Module):
         contrast: str = "within",
         image_chunk_size: int | None = 32,
         checkpoint_chunks: bool = True,
+        place_aware: bool = True,
     ) -> None:
         """
         Args:
@@ -205,6 +206,9 @@ class SparseTokenAlignmentLoss(nn.Module):
             checkpoint_chunks: recompute each chunk of the cross-image term in backward
                 (:func:`torch.utils.checkpoint.checkpoint`) instead of keeping its intermediates, when gradients
                 are needed.
+            place_aware: leave an image out of a content word's denominator only when its report states the same
+                finding *on a compatible side* (the default); ``False`` ignores ``content_sides``, so any report
+                stating the same finding class is left out.
 
         Raises:
             ValueError: when ``temperature`` or ``eps`` is not positive, ``sparsity_threshold`` is negative,
@@ -231,6 +235,7 @@ class SparseTokenAlignmentLoss(nn.Module):
         self.contrast = contrast
         self.image_chunk_size = image_chunk_size
         self.checkpoint_chunks = bool(checkpoint_chunks)
+        self.place_aware = bool(place_aware)
 
     def forward(
         self,
@@ -298,7 +303,8 @@ class SparseTokenAlignmentLoss(nn.Module):
             )
         with_cross = self.contrast in ("cross", "both")
         if with_cross:
-            word_classes, word_sides = self._content_inputs(token_mask, content_words, content_sides)
+            sides = content_sides if self.place_aware else None
+            word_classes, word_sides = self._content_inputs(token_mask, content_words, sides)
 
         output: dict[str, torch.Tensor] = {}
         terms: list[torch.Tensor] = []

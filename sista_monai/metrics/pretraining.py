@@ -47,10 +47,11 @@ def _metric(metrics: dict[str, float], name: str) -> float:
     return float(metrics.get(name, float("nan")))
 
 
-def _counterfactual(metrics: dict[str, Any]) -> dict[str, Any]:
+def _counterfactual(metrics: dict[str, Any], split: str | None) -> dict[str, Any]:
     """``grounding.counterfactual``: the :class:`~sista_monai.metrics.CounterfactualGrounding` figures (NaN rates and
     0 trials when the evaluator had none, e.g. on real data without twins)."""
     block = {
+        "split": split,
         "follow_rate": _metric(metrics, "counterfactual_follow_rate"),
         "prior": _metric(metrics, "counterfactual_prior"),
         "text_pointer": _metric(metrics, "counterfactual_text_pointer"),
@@ -69,12 +70,13 @@ def summarise_test_metrics(
         metrics: ``evaluator.state.metrics`` of the test evaluator of ``configs/train.json`` (its
             ``evaluation_metrics``).
         n_pairs: number of image–report pairs evaluated (retrieval chance at K is ``K / n_pairs``).
-        info: configuration facts to record: ``{"sia": {"source", "threshold"}, "sta": {"sparsity_threshold"}}``.
+        info: configuration facts to record: ``{"sia": {"source", "threshold"}, "sta": {"sparsity_threshold",
+            "contrast"}, "counterfactual": {"split"}}`` (the split whose twins were scored: ``test`` by default).
 
     Returns:
         ``split``, ``n_pairs``; ``grounding`` (``lesion`` and ``zone``: ``accuracy``, ``chance``, ``prior``,
-        ``trials``, and for ``lesion`` the ``text_pointer``; ``counterfactual``: ``follow_rate``, ``prior``,
-        ``text_pointer``, ``trials``, ``per_finding``); ``retrieval`` (exact-pair Recall@1/5/10 both ways with chance, ``semantic``:
+        ``trials``, and for ``lesion`` the ``text_pointer``; ``counterfactual``: ``split``, ``follow_rate``,
+        ``prior``, ``text_pointer``, ``trials``, ``per_finding``); ``retrieval`` (exact-pair Recall@1/5/10 both ways with chance, ``semantic``:
         ``precision_at_5`` and ``chance``); ``sia`` (``source``, ``threshold``, ``flag_precision``, ``flag_recall``,
         ``flag_rate``, ``base_rate``, ``rows_without_negatives``); ``sta`` (``patches_kept``,
         ``sparsity_threshold``); ``targets``, ``measured`` and ``targets_met``.
@@ -100,7 +102,7 @@ def summarise_test_metrics(
     }
     for game in grounding.values():
         game["trials"] = int(game["trials"]) if not math.isnan(game["trials"]) else 0
-    grounding["counterfactual"] = _counterfactual(metrics)
+    grounding["counterfactual"] = _counterfactual(metrics, info.get("counterfactual", {}).get("split"))
     sia = {
         "source": info.get("sia", {}).get("source"),
         "threshold": info.get("sia", {}).get("threshold"),
@@ -112,6 +114,7 @@ def summarise_test_metrics(
     sta = {
         "patches_kept": _metric(metrics, "sta_patches_kept"),
         "sparsity_threshold": info.get("sta", {}).get("sparsity_threshold"),
+        "contrast": info.get("sta", {}).get("contrast"),
     }
     measured = {
         "lesion_grounding_over_prior": _ratio(grounding["lesion"]["accuracy"], grounding["lesion"]["prior"]),

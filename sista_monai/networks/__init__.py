@@ -11,7 +11,7 @@ from .detection import (
     build_detector,
     detection_network,
 )
-from .heads import LearnableTemperature, ProjectionHead
+from .heads import LearnableTemperature, PositionCentering, ProjectionHead
 from .image_encoders import VIT_PRESETS, ResNetImageEncoder, ViTImageEncoder, build_image_encoder
 from .outputs import ImageEncoderOutput, SISTAOutput, TextEncoderOutput
 from .segmentation import ResNetSegmentationNet, ResNetStages, ViTSegmentationNet, segmentation_network
@@ -21,6 +21,7 @@ from .text_encoder import HuggingFaceTextEncoder
 __all__ = [
     "VIT_PRESETS",
     "LearnableTemperature",
+    "PositionCentering",
     "ProjectionHead",
     "ViTImageEncoder",
     "ResNetImageEncoder",

@@ -8,7 +8,7 @@ import logging
 import torch
 from torch import nn
 
-from .heads import LearnableTemperature, ProjectionHead
+from .heads import LearnableTemperature, PositionCentering, ProjectionHead
 from .outputs import SISTAOutput
 
 __all__ = ["SISTAModel"]
@@ -40,6 +40,11 @@ class SISTAModel(nn.Module):
             weight. Every forward returns ``tau`` clamped to ``temperature_bounds`` in ``SISTAOutput.temperature``.
         temperature_bounds: ``(min, max)`` of a learnable ``tau``; CLIP's logit-scale clamp at 100 is a minimum of
             0.01.
+        patch_centering: ``"position"`` subtracts each patch position's running mean embedding before the
+            normalisation of the patch head (:class:`~sista_monai.networks.heads.PositionCentering`), so that what a
+            word points at in an image is what that image, not the average image, puts there;
+            ``"position_and_image"`` also subtracts each image's mean over its patches; ``"none"`` (or ``None``,
+            ``False``) neither. ``True`` means ``"position"``.
 
     Raises:
         ValueError: when ``learnable_temperature`` and the bounds are not ``0 < min <= max`` or ``temperature``
@@ -56,13 +61,29 @@ class SISTAModel(nn.Module):
         temperature: float = 0.07,
         learnable_temperature: bool = False,
         temperature_bounds: tuple[float, float] = (0.01, 1.0),
+        patch_centering: bool | str | None = None,
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
         image_dim, text_dim = int(image_encoder.out_channels), int(text_encoder.out_channels)
         self.image_global_head = ProjectionHead(image_dim, embed_dim, head_hidden_dim)
-        self.image_local_head = ProjectionHead(image_dim, embed_dim, head_hidden_dim)
+        centering = None
+        modes = {None: None, False: None, "none": None, True: "position", "position": "position"}
+        modes["position_and_image"] = "position_and_image"
+        if not isinstance(patch_centering, (bool, str, type(None))) or patch_centering not in modes:
+            raise ValueError(
+                f"patch_centering must be 'none', 'position' or 'position_and_image', got {patch_centering!r}."
+            )
+        self.patch_centering = modes[patch_centering]
+        if self.patch_centering:
+            grid = getattr(image_encoder, "patch_grid", None)
+            if grid is None:
+                raise ValueError("patch_centering needs an image encoder with a fixed patch_grid attribute.")
+            centering = PositionCentering(
+                int(grid[0]) * int(grid[1]), embed_dim, per_image=self.patch_centering == "position_and_image"
+            )
+        self.image_local_head = ProjectionHead(image_dim, embed_dim, head_hidden_dim, centering)
         self.text_global_head = ProjectionHead(text_dim, embed_dim, head_hidden_dim)
         self.text_local_head = ProjectionHead(text_dim, embed_dim, head_hidden_dim)
         self.embed_dim = embed_dim

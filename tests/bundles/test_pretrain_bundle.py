@@ -91,6 +91,15 @@ def test_readme_command_end_to_end_without_phi(tiny_demo: Path, tmp_path: Path) 
         and metrics["sia"]["threshold"] == json.loads(TRAIN.read_text())["sia_threshold"]
     )
     assert metrics["grounding"]["lesion"]["trials"] > 0 and metrics["grounding"]["zone"]["trials"] > 0
+    lesion, counterfactual = metrics["grounding"]["lesion"], metrics["grounding"]["counterfactual"]
+    assert 0.0 <= lesion["text_pointer"] <= 1.0 and 0.0 <= lesion["prior"] <= 1.0
+    twins = json.loads((tiny_demo / "datalist_counterfactual.json").read_text())["test"]
+    assert twins and counterfactual["trials"] >= len(twins)  # every twin's report names its finding at least once
+    for key in ("follow_rate", "prior", "text_pointer"):
+        assert 0.0 <= counterfactual[key] <= 1.0, key
+    assert sum(f["trials"] for f in counterfactual["per_finding"].values()) == counterfactual["trials"]
+    assert metrics["sta"]["contrast"] == json.loads(TRAIN.read_text())["sta_contrast"]
+    assert "counterfactual grounding" in console
     assert set(metrics["targets"]) == set(metrics["targets_met"]) == set(TARGETS)
     for key, target in metrics["targets"].items():
         assert metrics["targets_met"][key] == (metrics["measured"][key] >= target)

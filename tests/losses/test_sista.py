@@ -96,3 +96,20 @@ def test_errors() -> None:
         SISTALoss(SemanticInstanceAlignmentLoss(threshold=0.3))(
             image_emb=inputs["image_emb"], text_emb=inputs["text_emb"], report_sim=inputs["report_sim"]
         )
+
+
+def test_shuffled_pairs_control_aligns_words_with_the_next_image() -> None:
+    """``sta_pairs="shuffled"``: STA on mismatched pairs (report i with image i - 1), SIA on the true pairs."""
+    inputs = make_inputs()
+    sia = SemanticInstanceAlignmentLoss(threshold=0.3)
+    sta = SparseTokenAlignmentLoss(contrast="both")
+    content = torch.full((4, 5), -1, dtype=torch.long)
+    content[:, 1] = torch.tensor([0, 1, 0, 2])
+    shuffled = SISTALoss(sia, sta, sta_pairs="shuffled")(**inputs, content_words=content)
+    matched = SISTALoss(sia, sta)(**inputs, content_words=content)
+    rolled = sta(inputs["patch_emb"].roll(1, dims=0), inputs["token_emb"], inputs["token_mask"], content_words=content)
+    torch.testing.assert_close(shuffled["loss_sta"], rolled["loss"].detach())
+    torch.testing.assert_close(shuffled["loss_sia"], matched["loss_sia"])
+    assert not torch.allclose(shuffled["loss_sta"], matched["loss_sta"])
+    with pytest.raises(ValueError, match="sta_pairs"):
+        SISTALoss(sia, sta, sta_pairs="random")

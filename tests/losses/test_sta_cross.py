@@ -433,3 +433,18 @@ def test_constant_and_errors() -> None:
     bad_sides[0, 0] = 1
     bad_sides[3, 0] = 7  # not a content word: ignored
     loss(patch_emb, token_emb, MASK, content_words=WORDS, content_sides=bad_sides)
+
+
+def test_place_unaware_exclusion_ignores_the_sides() -> None:
+    """``place_aware=False``: any report stating the class leaves the denominator, whatever the sides say."""
+    patch_emb, token_emb = random_embeddings(6, 5, 7, 4, seed=4)
+    loss = SparseTokenAlignmentLoss(contrast="cross", place_aware=False)
+    unaware = loss(patch_emb, token_emb, MASK, content_words=WORDS, content_sides=SIDES)
+    no_sides = SparseTokenAlignmentLoss(contrast="cross")(patch_emb, token_emb, MASK, content_words=WORDS)
+    aware = SparseTokenAlignmentLoss(contrast="cross")(
+        patch_emb, token_emb, MASK, content_words=WORDS, content_sides=SIDES
+    )
+    torch.testing.assert_close(unaware["loss"], no_sides["loss"])
+    reference = cross_loop_reference(patch_emb, token_emb, MASK, WORDS, torch.zeros_like(SIDES), None, 0.1)
+    torch.testing.assert_close(unaware["loss"], reference)
+    assert not torch.allclose(unaware["loss"], aware["loss"])  # report 2's left class 0 is a negative only when aware
