@@ -12,13 +12,21 @@ gives lesion and zone grounding with the image-free prior, semantic precision@5,
 and recall and the STA patches kept); then every downstream
 bundle (linear probe / frozen encoder, as the bundles' defaults) is trained at each label fraction on that
 run's ``models/image_encoder.pt`` and, once per seed, on a random initialisation, into
-``<out>/<task>/<variant>_f<fraction>_s<seed>``. A θ sweep of the SIA flags (rate and precision against the
-demo's finding labels) runs on the test split with the SISTA runs of every similarity source.
+``<out>/<task>/<variant>_f<fraction>_s<seed>``; each downstream run's validation score (final and best epoch, from
+its TensorBoard log: :mod:`sista_monai.experiments.probes`) is kept beside its test metric, and each task's probe
+fraction, the smallest label fraction at which every encoder's probe beats the constant predictor on validation,
+is stated. A θ sweep of the SIA flags (rate and precision against the demo's finding labels) runs on the test
+split with the SISTA runs of every similarity source. Effects (:data:`EFFECTS`) are paired differences over seeds
+with a Student-t 95 % interval, marked established where it excludes 0 and p < 0.05
+(:mod:`sista_monai.experiments.effects`).
 
 Outputs under ``<out>``: ``ablation.md`` (the table, the command, the hardware, the wall time, the sizes),
 ``summary.json`` (every run's values), ``plot_<metric>.png`` per downstream metric and ``theta_sweep.png``;
 ``--publish`` copies ``ablation.md`` (e.g. to ``bundles/pretrain/docs/ablation.md``) with the plots beside it.
-Every run keeps its bundle folder, so ``--reuse`` resumes an interrupted study.
+Every run keeps its bundle folder and the configuration it ran with (``ablation_config.json``), so ``--reuse``
+resumes an interrupted study and redoes only the runs whose configuration changed since (a new bundle default
+included), the pretraining runs whose report predates the counterfactual metrics, and the probes of a redone
+pretraining.
 """
 
 from __future__ import annotations
@@ -38,7 +46,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sista_monai.experiments.effects import BOOTSTRAP_RESAMPLES, ESTABLISHED_LEGEND, effect_cell, established, paired_effect
+from sista_monai.experiments import runs
+from sista_monai.experiments.effects import (
+    BOOTSTRAP_RESAMPLES,
+    ESTABLISHED_LEGEND,
+    effect_cell,
+    established,
+    paired_effect,
+)
 from sista_monai.experiments.probes import (
     VALIDATION_KEYS,
     constant_validation_score,
@@ -267,35 +282,14 @@ def _downstream_value(bundle_root: Path, metric: str) -> float:
     return float("nan") if value is None else float(value)
 
 
-RUN_CONFIG = "ablation_config.json"
-"""Beside each run the ablation starts: the configuration it ran with, so that ``--reuse`` redoes a run whose
-configuration has changed since (e.g. a new default in the bundle's ``train.json``)."""
-
-_NOT_COMPARED = frozenset({"num_workers", "iteration_log"})
-"""Config keys that do not change a run's numbers."""
-
-
-def _literal(value: Any) -> bool:
-    if isinstance(value, list):
-        return all(_literal(v) for v in value)
-    if isinstance(value, str):
-        return not value.startswith(("$", "@", "%"))
-    return value is None or isinstance(value, bool | int | float)
-
-
 def bundle_defaults(config_file: str | Path = PRETRAIN_CONFIG) -> dict[str, Any]:
-    """The literal top-level values of a bundle config (``train.json``): its defaults, read rather than assumed.
-
-    Expressions (``$...``), references (``@...``) and nested sections are left out.
-    """
-    config = json.loads(Path(config_file).read_text())
-    return {key: value for key, value in config.items() if _literal(value)}
+    """The literal top-level values of the pretraining config (:func:`sista_monai.experiments.runs.bundle_defaults`)."""
+    return runs.bundle_defaults(config_file)
 
 
 def _pretrain_config(variant: Variant, seed: int, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """What a pretraining run is configured with: the bundle defaults, the budget, the overrides, the variant's."""
-    config = {**bundle_defaults(), **PRETRAIN_BUDGET, **overrides, **variant.overrides, "seed": seed}
-    return dict(json.loads(json.dumps(config)))  # as JSON reads it back (tuples become lists)
+    return runs.as_json({**bundle_defaults(), **PRETRAIN_BUDGET, **overrides, **variant.overrides, "seed": seed})
 
 
 def same_configurations(variants: Sequence[Variant], overrides: Mapping[str, Any]) -> list[list[str]]:
@@ -311,30 +305,12 @@ def same_configurations(variants: Sequence[Variant], overrides: Mapping[str, Any
     return [names for names in groups.values() if len(names) > 1]
 
 
-def _changed_keys(root: Path, config: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
-    """The keys whose value differs from the one recorded beside a run (:data:`RUN_CONFIG`); ``[]`` without record.
-
-    A key of ``defaults`` the record lacks (added to the bundle config since) is not counted.
-    """
-    file = root / RUN_CONFIG
-    if not file.is_file():
-        return []
-    recorded = json.loads(file.read_text())
-    missing = object()
-    return sorted(
-        key
-        for key in recorded.keys() | config.keys()
-        if key not in _NOT_COMPARED
-        and not (key not in recorded and key in defaults)
-        and recorded.get(key, missing) != config.get(key, missing)
-    )
-
-
 def pretrain(variant: Variant, seed: int, out: Path, overrides: Mapping[str, Any], reuse: bool) -> Path:
     """Run the pretraining bundle for one variant and seed (or reuse its finished run); returns its folder.
 
     A finished run is reused only when its report has the grounding and counterfactual metrics and its recorded
-    configuration (:data:`RUN_CONFIG`) matches today's: the bundle defaults, the budget and the overrides.
+    configuration (:data:`~sista_monai.experiments.runs.RUN_CONFIG`) matches today's: the bundle defaults, the
+    budget and the overrides.
     """
     from monai.bundle import run as bundle_run
 
@@ -348,7 +324,7 @@ def pretrain(variant: Variant, seed: int, out: Path, overrides: Mapping[str, Any
         and (root / "models" / "image_encoder.pt").is_file()
         and "counterfactual" in json.loads(report.read_text()).get("grounding", {})
     )
-    changed = _changed_keys(root, config, bundle_defaults()) if done else []
+    changed = runs.changed_keys(root, config, bundle_defaults()) if done else []
     if changed:
         logger.warning("%s: configuration changed since its run (%s): redone", root, ", ".join(changed))
     if not (reuse and done and not changed):
@@ -361,7 +337,7 @@ def pretrain(variant: Variant, seed: int, out: Path, overrides: Mapping[str, Any
             **{**PRETRAIN_BUDGET, **overrides, **variant.overrides},
         )
         _record_seconds(root, time.perf_counter() - start)
-        (root / RUN_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        runs.record_config(root, config)
     return root
 
 
@@ -381,16 +357,16 @@ def downstream(
     """Train one downstream bundle (frozen encoder) with ``overrides`` (its budget) and return its test metric.
 
     A finished run is reused only when its report is newer than the encoder file (a redone pretraining redoes its
-    probes) and its recorded overrides (:data:`RUN_CONFIG`) match.
+    probes) and its recorded overrides (:data:`~sista_monai.experiments.runs.RUN_CONFIG`) match.
     """
     from monai.bundle import run as bundle_run
 
     from sista_monai.experiments.compare import TASKS
 
     report = root / "eval" / "metrics.json"
-    config = dict(json.loads(json.dumps({**overrides, "label_fraction": fraction, "seed": seed})))
+    config = runs.as_json({**overrides, "label_fraction": fraction, "seed": seed})
     done = report.is_file() and (encoder is None or report.stat().st_mtime >= encoder.stat().st_mtime)
-    changed = _changed_keys(root, config, {}) if done else []
+    changed = runs.changed_keys(root, config, {}) if done else []
     if changed:
         logger.warning("%s: configuration changed since its run (%s): redone", root, ", ".join(changed))
     if not (reuse and done and not changed):
@@ -406,7 +382,7 @@ def downstream(
             **overrides,
         )
         _record_seconds(root, time.perf_counter() - start)
-        (root / RUN_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        runs.record_config(root, config)
     return _downstream_value(root, TASK_METRICS[task][0])
 
 
@@ -468,11 +444,18 @@ def _cell(values: Sequence[float] | None) -> str:
     return f"{mean:.3f} ± {std:.3f}" + ("" if n == len(values) else f" ({n} of {len(values)})")
 
 
+def _downstream_label(results: Mapping[str, Any], task: str, fraction: int) -> str:
+    """A downstream column's header; the probe fraction of its task (:func:`probe_fraction`) is marked."""
+    mark = " (probe fraction)" if probe_fraction(results, task) == fraction else ""
+    return f"{TASK_METRICS[task][1]}, {fraction} %{mark}"
+
+
 def format_table(results: Mapping[str, Any], tasks: Sequence[str], fractions: Fractions) -> str:
     """Markdown table: a row per variant (``random`` last), pretraining metrics then downstream metrics, and the
-    image-free baselines (``results["baselines"]``, :func:`trivial_baselines`) as the last row when present."""
+    image-free baselines (``results["baselines"]``, :func:`trivial_baselines`) as the last row when present. The
+    column of each task's probe fraction (:func:`probe_fraction`) says so in its header."""
     columns = [label for _, label in PRETRAIN_KEYS]
-    columns += [f"{TASK_METRICS[task][1]}, {fraction} %" for task, fraction in _pairs(tasks, fractions)]
+    columns += [_downstream_label(results, task, fraction) for task, fraction in _pairs(tasks, fractions)]
     lines = ["| variant | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     labels = {v.name: v.label for v in VARIANTS} | {"random": "random initialisation (no pretraining)"}
     for name, entry in results["variants"].items():
@@ -489,17 +472,111 @@ def format_table(results: Mapping[str, Any], tasks: Sequence[str], fractions: Fr
     return "\n".join(lines)
 
 
+def format_validation(results: Mapping[str, Any], tasks: Sequence[str], fractions: Fractions) -> str:
+    """Markdown table of the downstream probes' validation scores, the constant predictor's as the last row.
+
+    Each cell: mean ± sample std over seeds of the final validation epoch's score (``validation_final``, what
+    :func:`probe_fraction` judges), and in brackets the mean of the best epoch's (``validation_best``, the tested
+    checkpoint's, biased upwards by the selection). Variants not trained downstream are left out.
+    """
+    pairs = _pairs(tasks, fractions)
+    columns = [_downstream_label(results, task, fraction) for task, fraction in pairs]
+    lines = ["| variant | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    labels = {v.name: v.label for v in VARIANTS} | {"random": "random initialisation (no pretraining)"}
+    final_key, best_key = VALIDATION_KEYS["final"], VALIDATION_KEYS["best"]
+    for name, entry in results["variants"].items():
+        if not any(task in entry for task in tasks):
+            continue
+        cells = []
+        for task, fraction in pairs:
+            final = entry.get(final_key, {}).get(task, {}).get(str(fraction))
+            best, _, n = _mean_std(entry.get(best_key, {}).get(task, {}).get(str(fraction), []))
+            cells.append(_cell(final) + (f" (best epoch {best:.3f})" if n else ""))
+        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+    cells = []
+    for task, fraction in pairs:
+        constant = constant_validation_score(results, task, fraction)
+        cells.append("" if constant is None else f"{constant:.3f}")
+    lines.append("| constant predictor (image-free baseline on validation) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_probe_fractions(results: Mapping[str, Any], tasks: Sequence[str], fractions: Fractions) -> list[str]:
+    """One line per task stating its probe fraction (:func:`probe_fraction`), or why there is none."""
+    lines = []
+    final_key = VALIDATION_KEYS["final"]
+    for task in tasks:
+        shown = [fraction for _, fraction in _pairs([task], fractions)]
+        encoders = {name: entry for name, entry in results["variants"].items() if task in entry}
+        if not shown or not encoders:
+            continue
+        label = TASK_METRICS[task][1]
+        chosen = probe_fraction(results, task)
+        if chosen is not None:
+            constant = constant_validation_score(results, task, chosen)
+            lines.append(
+                f"{label}: probes compared at {chosen} %: the smallest fraction at which every encoder's probe beats "
+                f"the constant predictor on validation (mean over seeds of the final validation epoch's score > "
+                f"{constant:.3f}, every one of the {len(encoders)} encoders)"
+            )
+            continue
+        failing = []
+        for fraction in shown:
+            constant = constant_validation_score(results, task, fraction)
+            if constant is None:
+                failing.append(
+                    f"{fraction} %: no constant-predictor score on validation (run the random initialisation)"
+                )
+                continue
+            below = []
+            for name, entry in encoders.items():
+                mean, _, n = _mean_std(entry.get(final_key, {}).get(task, {}).get(str(fraction), []))
+                if not n or mean <= constant:
+                    below.append(f"{name} {mean:.3f}" if n else f"{name} n/a")
+            failing.append(f"{fraction} %: {', '.join(below)} ≤ {constant:.3f}")
+        lines.append(
+            f"{label}: no probe fraction: at no fraction run does every encoder's probe beat the constant predictor "
+            f"on validation ({'; '.join(failing)}); its columns compare probes that may not have learned anything"
+        )
+    return lines
+
+
 EFFECTS: tuple[tuple[str, str, str], ...] = (
     ("+ SIA (vs CLIP only)", "clip_sia", "clip"),
     ("+ STA (vs CLIP only)", "clip_sta", "clip"),
+    ("+ STA within pairs (vs CLIP only)", "clip_sta_within", "clip"),
     ("SIA and STA (SISTA vs CLIP only)", "sista", "clip"),
     ("SIA within SISTA (SISTA vs + STA)", "sista", "clip_sta"),
     ("STA within SISTA (SISTA vs + SIA)", "sista", "clip_sia"),
     ("text SIA vs the labels oracle (SISTA vs SISTA oracle)", "sista", "sista_oracle"),
     ("sparsity (SISTA vs dense STA, σ = 0)", "sista", "sista_dense"),
+    ("cross-image STA (SISTA vs within-pair STA)", "sista", "sista_within"),
+    ("cross-image term alone vs within-pair term alone (SISTA cross vs within)", "sista_cross", "sista_within"),
+    ("alignment (SISTA vs shuffled-pair STA)", "sista", "sista_shuffled"),
     ("pretraining (SISTA vs random initialisation)", "sista", "random"),
 )
-"""The contrasts of the effects table: (label, variant, baseline)."""
+"""The contrasts of the effects table: (label, variant, baseline). ``sista`` runs the bundle defaults, so
+"cross-image STA" contrasts the default ``sta_contrast`` (``both`` today) with ``within``; "alignment" contrasts
+STA on the true image–report pairs with STA on mismatched ones (the shuffled-pair control)."""
+
+EFFECT_PRETRAIN_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("lesion", "lesion grounding"),
+    ("counterfactual_follow_rate", "counterfactual follow rate"),
+    ("semantic_precision", "semantic P@5"),
+)
+"""The pretraining columns of the effects table: ``summary.json`` keys and their labels."""
+
+
+def _effect_columns(
+    results: Mapping[str, Any], tasks: Sequence[str], fractions: Fractions
+) -> list[tuple[str, str, str]]:
+    """``(group, key, label)`` of the effects table's columns: pretraining metrics, then each task and fraction."""
+    columns = [("pretrain", key, label) for key, label in EFFECT_PRETRAIN_COLUMNS]
+    columns += [
+        (task, str(fraction), _downstream_label(results, task, fraction)) for task, fraction in _pairs(tasks, fractions)
+    ]
+    return columns
+
 
 def _effect_cell(values: Sequence[float] | None, baseline: Sequence[float] | None) -> str:
     """Mean difference [t 95 % interval], paired t-test p, how many seeds improved; bold ✓ when established."""
@@ -513,14 +590,11 @@ def format_effects(results: Mapping[str, Any], tasks: Sequence[str], fractions: 
 
     A seed's pretraining and downstream runs share their seed with the baseline's, so the difference of the two
     runs of one seed removes what the seed alone decides (data order, initialisation of the downstream head).
-    Each cell: the mean difference, its percentile bootstrap 95 % interval over seeds, the paired t-test's
-    two-sided p-value and the number of seeds where the variant scored higher. Contrasts whose variants were not
-    run are left out.
+    Each cell: the mean difference, its Student-t 95 % interval over seeds, the paired t-test's two-sided p-value
+    and the number of seeds where the variant scored higher, in bold with a ✓ when established
+    (:func:`~sista_monai.experiments.effects.established`). Contrasts whose variants were not run are left out.
     """
-    columns = [("pretrain", "lesion", "lesion grounding"), ("pretrain", "semantic_precision", "semantic P@5")]
-    columns += [
-        (task, str(fraction), f"{TASK_METRICS[task][1]}, {fraction} %") for task, fraction in _pairs(tasks, fractions)
-    ]
+    columns = _effect_columns(results, tasks, fractions)
     lines = ["| effect | " + " | ".join(c[2] for c in columns) + " |", "|---|" + "---|" * len(columns)]
     variants = results["variants"]
     for label, name, baseline in EFFECTS:
@@ -532,6 +606,38 @@ def format_effects(results: Mapping[str, Any], tasks: Sequence[str], fractions: 
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def effects_summary(results: Mapping[str, Any], tasks: Sequence[str], fractions: Fractions) -> list[dict[str, Any]]:
+    """Every cell of the effects table as ``summary.json`` keeps it: the contrast (``effect``, ``variant``,
+    ``baseline``), the column (``group``: ``pretrain`` or the task; ``key``: the metric or the fraction), the
+    :func:`paired_effect` values (bootstrap and t intervals) and ``established``. Cells without paired values are
+    left out."""
+    rows = []
+    variants = results["variants"]
+    for label, name, baseline in EFFECTS:
+        if name not in variants or baseline not in variants:
+            continue
+        for group, key, _ in _effect_columns(results, tasks, fractions):
+            values = variants[name].get(group, {}).get(key)
+            reference = variants[baseline].get(group, {}).get(key)
+            if not values or not reference or len(values) != len(reference):
+                continue
+            effect = paired_effect(values, reference)
+            if effect is None:
+                continue
+            rows.append(
+                {
+                    "effect": label,
+                    "variant": name,
+                    "baseline": baseline,
+                    "group": group,
+                    "key": key,
+                    **effect,
+                    "established": established(effect),
+                }
+            )
+    return rows
 
 
 def degenerate_reason(task: str, report: Mapping[str, Any]) -> str | None:
@@ -871,6 +977,41 @@ def describe_sizes(
     )
 
 
+REPORTED_DEFAULTS = ("sta_contrast", "sta_pairs", "patch_centering")
+"""Bundle defaults the page states even when no variant run sets them (they shape what ``sista`` runs)."""
+
+
+def _defaults_note(defaults: Mapping[str, Any], same: Sequence[Sequence[str]]) -> str:
+    """The page's line on the bundle defaults of the keys the variants set, and on variants that coincide."""
+    text = (
+        "Bundle defaults (`bundles/pretrain/configs/train.json`) of the keys the variants set, which the SISTA row "
+        "runs: " + ", ".join(f"{key} = {json.dumps(value)}" for key, value in defaults.items()) + "."
+    )
+    if same:
+        text += " Same configuration at these defaults (their rows differ by run-to-run noise only): " + "; ".join(
+            " = ".join(group) for group in same
+        )
+        text += "."
+    return text
+
+
+def _probes_section(results: Mapping[str, Any], tasks: Sequence[str], fractions: Fractions) -> str:
+    """The page's probe fractions (:func:`format_probe_fractions`) and validation table (:func:`format_validation`)."""
+    if not any(task in entry for entry in results["variants"].values() for task in tasks):
+        return "No downstream runs."
+    lines = format_probe_fractions(results, tasks, fractions)
+    return (
+        "\n".join(f"- {line}" for line in lines)
+        + "\n\nThe probe fraction of a task is the smallest label fraction at which every encoder's probe (random "
+        "initialisation included) beats the constant predictor on the *validation* split; its columns are marked "
+        "(probe fraction) and compare encoders whose probes all learned something. The other columns stay, with the "
+        "image-free baseline beside each (last row of the results table). Validation scores (the bundles write them "
+        "to their TensorBoard logs only): mean ± sample std over seeds of the final validation epoch's, and in "
+        "brackets the mean of the best epoch's (the tested checkpoint's, biased upwards by that selection).\n\n"
+        + format_validation(results, tasks, fractions)
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m sista_monai.experiments ablation``."""
     parser = argparse.ArgumentParser(
@@ -954,6 +1095,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     degenerate = degenerate_runs(out, args.tasks)
     results["degenerate_runs"] = degenerate
     results["below_baseline"] = below = below_baseline(results, args.tasks, fractions)
+    results["probe_fractions"] = {task: probe_fraction(results, task) for task in args.tasks}
+    results["effects"] = effects_summary(results, args.tasks, fractions)
+    defaults = bundle_defaults()
+    shown = {key for v in variants for key in v.overrides} | (set(REPORTED_DEFAULTS) & defaults.keys())
+    results["bundle_defaults"] = {key: defaults.get(key) for key in sorted(shown)}
+    results["same_configurations"] = same = same_configurations(variants, pretrain_overrides)
     command = "python -m sista_monai.experiments ablation " + " ".join(sys.argv[1:] if argv is None else argv)
     table = format_table(results, args.tasks, fractions)
     plots = _plots(results, args.tasks, fractions, out)
@@ -997,13 +1144,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"folder: {history}; {results['run_seconds'] / 60:.1f} min summed over every run's training and evaluation  \n"
         f"Seeds: {list(args.seeds)}; pretraining overrides {results['pretrain_budget']}; downstream overrides "
         f"{results['downstream_budget']} (frozen encoder); results: mean ± sample std over seeds; effects: mean paired "
-        "difference [bootstrap 95 % interval], paired t-test p; SIA flag precision is n/a when nothing is flagged (SIA off).  \n"
+        "difference [Student-t 95 % interval], paired t-test p; SIA flag precision is n/a when nothing is flagged (SIA off).  \n"
         + describe_sizes(pretrain_overrides, out, args.tasks, fractions, args.seeds[0])
+        + "  \n"
+        + _defaults_note(results["bundle_defaults"], same)
         + "\n\n"
         "## Results\n\n" + table + "\n\n"
-        "## Effects\n\nDifference of a variant from its baseline, seed by seed (each seed's runs of the two variants share "
-        "their seed): mean difference [percentile bootstrap 95 % interval over seeds], two-sided paired t-test p, and the "
-        "number of seeds where the variant scored higher.\n\n"
+        "The lesion text pointer reads the report's sentence but never the image; the counterfactual follow rate is the "
+        "share of trials in which a word's best patch follows its finding when the finding is moved in a twin image (the "
+        "pointers that never see the image score near 0 there by construction: `counterfactual_prior` and "
+        "`counterfactual_text_pointer` in summary.json).\n\n"
+        "## Probes\n\n"
+        + _probes_section(results, args.tasks, fractions)
+        + "\n\n## Effects\n\nDifference of a variant from its baseline, seed by seed (each seed's runs of the two "
+        "variants share their seed): mean difference [Student-t 95 % interval of the mean over seeds, n - 1 degrees of "
+        "freedom], two-sided paired t-test p, and the number of seeds where the variant scored higher. With 5 seeds a "
+        "percentile bootstrap interval is too narrow (it covers the true mean about 83 % of the time), so the cells show "
+        "the t-interval; the bootstrap interval stays in summary.json (`effects`: `low`, `high`).  \n"
+        + ESTABLISHED_LEGEND
+        + "\n\n"
         + effects
         + "\n\n## Degenerate downstream probes\n\n"
         + (

@@ -101,11 +101,7 @@ def effect_cell(effect: Mapping[str, float] | None) -> str:
     """``mean [t 95 % interval], p (better in k of n)``, bold with a ✓ when :func:`established`; ``n/a`` for None."""
     if effect is None:
         return "n/a"
-    interval = (
-        "[n/a]"
-        if math.isnan(effect["t_low"])
-        else f"[{_signed(effect['t_low'])}, {_signed(effect['t_high'])}]"
-    )
+    interval = "[n/a]" if math.isnan(effect["t_low"]) else f"[{_signed(effect['t_low'])}, {_signed(effect['t_high'])}]"
     p = "n/a" if math.isnan(effect["p"]) else f"{effect['p']:.3f}"
     text = f"{_signed(effect['mean'])} {interval}, p {p} (better in {effect['better']} of {effect['n']})"
     return f"**{text}** ✓" if established(effect) else text

@@ -37,6 +37,8 @@ class PositionCentering(nn.Module):
             STA losses can then only be lowered by what differs from patch to patch.
     """
 
+    running_mean: torch.Tensor
+
     def __init__(self, num_positions: int, dim: int, momentum: float = 0.1, per_image: bool = False) -> None:
         super().__init__()
         if not 0 < momentum <= 1:

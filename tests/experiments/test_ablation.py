@@ -12,6 +12,8 @@ from PIL import Image
 
 from sista_monai.experiments.ablation import (
     DOWNSTREAM_BUDGET,
+    EFFECTS,
+    PRETRAIN_CONFIG,
     VARIANTS,
     below_baseline,
     degenerate_reason,
@@ -23,6 +25,9 @@ from sista_monai.experiments.ablation import (
     paired_effect,
     trivial_baselines,
 )
+from sista_monai.experiments.effects import ESTABLISHED_LEGEND
+from sista_monai.experiments.probes import probe_fraction, validation_scores
+from sista_monai.experiments.runs import RUN_CONFIG
 
 TINY_ENCODER = {
     "image_encoder#hidden_size": 32,
@@ -44,6 +49,28 @@ def test_variants_switch_off_exactly_one_part_each() -> None:
         0.25,
         0.75,
     ]
+    # issue 24: STA's terms one at a time, and the shuffled-pair control
+    assert [by_name[f"sista_{c}"] for c in ("within", "cross", "both")] == [
+        {"sta_contrast": "within"},
+        {"sta_contrast": "cross"},
+        {"sta_contrast": "both"},
+    ]
+    assert by_name["sista_shuffled"] == {"sta_pairs": "shuffled"}
+    assert by_name["clip_sta_within"] == {"sia_threshold": 2.0, "sta_contrast": "within"}
+    labels = {v.name: v.label for v in VARIANTS}
+    assert (
+        labels["sista_shuffled"].startswith("control:") and "mismatched image–report pairs" in labels["sista_shuffled"]
+    )
+    assert len(labels) == len(VARIANTS)  # names are unique
+
+
+def test_effects_contrast_the_new_variants() -> None:
+    contrasts = {label: (name, baseline) for label, name, baseline in EFFECTS}
+    assert contrasts["cross-image STA (SISTA vs within-pair STA)"] == ("sista", "sista_within")
+    assert contrasts["alignment (SISTA vs shuffled-pair STA)"] == ("sista", "sista_shuffled")
+    assert contrasts["+ STA within pairs (vs CLIP only)"] == ("clip_sta_within", "clip")
+    names = {v.name for v in VARIANTS} | {"random"}
+    assert all(name in names and baseline in names for name, baseline in contrasts.values())
 
 
 def test_table_is_mean_and_sample_std_per_cell() -> None:
@@ -58,12 +85,13 @@ def test_table_is_mean_and_sample_std_per_cell() -> None:
     }
     table = format_table(results, ["classification"], [1]).splitlines()
     assert table[0] == (
-        "| variant | lesion grounding | its image-free prior | zone grounding | semantic P@5 | image→report R@5 | "
-        "SIA flag precision | SIA flag recall | STA patches kept | RSNA-like AUROC, 1 % |"
+        "| variant | lesion grounding | its image-free prior | its text pointer | counterfactual follow rate | "
+        "zone grounding | semantic P@5 | image→report R@5 | SIA flag precision | SIA flag recall | STA patches kept | "
+        "RSNA-like AUROC, 1 % |"
     )
     # std of (0.2, 0.4) = 0.1414; columns not measured are empty
-    assert table[2].endswith("| 0.300 ± 0.141 |  | 0.100 ± 0.000 |  |  | n/a |  |  | 0.700 ± 0.141 |")
-    assert table[3] == "| random initialisation (no pretraining) |  |  |  |  |  |  |  |  | 0.500 ± 0.000 (1 of 2) |"
+    assert table[2].endswith("| 0.300 ± 0.141 |  |  |  | 0.100 ± 0.000 |  |  | n/a |  |  | 0.700 ± 0.141 |")
+    assert table[3] == "| random initialisation (no pretraining) |" + "  |" * 10 + " 0.500 ± 0.000 (1 of 2) |"
 
 
 def test_table_ends_with_the_image_free_baselines() -> None:
@@ -75,7 +103,7 @@ def test_table_ends_with_the_image_free_baselines() -> None:
     assert (
         last
         == "| image-free baseline (fitted on the labelled training images) |"
-        + "  |" * 8
+        + "  |" * 10
         + " 0.727 (the all-empty prediction) |"
     )
     # clip's mean 0.85 beats 0.7273; random's 0.65 does not
@@ -104,6 +132,10 @@ def test_paired_effect_hand_computed() -> None:
     assert effect["p"] == pytest.approx(2 * (0.5 - t / (2 * math.sqrt(2 + t * t))), rel=1e-9)
     # resampled means of three seeds fall on multiples of 1/3 in [1, 3]; P(mean = 1) = P(mean = 3) = 1/27 > 2.5 %
     assert (effect["mean"], effect["low"], effect["high"], effect["better"], effect["n"]) == (2.0, 1.0, 3.0, 3, 3)
+    # t 95 % interval: 2 ± t(0.975, 2) · 1 / sqrt(3), t(0.975, 2) = 4.302653
+    assert (effect["t_low"], effect["t_high"]) == pytest.approx(
+        (2 - 4.302653 / math.sqrt(3), 2 + 4.302653 / math.sqrt(3))
+    )
     assert math.isnan(paired_effect([1.0, 2.0], [1.0, 2.0])["p"])  # no spread
     assert paired_effect([float("nan")], [0.0]) is None
     with pytest.raises(ValueError):
@@ -126,16 +158,22 @@ def test_effects_are_paired_differences_seed_by_seed() -> None:
         }
     }
     table = format_effects(results, ["classification"], [1]).splitlines()
-    assert table[0] == "| effect | lesion grounding | semantic P@5 | RSNA-like AUROC, 1 % |"
+    assert (
+        table[0] == "| effect | lesion grounding | counterfactual follow rate | semantic P@5 | RSNA-like AUROC, 1 % |"
+    )
     rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in table[2:]}
     lesion = paired_effect([0.3, 0.3, 0.5], [0.2, 0.4, 0.3])  # differences (0.1, -0.1, 0.2)
+    # the cell shows the t-interval (not the bootstrap one); not established: no bold, no mark
     assert rows["+ SIA (vs CLIP only)"][0] == (
-        f"+0.067 [{lesion['low']:+.3f}, {lesion['high']:+.3f}], p {lesion['p']:.3f} (better in 2 of 3)"
+        f"+0.067 [{lesion['t_low']:+.3f}, {lesion['t_high']:+.3f}], p {lesion['p']:.3f} (better in 2 of 3)"
     )
-    assert rows["+ SIA (vs CLIP only)"][1].endswith("(better in 1 of 2)")  # the NaN seed is left out
+    assert rows["+ SIA (vs CLIP only)"][1] == ""  # no counterfactual follow rate measured
+    assert rows["+ SIA (vs CLIP only)"][2].endswith("(better in 1 of 2)")  # the NaN seed is left out
     # sista has 2 lesion values for 3 seeds: not paired, left empty; no semantic precision at all: empty
-    assert rows["SIA and STA (SISTA vs CLIP only)"][:2] == ["", ""]
-    assert rows["pretraining (SISTA vs random initialisation)"][2].startswith("+0.367 [")
+    assert rows["SIA and STA (SISTA vs CLIP only)"][:3] == ["", "", ""]
+    # differences (0.4, 0.4, 0.3) against random: mean 0.367, sd 0.0577, t-interval 0.367 ± 4.3027 · 0.0577 / √3
+    pretraining = rows["pretraining (SISTA vs random initialisation)"][3]
+    assert pretraining == "**+0.367 [+0.223, +0.510], p 0.008 (better in 3 of 3)** ✓ |"  # established: bold, ✓
     assert len(rows) == 4  # contrasts with clip_sta, the oracle and dense STA are left out: they were not run
     assert "STA within SISTA (SISTA vs + SIA)" in rows
 
@@ -187,6 +225,8 @@ def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
         "--variants",
         "clip",
         "sista",
+        "sista_within",
+        "sista_shuffled",
         "--downstream-variants",
         "sista",
         "--tasks",
@@ -203,10 +243,11 @@ def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
     assert main(args) == 0
     out = tmp_path / "out"
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["variants"]) == {"clip", "sista", "random"}
+    assert set(summary["variants"]) == {"clip", "sista", "sista_within", "sista_shuffled", "random"}
     assert (
-        len(list(out.rglob("ablation_seconds.json"))) == 2 + 2 and summary["run_seconds"] > 0
-    )  # 2 pretrainings, 2 downstream
+        len(list(out.rglob("ablation_seconds.json"))) == 4 + 2 and summary["run_seconds"] > 0
+    )  # 4 pretrainings, 2 downstream
+    assert len(list(out.rglob(RUN_CONFIG))) == 4 + 2  # each run's configuration beside it
     assert "classification" not in summary["variants"]["clip"]  # not in --downstream-variants: pretraining only
     assert summary["baselines"]["classification"]["10"]["value"] == 0.5
     for name in ("sista", "random"):
@@ -214,11 +255,35 @@ def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
         encoder = "random" if name == "random" else name
         run = json.loads((out / "classification" / f"{encoder}_f10_s0" / "eval" / "metrics.json").read_text())
         assert auroc == pytest.approx(run["metrics"]["auroc"], nan_ok=True)  # the table reads each run's own report
-    for name in ("clip", "sista"):
+    for name in ("sista", "random"):
+        # the validation score beside the test metric: the run's TensorBoard log, final and best epoch
+        scores = validation_scores(out / "classification" / f"{name}_f10_s0", "auroc")
+        assert scores["epochs"] == 1  # one epoch, validated once
+        entry = summary["variants"][name]
+        assert entry["validation_final"]["classification"]["10"] == [pytest.approx(scores["final"], nan_ok=True)]
+        assert entry["validation_best"]["classification"]["10"] == [pytest.approx(scores["best"], nan_ok=True)]
+    assert summary["probe_fractions"] == {"classification": probe_fraction(summary, "classification")}
+    assert summary["baselines"]["classification"]["10"]["validation"] == 0.5
+    for name in ("clip", "sista", "sista_within", "sista_shuffled"):
         report = json.loads((out / "pretrain" / f"{name}_s0" / "eval" / "metrics.json").read_text())
-        assert summary["variants"][name]["pretrain"]["lesion"] == [
-            pytest.approx(report["grounding"]["lesion"]["accuracy"], nan_ok=True)
+        values = summary["variants"][name]["pretrain"]
+        assert values["lesion"] == [pytest.approx(report["grounding"]["lesion"]["accuracy"], nan_ok=True)]
+        assert values["lesion_text_pointer"] == [
+            pytest.approx(report["grounding"]["lesion"]["text_pointer"], nan_ok=True)
         ]
+        counterfactual = report["grounding"]["counterfactual"]
+        assert values["counterfactual_follow_rate"] == [pytest.approx(counterfactual["follow_rate"], nan_ok=True)]
+        assert values["counterfactual_text_pointer"] == [pytest.approx(counterfactual["text_pointer"], nan_ok=True)]
+        recorded = json.loads((out / "pretrain" / f"{name}_s0" / RUN_CONFIG).read_text())
+        assert recorded["sta_contrast"] == (
+            "within" if name == "sista_within" else summary["bundle_defaults"]["sta_contrast"]
+        )
+    assert summary["bundle_defaults"]["sta_contrast"] == json.loads(Path(PRETRAIN_CONFIG).read_text())["sta_contrast"]
+    effects = {(e["effect"], e["key"]): e for e in summary["effects"]}
+    for label in ("cross-image STA (SISTA vs within-pair STA)", "alignment (SISTA vs shuffled-pair STA)"):
+        effect = effects[(label, "lesion")]
+        assert {"t_low", "t_high", "low", "high", "p", "established"} <= set(effect) and effect["n"] == 1
+        assert effect["established"] is False  # one seed establishes nothing
     assert summary["variants"]["clip"]["pretrain"]["flag_rate"] == [0.0]  # θ = 2 flags nothing
     sweep = summary["theta_sweep"]["text_frozen"]
     rates = [p["flag_rate"] for p in sweep]
@@ -229,6 +294,9 @@ def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
     assert at_theta["flag_rate"] == pytest.approx(summary["variants"]["sista"]["pretrain"]["flag_rate"][0])
     text = (tmp_path / "docs" / "ablation.md").read_text()
     assert "| CLIP only" in text and "| random initialisation" in text and "Wall time" in text
+    assert "| control: SISTA with STA on mismatched image–report pairs" in text and "## Probes" in text
+    assert "Student-t 95 % interval" in text and ESTABLISHED_LEGEND in text
+    assert "| cross-image STA (SISTA vs within-pair STA) |" in text
     splits = json.loads((data / "datalist_pretrain.json").read_text())
     assert (
         "{}/{}/{} training/validation/test studies".format(
@@ -248,11 +316,22 @@ def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
         "| image-free baseline (fitted on the labelled training images) |" in text
         and "## Below the image-free baseline" in text
     )
+    # --reuse redoes nothing that is finished and unchanged ...
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("ablation_seconds.json")}
+    assert main([*args, "--reuse", "--no-sweep"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("ablation_seconds.json")} == stamps
+    # ... but a run whose configuration changed since (here: its record edited, as a new default would) is redone
+    record = out / "pretrain" / "clip_s0" / RUN_CONFIG
+    record.write_text(json.dumps({**json.loads(record.read_text()), "lambda_instance": 0.5}))
+    assert main([*args, "--reuse", "--no-sweep"]) == 0
+    redone = {p for p, t in stamps.items() if p.stat().st_mtime_ns != t}
+    assert redone == {out / "pretrain" / "clip_s0" / "ablation_seconds.json"}
     # the segmentation and detection baselines read the datalists the bundles read
     budgets = {
         task: {"dataset_dir": str(data), "demo_n": 40, "demo_size": 64} for task in ("segmentation", "detection")
     }
     baselines = trivial_baselines(["segmentation", "detection"], [10], budgets)
+    assert baselines["segmentation"]["10"]["validation"] is not None and baselines["detection"]["10"]["validation"] >= 0
     test = json.loads((data / "datalist_segmentation.json").read_text())["test"]
     empty = sum(not (Image.open(data / item["mask"]).getbbox()) for item in test)
     assert baselines["segmentation"]["10"]["all_empty"]["mean_dice"] == pytest.approx(empty / len(test))

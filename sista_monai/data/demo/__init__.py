@@ -12,7 +12,8 @@ Command::
 
 The generator is a small package, one module per step: :mod:`.plan` (what each study shows),
 :mod:`.render` (drawing it), :mod:`.reports` (the report text), :mod:`.dicom` (scanner-like DICOM encoding,
-planted identifiers), :mod:`.splits` (by patient, with :mod:`sista_monai.data.splits`), and :mod:`.generate`
+planted identifiers), :mod:`.splits` (by patient, with :mod:`sista_monai.data.splits`), :mod:`.counterfactual`
+(twins with one finding moved), and :mod:`.generate`
 (writing, the manifest, :func:`ensure_demo_data` and the command line).
 
 Conventions (read these before measuring anything on the data):
@@ -33,9 +34,13 @@ Conventions (read these before measuring anything on the data):
 
 Output layout (every path inside a JSON file is relative to that file's folder)::
 
-    images/<id>.dcm  masks/<id>.png  reports/<id>.txt  tokenizer/
+    images/<id>.dcm  masks/<id>.png  reports/<id>.txt  tokenizer/  counterfactual/<id>_<lesion class>.dcm
     datalist_pretrain.json  datalist_classification.json  datalist_segmentation.json
-    datalist_detection.json  manifest.json  [phi_manifest.json]
+    datalist_detection.json  datalist_counterfactual.json  manifest.json  [phi_manifest.json]
+
+``counterfactual/`` holds the twins of the validation and test studies (:mod:`.counterfactual`): the same
+radiograph with one finding moved, for the counterfactual grounding test; ``datalist_counterfactual.json`` pairs
+each with its study and keeps the study's report.
 
 The output is byte-for-byte reproducible for a seed: UIDs are derived from the seed, dates are fixed,
 JSON keys are sorted, and nothing records the time or the machine.

@@ -1,0 +1,67 @@
+"""Paired effects at a handful of seeds: the Student-t interval, and when an effect is established."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats
+
+from sista_monai.experiments.effects import effect_cell, established, paired_effect
+
+
+def test_t_interval_of_one_to_five_by_hand() -> None:
+    effect = paired_effect([1.0, 2.0, 3.0, 4.0, 5.0], [0.0] * 5)
+    # mean 3, sd = sqrt(10 / 4) = 1.5811, t(0.975, 4) = 2.7764: 3 ± 2.7764 · 1.5811 / sqrt(5) = 3 ± 1.9632
+    assert effect["mean"] == 3.0
+    assert (effect["t_low"], effect["t_high"]) == pytest.approx((1.0368, 4.9632), abs=1e-4)
+    low, high = stats.t.interval(0.95, 4, loc=3.0, scale=stats.sem([1.0, 2.0, 3.0, 4.0, 5.0]))
+    assert (effect["t_low"], effect["t_high"]) == pytest.approx((low, high), rel=1e-12)
+    assert effect["p"] == pytest.approx(stats.ttest_1samp([1, 2, 3, 4, 5], 0.0).pvalue)  # 0.0132
+    assert {"low", "high"} <= set(effect)  # the bootstrap interval stays
+    assert established(effect)
+    assert effect_cell(effect) == "**+3.000 [+1.037, +4.963], p 0.013 (better in 5 of 5)** ✓"
+
+
+def test_bootstrap_excludes_zero_where_the_t_interval_does_not() -> None:
+    differences = [0.02, 0.05, -0.01, 0.04, 0.03]
+    effect = paired_effect(differences, [0.0] * 5)
+    # mean 0.026, sd = sqrt(0.00212 / 4) = 0.023022, half-width 2.7764 · 0.023022 / sqrt(5) = 0.028585
+    assert effect["mean"] == pytest.approx(0.026)
+    assert (effect["t_low"], effect["t_high"]) == pytest.approx((-0.002585, 0.054585), abs=1e-6)
+    assert effect["low"] > 0  # the percentile bootstrap interval (≈ [0.006, 0.042]) excludes 0 ...
+    assert effect["t_low"] < 0 < effect["t_high"]  # ... the t-interval does not
+    assert effect["p"] == pytest.approx(0.065, abs=1e-3)
+    assert not established(effect)
+    assert effect_cell(effect) == "+0.026 [-0.003, +0.055], p 0.065 (better in 4 of 5)"
+
+
+@pytest.mark.parametrize(
+    ("t_low", "t_high", "p", "expected"),
+    [
+        (0.01, 0.05, 0.04, True),  # interval above 0 and p < 0.05
+        (-0.05, -0.01, 0.01, True),  # below 0
+        (-0.01, 0.05, 0.04, False),  # interval reaches 0
+        (0.01, 0.05, 0.05, False),  # p not below 0.05
+        (0.01, 0.05, float("nan"), False),  # no spread: p undefined
+        (float("nan"), float("nan"), float("nan"), False),  # one seed
+    ],
+)
+def test_established_needs_both_conditions(t_low: float, t_high: float, p: float, expected: bool) -> None:
+    assert established({"mean": 0.0, "t_low": t_low, "t_high": t_high, "p": p}) is expected
+
+
+def test_established_agrees_with_the_t_test_on_data() -> None:
+    # a one-sample t-test: the t 95 % interval excludes 0 exactly when p < 0.05
+    for differences in ([0.1, 0.2, 0.15, 0.12, 0.18], [0.1, -0.2, 0.15, 0.0, 0.05], [-0.3, -0.1, -0.2, -0.25, -0.2]):
+        effect = paired_effect(differences, [0.0] * 5)
+        assert (effect["t_low"] > 0 or effect["t_high"] < 0) == (effect["p"] < 0.05) == established(effect)
+
+
+def test_one_seed_and_no_spread() -> None:
+    one = paired_effect([0.7], [0.5])
+    assert math.isnan(one["t_low"]) and math.isnan(one["p"]) and not established(one)
+    assert effect_cell(one) == "+0.200 [n/a], p n/a (better in 1 of 1)"
+    flat = paired_effect([2.0, 3.0], [1.0, 2.0])
+    assert (flat["t_low"], flat["t_high"]) == (1.0, 1.0) and math.isnan(flat["p"]) and not established(flat)
+    assert effect_cell(None) == "n/a" and not established(None)
