@@ -4,7 +4,8 @@ One training step of the paper's model (ViT-B/16 at 224 + a BERT-base text encod
 bf16 autocast, AdamW): forward, report similarity, loss, backward, optimiser step. Three variants, alternated in
 the same run on the same batch:
 
-* ``sista``: SIA (false negatives eliminated, labels similarity) + STA, as the pretraining bundle trains;
+* ``sista``: SIA (false negatives eliminated, labels similarity) + STA (within-pair and cross-image terms, σ 0.5,
+  4 stated finding words per report), as the pretraining bundle trains;
 * ``clip``: the same model and step with the CLIP loss only (no flags, no token alignment): the baseline;
 * ``loss``: SIA + STA forward and backward alone, on embeddings of the step's shapes (the method's own cost).
 
@@ -66,6 +67,10 @@ def _model(spec: dict[str, Any], device: torch.device) -> SISTAModel:
     ).to(device)
 
 
+CONTENT_WORDS = 4
+"""Stated finding words per report in the benchmark batch (the cross-image term's K)."""
+
+
 def _batch(spec: dict[str, Any], batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     tokens = spec["tokens"]
@@ -78,6 +83,12 @@ def _batch(spec: dict[str, Any], batch_size: int, device: torch.device) -> dict[
         "word_mask": mask.bool(),
         "labels": (torch.rand(batch_size, 14, generator=generator) > 0.8).float(),
     }
+    # STA's cross-image term: CONTENT_WORDS stated findings per report (a class of 14, a side), at random word positions
+    content = torch.full((batch_size, tokens), -1, dtype=torch.long)
+    positions = torch.rand(batch_size, (3 * tokens) // 4, generator=generator).argsort(dim=1)[:, :CONTENT_WORDS]
+    content.scatter_(1, positions, torch.randint(0, 14, (batch_size, CONTENT_WORDS), generator=generator))
+    batch["content_words"] = content
+    batch["content_sides"] = torch.randint(0, 3, (batch_size, tokens), generator=generator) * (content >= 0)
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -103,6 +114,8 @@ def _step(model: torch.nn.Module, loss_fn: SISTALoss, optimiser: torch.optim.Opt
         token_emb=out.token_emb.float(),
         token_mask=out.token_mask,
         label_agreement=finding_label_agreement(labels),
+        content_words=batch["content_words"],
+        content_sides=batch["content_sides"],
     )
     terms["loss"].backward()
     optimiser.step()
@@ -160,7 +173,13 @@ def _measure(
         _step(runner, clip_loss, optimiser, batch, amp)
 
     def loss_alone() -> None:
-        terms = sista_loss(report_sim=similarity, token_mask=probe.token_mask, **embeddings)
+        terms = sista_loss(
+            report_sim=similarity,
+            token_mask=probe.token_mask,
+            content_words=batch["content_words"],
+            content_sides=batch["content_sides"],
+            **embeddings,
+        )
         terms["loss"].backward()
 
     blocks = {"sista": sista, "clip": clip, "loss": loss_alone}
@@ -210,7 +229,8 @@ def run(
         return torch.autocast(dev.type, dtype=dtype)
 
     sista_loss = SISTALoss(
-        SemanticInstanceAlignmentLoss(threshold=0.75, gather_distributed=False), SparseTokenAlignmentLoss()
+        SemanticInstanceAlignmentLoss(threshold=0.75, gather_distributed=False),
+        SparseTokenAlignmentLoss(sparsity_threshold=0.5, contrast="both"),
     )
     clip_loss = SISTALoss(SemanticInstanceAlignmentLoss(threshold=2.0, gather_distributed=False), lambda_token=0.0)
     result: dict[str, Any] = {

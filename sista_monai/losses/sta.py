@@ -398,6 +398,8 @@ class SparseTokenAlignmentLoss(nn.Module):
         """The cross-image term and the global number of content words (see the class docstring)."""
         rank, world = world_info()
         batch = patch_emb.shape[0]
+        # plain tensors: a MetaTensor subclass (MONAI's, carried from the image) cannot be gathered and sliced by rank
+        patch_emb, token_emb = patch_emb.as_subclass(torch.Tensor), token_emb.as_subclass(torch.Tensor)
         all_patches = gather_with_grad(patch_emb)  # (B_g, P, D)
         all_words = gather_no_grad(torch.stack((word_classes, word_sides), dim=-1))  # (B_g, T, 2)
         num_images = all_patches.shape[0]
