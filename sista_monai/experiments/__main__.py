@@ -8,6 +8,7 @@ import sys
 EXPERIMENTS = {
     "ablation": "pretraining variants x downstream bundles at few labels, mean ± std over seeds, with plots",
     "compare": "a downstream bundle with the pretrained encoder vs random initialisation, over fractions and seeds",
+    "patch_probe": "oracle diagnostic: do the pretrained patch features locate lesions? (counterfactual twins)",
 }
 
 
