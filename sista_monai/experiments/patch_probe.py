@@ -147,20 +147,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Fit the probes on the training split, score them on the twins, print (and write) the follow rate."""
     from monai.bundle import ConfigParser
 
+    from sista_monai.experiments.ablation import _parse_overrides as parse_overrides
     from sista_monai.io import load_network_weights
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = ConfigParser()
     parser.read_config(args.config)
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            parser[key] = json.loads(value)
-        except json.JSONDecodeError:
-            parser[key] = value
+    for key, value in parse_overrides(args.overrides).items():
+        parser[key] = value
     parser["output_dir"] = args.bundle_root
     parser["counterfactual#split"] = args.split
     network = parser.get_parsed_content("network")
