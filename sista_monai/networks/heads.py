@@ -59,8 +59,10 @@ class PositionCentering(nn.Module):
             centred = centred - centred.mean(dim=-2, keepdim=True)
         if self.training:
             with torch.no_grad():
-                batch_mean = patches.detach().float().mean(dim=0)
-                self.running_mean.lerp_(batch_mean.to(self.running_mean.dtype), self.momentum)
+                batch_mean = patches.detach().float().mean(dim=0).to(self.running_mean.dtype)
+                updated = torch.lerp(self.running_mean, batch_mean, self.momentum)
+                # a non-finite batch (which the trainer may skip) must not poison the mean of every later batch
+                self.running_mean.copy_(torch.where(torch.isfinite(batch_mean), updated, self.running_mean))
         return centred
 
     def extra_repr(self) -> str:

@@ -91,3 +91,16 @@ def test_model_holds_the_buffer_and_needs_a_grid() -> None:
         PositionCentering(4, 4, momentum=0.0)
     with pytest.raises(ValueError, match="positions, width"):
         PositionCentering(4, 4)(torch.zeros(1, 5, 4))
+
+
+def test_a_non_finite_batch_leaves_the_running_mean_as_it_was() -> None:
+    """The trainer may skip a NaN batch (``nonfinite_loss: skip``); its mean must not poison every later batch."""
+    centering = PositionCentering(2, 2, momentum=0.5)
+    centering(torch.ones(3, 2, 2))
+    before = centering.running_mean.clone()
+    poisoned = torch.ones(3, 2, 2)
+    poisoned[0, 1, 0] = float("nan")
+    centering(poisoned)
+    torch.testing.assert_close(centering.running_mean[0], torch.full((2,), 0.75))  # finite positions still update
+    assert centering.running_mean[1, 0] == before[1, 0] and centering.running_mean[1, 1] == 0.75
+    assert torch.isfinite(centering.running_mean).all()
