@@ -300,9 +300,8 @@ def fit_text_pointer(trials: Iterable[PointingTrials]) -> TextPointer:
     Raises:
         ValueError: when trials carry no sentence contexts (the batch lacked ``sentence_id``/``pointing_mask``).
     """
+    trials = list(trials)
     per_context: dict[tuple[Any, ...], torch.Tensor] = {}
-    per_word: dict[tuple[int, ...], torch.Tensor] = {}
-    total: torch.Tensor | None = None
     for batch in trials:
         if batch.contexts is None:
             if len(batch):
@@ -311,15 +310,8 @@ def fit_text_pointer(trials: Iterable[PointingTrials]) -> TextPointer:
         for word, context, cells in zip(batch.words, batch.contexts, batch.cells.long(), strict=True):
             key = (word, context)
             per_context[key] = per_context[key] + cells if key in per_context else cells.clone()
-            per_word[word] = per_word[word] + cells if word in per_word else cells.clone()
-            total = cells.clone() if total is None else total + cells
-    if total is None:
-        return {}, {}, 0
-    return (
-        {key: int(counts.argmax()) for key, counts in per_context.items()},
-        {word: int(counts.argmax()) for word, counts in per_word.items()},
-        int(total.argmax()),
-    )
+    per_word, fallback = fit_pointing_prior(trials)
+    return {key: int(counts.argmax()) for key, counts in per_context.items()}, per_word, fallback
 
 
 def text_pointer_patches(pointer: TextPointer, trials: PointingTrials) -> torch.Tensor:
@@ -385,8 +377,9 @@ class PointingGame(Metric):
         prior_data: the training split's batches (e.g. a DataLoader with the evaluation transforms), needed for
             ``report="prior"`` and ``"text_pointer"``: the pointer (:func:`fit_pointing_prior`,
             :func:`fit_text_pointer`) is fitted on them (once per patch grid) and scored on the evaluated
-            split's trials. The text pointer needs ``sentence_id`` and ``pointing_mask`` in both. Under ``torchrun`` give every rank the whole training split (no distributed sampler):
-            each fits the same prior and scores its own trials, and the counts are summed.
+            split's trials. The text pointer needs ``sentence_id`` and ``pointing_mask`` in both. Under ``torchrun``
+            give every rank the whole training split (no distributed sampler): each fits the same pointer and scores
+            its own trials, and the counts are summed.
         output_transform: maps the engine output to ``(pred, targets)``.
     """
 

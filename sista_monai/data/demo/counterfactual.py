@@ -88,7 +88,13 @@ def _candidates(plan: StudyPlan, index: int, seed: int) -> list[ReportFinding]:
     return [_moved(finding, other, finding.level)]
 
 
-def twin_plans(plan: StudyPlan, size: int, seed: int, margin: int | None = None) -> list[CounterfactualTwin]:
+def twin_plans(
+    plan: StudyPlan,
+    size: int,
+    seed: int,
+    margin: int | None = None,
+    drawn: Sequence[dict[str, Any]] | None = None,
+) -> list[CounterfactualTwin]:
     """The counterfactual twins of one study, one per lesion class with exactly one drawn finding.
 
     Args:
@@ -96,27 +102,29 @@ def twin_plans(plan: StudyPlan, size: int, seed: int, margin: int | None = None)
         size: rows = columns, as the study was rendered.
         seed: the dataset seed.
         margin: the gap in pixels that must separate the original and the moved box (default ``size // 16``).
+        drawn: the study's findings as :func:`~.render.render_study` drew them (``RenderedStudy.findings``), when the
+            caller has them; otherwise the study is rendered again to find its boxes.
 
     Returns:
         The twins, in :data:`LESION_CLASS_FINDINGS` order; a class whose finding has nowhere to go without
         overlapping its original box gets none.
     """
     margin = size // 16 if margin is None else margin
-    original = render_study(plan, size, seed)
+    drawn_findings = render_study(plan, size, seed).findings if drawn is None else drawn
     twins = []
     for lesion_class, names in LESION_CLASS_FINDINGS.items():
         indices = [k for k, f in enumerate(plan.findings) if f.name in names]
         if len(indices) != 1:
             continue
         index = indices[0]
-        drawn = next(f for f in original.findings if f["name"] == plan.findings[index].name)
+        original = next(f for f in drawn_findings if f["name"] == plan.findings[index].name)
         for candidate in _candidates(plan, index, seed):
             findings = tuple(candidate if k == index else f for k, f in enumerate(plan.findings))
             twin_plan = dataclasses.replace(plan, findings=findings)
             rendered = render_study(twin_plan, size, seed)
             moved = next(f for f in rendered.findings if f["name"] == candidate.name)
-            if min(moved["box"][2:]) <= 0 or boxes_overlap(drawn["box"], moved["box"], margin):
+            if min(moved["box"][2:]) <= 0 or boxes_overlap(original["box"], moved["box"], margin):
                 continue
-            twins.append(CounterfactualTwin(lesion_class, twin_plan, rendered, drawn, moved))
+            twins.append(CounterfactualTwin(lesion_class, twin_plan, rendered, original, moved))
             break
     return twins

@@ -242,7 +242,7 @@ def _write_counterfactuals(out: Path, by_split: dict[str, list[dict]], size: int
         listing[split] = []
         for item in by_split[split]:
             plan = item["plan"]
-            for twin in twin_plans(plan, size, seed):
+            for twin in twin_plans(plan, size, seed, drawn=item["findings"]):
                 twin_id = f"{plan.study_id}_{twin.lesion_class}"
                 profile = item["profile"]
                 stored, low, high = _stored_pixels(
