@@ -17,6 +17,7 @@ from sista_monai.errors import ChestXrayReadError, ReportError, SistaDataError
 from .boxes import BoxesToImagePixelsd, BoxesToOriginalPixelsd, map_boxes
 from .deploy import DETECTION_COLUMNS, PackDetectionsd, SingleFrameVolumed
 from .ensure import EnsureChestXray, EnsureChestXrayD, EnsureChestXrayd, EnsureChestXrayDict
+from .findings import FINDINGS, ReportFindings, ReportFindingsd, label_report, mesh_findings
 from .grounding import (
     LESION_CLASSES,
     LESION_FINDINGS,
@@ -78,6 +79,11 @@ from .report import (
 )
 
 __all__ = [
+    "FINDINGS",
+    "ReportFindings",
+    "ReportFindingsd",
+    "label_report",
+    "mesh_findings",
     "DETECTION_COLUMNS",
     "PackDetectionsd",
     "SingleFrameVolumed",

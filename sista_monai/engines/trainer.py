@@ -19,7 +19,7 @@ from monai.engines.utils import IterationEvents, PrepareBatch
 from monai.utils import CommonKeys as Keys
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from sista_monai.losses import ReportSimilarity, finding_label_agreement, report_features
+from sista_monai.losses import REPORT_FINDINGS_KEY, ReportSimilarity, finding_label_agreement, report_features
 
 from .step import SafeStep
 
@@ -37,6 +37,7 @@ BATCH_KEYS = (
     "word_start",
     "word_group",
     "labels",
+    "report_findings",
     "zone_mask",
     "pointing_mask",
     "lesion_mask",
@@ -47,10 +48,13 @@ BATCH_KEYS = (
     "twin_image",
     "twin_lesion_mask",
 )
-"""Keys a SISTA batch may carry; ``image``, ``input_ids`` and ``attention_mask`` are required."""
+"""Keys a SISTA batch may carry; ``image``, ``input_ids`` and ``attention_mask`` are required. ``report_findings``
+holds the finding vectors read from the report text (:class:`~sista_monai.transforms.ReportFindingsd`), which the
+``findings`` report-similarity source compares."""
 
 TARGET_KEYS = (
     "labels",
+    "report_findings",
     "zone_mask",
     "pointing_mask",
     "lesion_mask",
@@ -61,7 +65,7 @@ TARGET_KEYS = (
     "sentence_id",
 )
 """Ground truth handed to evaluation metrics as the evaluator's ``label`` (the token ids tell identical report
-texts apart for the retrieval metrics)."""
+texts apart for the retrieval metrics; ``report_findings`` feeds the ``findings`` source of the SIA flag metric)."""
 
 
 class SISTAPrepareBatch(PrepareBatch):
@@ -113,8 +117,9 @@ class SISTATrainer(SafeStep, SupervisedTrainer):
 
     Args:
         report_similarity: computes ``report_sim`` for SIA from the source it was built with:
-            ``text_frozen`` (the model's frozen text copy), ``text_online`` (the current report embeddings) or
-            ``labels`` (the batch's ``labels``).
+            ``text_frozen`` (the model's frozen text copy), ``text_online`` (the current report embeddings),
+            ``labels`` (the batch's ``labels``) or ``findings`` (the batch's ``report_findings``, read from the report
+            text by :class:`~sista_monai.transforms.ReportFindingsd`).
         scheduler: a learning-rate scheduler stepped after every optimiser step (so warm-up and cosine
             schedules count optimiser steps, also under gradient accumulation).
         grad_clip_norm: clip the global gradient norm to this value before each step (``None``: no clipping).
@@ -191,7 +196,9 @@ class SISTATrainer(SafeStep, SupervisedTrainer):
         engine.state.output = {Keys.IMAGE: batch["image"], Keys.PRED: pred}
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
 
-        features = report_features(engine.report_similarity.source, pred, batch.get("labels"))
+        features = report_features(
+            engine.report_similarity.source, pred, batch.get("labels"), findings=batch.get(REPORT_FINDINGS_KEY)
+        )
         report_sim = engine.report_similarity(features.float())
         agreement = finding_label_agreement(batch["labels"]) if "labels" in batch else None
         terms = engine.loss_function(

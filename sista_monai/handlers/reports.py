@@ -512,7 +512,8 @@ class PretrainingReport(EvaluationReport):
             "counterfactual grounding %.3f (image-free prior %.3f, text pointer %.3f, %d trials); "
             "zone grounding %.3f (prior %.3f, chance %.3f); semantic precision@5 %.3f (chance %.3f); "
             "image->report R@1/5/10 = %.3f/%.3f/%.3f (chance R@5 %.3f); report->image R@5 = %.3f; "
-            "SIA flags (%s, theta %s): precision %.3f, recall %.3f, rate %.4f (base rate %.3f); "
+            "SIA flags (%s, theta %s): precision %.3f, recall %.3f, rate %.4f (base rate %.3f), "
+            "pairs not both normal: precision %.3f, recall %.3f (base rate %.3f); "
             "STA patches kept %.3f; targets met: %s",
             summary["n_pairs"],
             g["lesion"]["accuracy"],
@@ -540,6 +541,9 @@ class PretrainingReport(EvaluationReport):
             sia["flag_recall"],
             sia["flag_rate"],
             sia["base_rate"],
+            sia.get("abnormal_flag_precision", float("nan")),
+            sia.get("abnormal_flag_recall", float("nan")),
+            sia.get("abnormal_base_rate", float("nan")),
             summary["sta"]["patches_kept"],
             summary["targets_met"],
         )

@@ -8,6 +8,8 @@ from sista_monai.losses.classification import balanced_pos_weight, positive_clas
 from sista_monai.losses.distributed import gather_no_grad, gather_with_grad, world_info
 from sista_monai.losses.sia import SIA_MODES, SemanticInstanceAlignmentLoss, false_negative_flags
 from sista_monai.losses.similarity import (
+    FINDING_VECTOR_SOURCES,
+    REPORT_FINDINGS_KEY,
     REPORT_SIMILARITY_SOURCES,
     ReportSimilarity,
     finding_label_agreement,
@@ -19,6 +21,8 @@ from sista_monai.losses.sista import SISTALoss
 from sista_monai.losses.sta import STA_CONTRASTS, SparseTokenAlignmentLoss, alignment_weights, grouping_weights
 
 __all__ = [
+    "FINDING_VECTOR_SOURCES",
+    "REPORT_FINDINGS_KEY",
     "REPORT_SIMILARITY_SOURCES",
     "SIA_MODES",
     "STA_CONTRASTS",

@@ -3,7 +3,8 @@
 Two studies whose reports say the same thing ("No acute cardiopulmonary process.") should not be pushed apart
 by the contrastive loss. :class:`ReportSimilarity` turns per-report vectors into the similarity matrix ``R``
 that :class:`~sista_monai.losses.sia.SemanticInstanceAlignmentLoss` thresholds. It owns no encoder: the model
-passes the vectors in.
+(text sources), the datalist (``labels``) or the rule labeler run on the report text
+(:class:`~sista_monai.transforms.ReportFindingsd`, ``findings``) passes the vectors in.
 
 References:
     Wang, Zifeng, et al. "MedCLIP: Contrastive Learning from Unpaired Medical Images and Text." EMNLP 2022
@@ -27,12 +28,22 @@ __all__ = [
     "fit_report_center",
     "report_features",
     "REPORT_SIMILARITY_SOURCES",
+    "FINDING_VECTOR_SOURCES",
+    "REPORT_FINDINGS_KEY",
 ]
 
-REPORT_SIMILARITY_SOURCES = ("text_frozen", "text_online", "labels")
+REPORT_SIMILARITY_SOURCES = ("text_frozen", "text_online", "labels", "findings")
+
+FINDING_VECTOR_SOURCES = ("labels", "findings")
+"""The sources whose report features are finding vectors: compared with a "no finding" column, never centred."""
+
+REPORT_FINDINGS_KEY = "report_findings"
+"""The batch key of the finding vectors that :class:`~sista_monai.transforms.ReportFindingsd` reads from the text."""
 
 
-def report_features(source: str, output: Any, labels: torch.Tensor | None = None) -> torch.Tensor:
+def report_features(
+    source: str, output: Any, labels: torch.Tensor | None = None, findings: torch.Tensor | None = None
+) -> torch.Tensor:
     """The per-report vectors that :class:`ReportSimilarity` compares for ``source`` (METHOD.md §1).
 
     The one place where a similarity source becomes features: the SISTA trainer and the false-negative flag
@@ -40,17 +51,21 @@ def report_features(source: str, output: Any, labels: torch.Tensor | None = None
 
     Args:
         source: ``"text_frozen"`` (the frozen text copy's pooled features), ``"text_online"`` (the current report
-            embeddings ``t``) or ``"labels"`` (the finding vectors).
+            embeddings ``t``), ``"labels"`` (the datalist's finding vectors) or ``"findings"`` (the per-report
+            finding vectors read from the report text by the rule labeler,
+            :class:`~sista_monai.transforms.ReportFindingsd`).
         output: the model's output, a :class:`~sista_monai.networks.SISTAOutput` (``text_emb`` and
             ``frozen_text_features`` are read).
         labels: ``(B, C)`` finding vectors of the batch; needed by ``"labels"`` only.
+        findings: ``(B, K)`` finding vectors read from the text (the batch's ``report_findings``); needed by
+            ``"findings"`` only.
 
     Returns:
         ``(B, F)`` report features (as they are: no copy, dtype or gradient change).
 
     Raises:
         ValueError: an unknown ``source``; ``"text_frozen"`` with a model that keeps no frozen copy;
-            ``"labels"`` without ``labels``.
+            ``"labels"`` without ``labels``; ``"findings"`` without ``findings``.
     """
     if source == "text_frozen":
         if output.frozen_text_features is None:
@@ -60,6 +75,14 @@ def report_features(source: str, output: Any, labels: torch.Tensor | None = None
         if labels is None:
             raise ValueError("report similarity source 'labels' needs a 'labels' entry in every batch item")
         return labels
+    if source == "findings":
+        if findings is None:
+            raise ValueError(
+                f"report similarity source 'findings' needs a {REPORT_FINDINGS_KEY!r} entry in every batch item: "
+                "run sista_monai.transforms.ReportFindingsd on the cleaned report text in the preprocessing and "
+                f"keep {REPORT_FINDINGS_KEY!r} in the batch"
+            )
+        return findings
     if source == "text_online":
         return output.text_emb
     raise ValueError(f"source must be one of {REPORT_SIMILARITY_SOURCES}, got {source!r}.")
@@ -80,11 +103,14 @@ class ReportSimilarity(nn.Module):
       training (the model computes them and passes them in);
     - ``"text_online"``: the current report embeddings ``t`` (detached here);
     - ``"labels"``: per-report finding vectors (e.g. CheXpert-style labels binarised to {0, 1}; map uncertain
-      labels before calling), as MedCLIP does.
+      labels before calling), as MedCLIP does;
+    - ``"findings"``: per-report finding vectors read from the report text by the negation- and uncertainty-aware
+      rule labeler (:class:`~sista_monai.transforms.ReportFindingsd`: 1 stated, ``uncertain`` for an uncertain
+      mention, 0 negated or absent), compared exactly as ``"labels"``.
 
-    All-zero label vectors (a report with no finding) have no direction, so their cosine is undefined. The
-    rule used: a "no finding" indicator column, equal to 1 exactly when every finding is 0, is appended before
-    the cosine. Hence two reports without findings have similarity 1 (they agree: both normal), a report without
+    For the two finding-vector sources, all-zero vectors (a report with no finding) have no direction, so their
+    cosine is undefined. The rule used: a "no finding" indicator column, equal to 1 exactly when every finding is
+    0, is appended before the cosine. Hence two reports without findings have similarity 1 (they agree: both normal), a report without
     findings and one with findings have similarity 0, and two reports with findings get their plain cosine.
     Every report therefore has similarity 1 with itself. For the text sources a zero vector (which a text
     encoder does not produce) gets similarity 0 with everything.
@@ -101,15 +127,15 @@ class ReportSimilarity(nn.Module):
     mean) keeps ``R_ij`` independent of which other reports share the batch.
 
     Args:
-        source: one of ``"text_frozen"``, ``"text_online"``, ``"labels"``.
+        source: one of ``"text_frozen"``, ``"text_online"``, ``"labels"``, ``"findings"``.
         gather_distributed: gather the column vectors from every rank when running distributed.
         eps: lower bound on vector norms in the cosine.
         center: ``(F,)`` vector subtracted from text features before the cosine (``None``: raw cosine). Not
-            allowed with ``"labels"``.
+            allowed with ``"labels"`` or ``"findings"``.
 
     Raises:
-        ValueError: when ``source`` is not one of the supported sources, or ``center`` is given for labels or is
-            not 1-D.
+        ValueError: when ``source`` is not one of the supported sources, or ``center`` is given for a finding-vector
+            source or is not 1-D.
     """
 
     def __init__(
@@ -123,8 +149,8 @@ class ReportSimilarity(nn.Module):
         if source not in REPORT_SIMILARITY_SOURCES:
             raise ValueError(f"source must be one of {REPORT_SIMILARITY_SOURCES}, got {source!r}.")
         if center is not None:
-            if source == "labels":
-                raise ValueError("center applies to the text sources, not to 'labels'.")
+            if source in FINDING_VECTOR_SOURCES:
+                raise ValueError(f"center applies to the text sources, not to {source!r}.")
             center = torch.as_tensor(center, dtype=torch.float32)
             if center.ndim != 1:
                 raise ValueError(f"center must be a 1-D feature vector, got shape {tuple(center.shape)}.")
@@ -136,8 +162,8 @@ class ReportSimilarity(nn.Module):
     def forward(self, report_features: torch.Tensor) -> torch.Tensor:
         """
         Args:
-            report_features: ``(B, F)``: frozen-encoder embeddings, online report embeddings, or finding label
-                vectors, depending on ``source``.
+            report_features: ``(B, F)``: frozen-encoder embeddings, online report embeddings, or finding vectors
+                (datalist labels or read from the text), depending on ``source``.
 
         Returns:
             ``(B, B)`` similarity matrix (``(B, B * world)`` when distributed), detached, in ``[-1, 1]``.
@@ -156,7 +182,7 @@ class ReportSimilarity(nn.Module):
             x = report_features.detach()
             if not torch.is_floating_point(x):
                 x = x.float()
-            if self.source == "labels":
+            if self.source in FINDING_VECTOR_SOURCES:
                 x = _with_no_finding_column(x)
             elif self.center is not None:
                 if x.shape[1] != self.center.shape[0]:
@@ -189,7 +215,8 @@ def fit_report_center(
         ``(F,)`` float32 mean feature, on the CPU.
 
     Raises:
-        ValueError: ``"labels"`` source, a frozen source without a frozen copy, or an empty loader.
+        ValueError: a finding-vector source (``"labels"``, ``"findings"``), a frozen source without a frozen copy,
+            or an empty loader.
     """
     if source not in ("text_frozen", "text_online"):
         raise ValueError(f"a centre is fitted for the text sources, got {source!r}.")
@@ -245,8 +272,8 @@ def report_center(
     """The centre the pretraining bundle gives :class:`ReportSimilarity` for ``source``.
 
     ``"text_frozen"``: :func:`fit_report_center` on the training reports (the frozen features do not move, so the
-    centre fitted once stays right); ``"text_online"`` and ``"labels"``: ``None`` (online features move during
-    training, and label vectors are compared as they are).
+    centre fitted once stays right); ``"text_online"``, ``"labels"`` and ``"findings"``: ``None`` (online features
+    move during training, and finding vectors are compared as they are).
     """
     if source != "text_frozen":
         return None

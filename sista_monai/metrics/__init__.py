@@ -16,6 +16,7 @@ from .detection import (
 )
 from .grounding import (
     GAMES,
+    NO_FINDING_NAMES,
     FalseNegativeFlags,
     PatchesKept,
     PointingGame,
@@ -23,6 +24,7 @@ from .grounding import (
     fit_pointing_prior,
     fit_text_pointer,
     flag_statistics,
+    no_finding_columns,
     patch_cells,
     patches_kept,
     pointed_patches,
@@ -58,6 +60,8 @@ __all__ = [
     "fit_pointing_prior",
     "fit_text_pointer",
     "flag_statistics",
+    "no_finding_columns",
+    "NO_FINDING_NAMES",
     "pointed_patches",
     "prior_patches",
     "text_pointer_patches",

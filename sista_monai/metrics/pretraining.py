@@ -78,8 +78,9 @@ def summarise_test_metrics(
         ``trials``, and for ``lesion`` the ``text_pointer``; ``counterfactual``: ``split``, ``follow_rate``,
         ``prior``, ``text_pointer``, ``trials``, ``per_finding``); ``retrieval`` (exact-pair Recall@1/5/10 both ways with chance, ``semantic``:
         ``precision_at_5`` and ``chance``); ``sia`` (``source``, ``threshold``, ``flag_precision``, ``flag_recall``,
-        ``flag_rate``, ``base_rate``, ``rows_without_negatives``); ``sta`` (``patches_kept``,
-        ``sparsity_threshold``); ``targets``, ``measured`` and ``targets_met``.
+        ``flag_rate``, ``base_rate``, ``rows_without_negatives``, over the pairs of two abnormal reports
+        ``abnormal_flag_precision``, ``abnormal_flag_recall``, ``abnormal_flag_rate``, ``abnormal_base_rate``, and ``normal_abnormal_flag_rate``);
+        ``sta`` (``patches_kept``, ``sparsity_threshold``); ``targets``, ``measured`` and ``targets_met``.
     """
     info = info or {}
     chance = {k: min(1.0, k / n_pairs) for k in (1, 5, 10)}
@@ -108,7 +109,18 @@ def summarise_test_metrics(
         "threshold": info.get("sia", {}).get("threshold"),
         **{
             name: _metric(metrics, f"sia_{name}")
-            for name in ("flag_precision", "flag_recall", "flag_rate", "base_rate", "rows_without_negatives")
+            for name in (
+                "flag_precision",
+                "flag_recall",
+                "flag_rate",
+                "base_rate",
+                "rows_without_negatives",
+                "abnormal_flag_precision",
+                "abnormal_flag_recall",
+                "abnormal_flag_rate",
+                "abnormal_base_rate",
+                "normal_abnormal_flag_rate",
+            )
         },
     }
     sta = {

@@ -24,10 +24,17 @@ def _output(frozen: bool = True) -> SISTAOutput:
 
 def test_each_source_picks_what_the_trainer_picked() -> None:
     output, labels = _output(), torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
-    # the former SISTATrainer._report_features / FalseNegativeFlags choice, written out
-    expected = {"text_frozen": output.frozen_text_features, "text_online": output.text_emb, "labels": labels}
+    findings = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 1.0]])
+    # the former SISTATrainer._report_features / FalseNegativeFlags choice, written out; findings: the text's vectors
+    expected = {
+        "text_frozen": output.frozen_text_features,
+        "text_online": output.text_emb,
+        "labels": labels,
+        "findings": findings,
+    }
+    assert set(REPORT_SIMILARITY_SOURCES) == set(expected)
     for source in REPORT_SIMILARITY_SOURCES:
-        assert report_features(source, output, labels) is expected[source]
+        assert report_features(source, output, labels, findings=findings) is expected[source]
 
 
 def test_missing_features_are_named() -> None:
@@ -35,5 +42,7 @@ def test_missing_features_are_named() -> None:
         report_features("text_frozen", _output(frozen=False))
     with pytest.raises(ValueError, match="needs a 'labels' entry"):
         report_features("labels", _output())
+    with pytest.raises(ValueError, match="needs a 'report_findings' entry"):
+        report_features("findings", _output())
     with pytest.raises(ValueError, match="source must be one of"):
         report_features("images", _output())

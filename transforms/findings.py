@@ -1,0 +1,628 @@
+"""A negation- and uncertainty-aware finding labeler for chest X-ray reports, and its MONAI transforms.
+
+SIA's ``findings`` report similarity (METHOD.md §1) compares per-report finding vectors read from the report text:
+two reports that state the same findings are one semantic class, whatever their wording. The labeler follows the
+design of the rule labelers the field uses to label MIMIC-CXR and CheXpert (NegBio, the CheXpert labeler) and of
+medspacy's ConText: sentences, then *target* phrases per finding, then a *context* pass that marks each mention
+negated or uncertain from cue phrases in its clause, then an aggregation over the report (positive over uncertain
+over negated, as CheXpert aggregates).
+
+Why its own rules rather than medspacy / negspacy. Both were tried on the development part of the IU X-ray
+reports (never on the reported test part). medspacy's default ConText rules with this module's targets gave the
+figures in ``bundles/pretrain/docs/README.md`` ("A labeler that reads real reports"); the rules below differ from
+its defaults where reports need it: a negation cue's scope ends at a clause boundary (``but``, ``with``, ``which``,
+``;``), so "no cardiomegaly with small bilateral effusions" keeps the effusions; change phrases ("no change in the
+effusion", "no interval increase") are pseudo-negations; a finding's absence stated after it ("pneumothorax is not
+seen", "effusion has resolved") negates it. Carrying spaCy and medspacy (and their model-free pipeline set-up) for
+these few hundred lines of rules would also add a heavy install to every deployment of the pretraining bundle.
+
+Vocabulary (:data:`FINDINGS`): MIMIC-CXR's 14 CheXpert observations (``No Finding`` is the all-zero vector), plus
+the findings the IU X-ray reports name most often (granuloma, calcification, hyperinflation, low lung volumes,
+degenerative spine, spine curvature, tortuous aorta, atherosclerosis, scarring, hiatal hernia, elevated
+hemidiaphragm, interstitial markings). The demo's findings (opacity, consolidation, pneumothorax, effusion,
+cardiomegaly) are among the CheXpert ones. :func:`mesh_findings` maps IU X-ray MeSH major terms onto the same
+vocabulary (documented in :data:`MESH_MAP`): the human truth the labeler is measured against.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Transform
+
+__all__ = [
+    "FINDINGS",
+    "CHEXPERT_FINDINGS",
+    "MESH_MAP",
+    "POSITIVE",
+    "NEGATED",
+    "UNCERTAIN",
+    "Mention",
+    "LabeledReport",
+    "label_report",
+    "negated_spans",
+    "HIERARCHY",
+    "findings_vector",
+    "mesh_findings",
+    "split_sentences",
+    "ReportFindings",
+    "ReportFindingsd",
+]
+
+POSITIVE, UNCERTAIN, NEGATED = "positive", "uncertain", "negated"
+
+CHEXPERT_FINDINGS = (
+    "enlarged_cardiomediastinum",
+    "cardiomegaly",
+    "lung_opacity",
+    "lung_lesion",
+    "edema",
+    "consolidation",
+    "pneumonia",
+    "atelectasis",
+    "pneumothorax",
+    "pleural_effusion",
+    "pleural_other",
+    "fracture",
+    "support_devices",
+)
+"""The CheXpert observations other than ``No Finding`` (a report with none of :data:`FINDINGS`)."""
+
+IU_FINDINGS = (
+    "granuloma",
+    "calcification",
+    "hyperinflation",
+    "low_lung_volumes",
+    "degenerative_spine",
+    "spine_curvature",
+    "tortuous_aorta",
+    "atherosclerosis",
+    "scarring",
+    "hiatal_hernia",
+    "elevated_hemidiaphragm",
+    "interstitial_markings",
+)
+"""Findings that IU X-ray reports and their MeSH terms name often and CheXpert does not have."""
+
+FINDINGS: tuple[str, ...] = CHEXPERT_FINDINGS + IU_FINDINGS
+"""The labeler's vocabulary, in the order of :func:`findings_vector`."""
+
+_TARGETS: dict[str, tuple[str, ...]] = {
+    "enlarged_cardiomediastinum": (
+        r"widen(?:ed|ing)\s+(?:of\s+the\s+)?(?:superior\s+)?mediastin\w*",
+        r"mediastin\w*\s+(?:widening|enlargement|prominence)",
+        r"(?:prominent|enlarged|widened)\s+(?:superior\s+)?mediastin\w*",
+        r"mediastin\w*\s+(?:contours?\s+|silhouette\s+)?(?:is|are|appears?)\s+(?:mildly\s+)?(?:widened|prominent|"
+        r"enlarged)",
+        r"enlarged\s+cardiomediastinal\s+silhouette",
+        r"cardiomediastinal\s+silhouette\s+(?:is\s+|appears\s+)?(?:mildly\s+|moderately\s+)?enlarged",
+    ),
+    "cardiomegaly": (
+        r"cardiomegaly",
+        r"cardiac\s+enlargement",
+        r"enlarge(?:d|ment\s+of\s+the)\s+(?:cardiac\s+silhouette|heart|cardiac\s+shadow)",
+        r"(?:heart|cardiac\s+silhouette|cardiac\s+shadow|heart\s+size|cardiac\s+size)\s+(?:is\s+|appears\s+|"
+        r"remains\s+)?(?:again\s+)?(?:mildly\s+|moderately\s+|markedly\s+|slightly\s+|significantly\s+|"
+        r"borderline\s+|stably\s+)?(?:enlarged|increased|large)",
+        r"(?:mild|moderate|marked|borderline)\s+(?:enlargement\s+of\s+the\s+)?(?:cardiac|heart)\s+"
+        r"(?:enlargement|silhouette\s+enlargement|size)",
+        r"enlarged\s+heart",
+    ),
+    "lung_opacity": (
+        r"opacit(?:y|ies)",
+        r"opacification",
+        r"infiltrat(?:e|es|ive)",
+        r"air\s*space\s+(?:disease|process|opacit\w*)",
+        r"(?:lung|pulmonary|parenchymal|retrocardiac|basilar|bibasilar|basal)\s+densit(?:y|ies)",
+        r"densit(?:y|ies)\s+(?:in|at|of|within)\s+the\s+(?:\w+\s+){0,3}(?:lung|lobe|base|apex|lingula)",
+        r"haziness",
+    ),
+    "lung_lesion": (
+        r"(?<!calcified\s)nodules?\b",
+        r"\bmass(?:es)?\b",
+        r"(?:lung|pulmonary|parenchymal|cavitary|cavitating|spiculated)\s+lesions?",
+        r"neoplasm\w*|tumou?r|carcinoma|metasta\w*",
+    ),
+    "edema": (
+        r"(?<!subcutaneous\s)edema",
+        r"(?:vascular|pulmonary|venous)\s+congestion",
+        r"congestive\s+(?:heart\s+)?failure|\bchf\b",
+        r"cephalization",
+    ),
+    "consolidation": (r"consolidat(?:ion|ions|ive|ed)",),
+    "pneumonia": (r"pneumonia|pneumonitis",),
+    "atelectasis": (
+        r"atelectas\w*|atelectatic",
+        r"(?:subsegmental|discoid|plate-?like|platelike)\s+(?:atelecta\w*|opacit\w*|scarring)?",
+        r"\bcollapse(?:d)?\b",
+    ),
+    "pneumothorax": (r"(?:hydro)?pneumothora(?:x|ces)",),
+    "pleural_effusion": (
+        r"effusions?",
+        r"pleural\s+fluid",
+        r"hydropneumothora(?:x|ces)",
+        r"blunt(?:ing|ed)\s+(?:of\s+)?(?:the\s+)?(?:\w+\s+){0,2}costophrenic",
+        r"costophrenic\s+(?:angles?|sulc(?:us|i))\s+(?:is\s+|are\s+)?blunt\w*",
+    ),
+    "pleural_other": (
+        r"pleural\s+(?:thickening|scarring|plaques?|calcification)",
+        r"(?:thickening|thickened)\s+(?:of\s+the\s+)?(?:\w+\s+){0,2}pleura\w*",
+        r"(?:apical\s+)?(?:pleural\s+)?capping",
+        r"fibrothorax",
+    ),
+    "fracture": (r"fractur\w*",),
+    "support_devices": (
+        r"catheters?|\bpicc\b|central\s+(?:venous\s+)?line|\bport\b|port-?a-?cath|swan|\bij\s+line",
+        r"\btubes?\b|\btubing\b|\bshunt\b|\btip\b",
+        r"pacemaker|pacer|defibrillator|\baicd\b|\bicd\b|\bleads?\b|generator|stimulator",
+        r"(?:surgical\s+)?clips?\b|\bstents?\b|sternotomy\s+wires?|bypass\s+markers|\bwires?\b",
+        r"(?:medical\s+)?devices?\b|\bhardware\b|prosthe\w*|arthroplasty|valve\s+replacement|\bsutures?\b",
+        r"\banchors?\b|(?:internal\s+)?fixation|\borif\b|\bscrews?\b",
+    ),
+    "granuloma": (
+        r"granulom\w*",
+        r"calcified\s+(?:\w+\s+){0,2}nodul\w*",
+    ),
+    "calcification": (
+        r"calci(?:fied|fic)\s+(?:\w+\s+){0,3}(?:lymph|hilar|hilum|suprahilar|perihilar|infrahilar|paratracheal|"
+        r"mediastinal|infracarinal|subcarinal|nodes?|nodules?|densit\w*|opacit\w*|foc\w+)",
+        r"(?:hilar|hilum|mediastinal|lymph\s+node|nodal|paratracheal|subcarinal|lung|pulmonary|parenchymal|base|"
+        r"apex|lobe|granulomatous|scattered)\s+(?:\w+\s+){0,4}calcifications?",
+        r"calcifications?\s+(?:\w+\s+){0,2}(?:in|of|within)\s+the\s+(?:\w+\s+){0,2}(?:lung|hil\w+|lobe|base|"
+        r"apex|mediastinum|lymph)",
+    ),
+    "hyperinflation": (
+        r"hyper-?(?:inflat|expan|aerat|lucen)\w*",
+        r"(?<!subcutaneous\s)emphysema\w*",
+        r"\bcopd\b|chronic\s+obstructive",
+        r"flatten(?:ed|ing)\s+(?:of\s+)?(?:the\s+)?(?:\w+\s+){0,2}(?:hemi)?diaphragms?",
+        r"(?:hemi)?diaphragms?\s+(?:are\s+|is\s+)?flatten\w*",
+        r"increased\s+(?:ap|anteroposterior)\s+diameter",
+    ),
+    "low_lung_volumes": (
+        r"low\s+(?:lung|inspiratory)\s+volumes?",
+        r"(?:lung\s+volumes?|inspiratory\s+effort)\s+(?:are|is)\s+(?:\w+\s+){0,1}(?:low|diminished|decreased|reduced)",
+        r"hypo-?(?:inflat|ventilat|aerat|expan)\w*",
+        r"(?:poor|shallow|suboptimal|limited)\s+(?:inspiration|inspiratory\s+effort)",
+    ),
+    "degenerative_spine": (
+        r"degenerative\s+(?:\w+\s+){0,3}(?:spine|vertebra\w*|thoracic|lumbar|disc|disk|spondylosis|endplate|"
+        r"osseous)",
+        r"(?:spine|spinal|vertebral|thoracic)\s+(?:\w+\s+){0,2}degenerat\w*",
+        r"degenerative\s+(?:changes?|disease)",
+        r"spondylo\w*|osteophyt\w*|spurring|\bdjd\b|\bdish\b",
+        r"arthriti\w*|arthropath\w*",
+    ),
+    "spine_curvature": (r"scolio\w*|kyphos\w*|kyphotic|dextrocurvature|levocurvature|curvature",),
+    "tortuous_aorta": (
+        r"tortu\w*",
+        r"unfold\w*\s+(?:of\s+)?(?:the\s+)?(?:thoracic\s+)?aort\w*|aort\w*\s+(?:\w+\s+){0,2}unfold\w*",
+        r"ectatic|ectasia",
+    ),
+    "atherosclerosis": (
+        r"atheroscler\w*|atheromatous",
+        r"(?:aortic|vascular|arch|knob)\s+(?:\w+\s+){0,1}calcifi\w*",
+        r"calcifi\w*\s+(?:\w+\s+){0,3}(?:aort\w*|arch|knob|vessels?|vascular)",
+        r"calcified\s+(?:\w+\s+){0,2}aort\w*",
+    ),
+    "scarring": (r"scar(?:s|ring|red)?\b|cicatri\w*|fibros\w*|fibrotic",),
+    "hiatal_hernia": (r"hiatal\s+hernia|hiatus\s+hernia|hernia",),
+    "elevated_hemidiaphragm": (
+        r"elevat\w*\s+(?:of\s+)?(?:the\s+)?(?:\w+\s+){0,2}(?:hemi-?)?diaphragm\w*",
+        r"(?:hemi-?)?diaphragms?\s+(?:is\s+|are\s+|remains\s+)?(?:\w+\s+){0,1}elevated",
+        r"eventration",
+    ),
+    "interstitial_markings": (
+        r"(?:interstitial|bronchovascular|lung|pulmonary|reticular)\s+(?:\w+\s+){0,1}(?:markings|prominence|"
+        r"crowding|pattern)",
+        r"(?:increased|prominent|coarse|coarsened|accentuated)\s+(?:\w+\s+){0,1}(?:markings|interstitium)",
+        r"interstitial\s+(?:thickening|disease|changes?|lung\s+disease)",
+    ),
+}
+"""Target phrases per finding (regular expressions on the lower-case sentence, whole words)."""
+
+_EXCLUDE_SENTENCE = {
+    "degenerative_spine": re.compile(
+        r"^(?!.*(?:spine|spinal|vertebra|thoracic|lumbar|cervical|disc|disk|endplate)).*(?:shoulder|glenohumeral|"
+        r"acromioclavicular|\bac\b|\bhips?\b|joints?|humer|knee|clavic)"
+    ),
+}
+"""Mentions of a finding in a sentence that matches are left out (degenerative changes of a shoulder or a hip are
+not the spine's)."""
+_EXCLUDE = {"calcification": re.compile(r"aort|vascul|arter|vessel|knob|\barch\b|coronar|valv|granulom")}
+"""Mentions of a finding whose matched text also names one of these are left out (vascular calcification is
+atherosclerosis; a calcified granuloma is a granuloma)."""
+
+_NEGATION_PRE = (
+    r"\bno\b",
+    r"\bnot\b",
+    r"\bwithout\b",
+    r"\bnegative\s+for\b",
+    r"\bfree\s+of\b",
+    r"\bclear\s+of\b",
+    r"\babsence\s+of\b",
+    r"\bresolution\s+of\b",
+    r"\bresolved\b",
+    r"\bremoval\s+of\b",
+    r"\brule[sd]?\s+out\b",
+    r"\bnor\b",
+    r"\bneither\b",
+    r"\bnone\b",
+)
+_NEGATION_POST = (
+    r"\b(?:is|are|was|were|has|have|be)\s+(?:\w+\s+){0,1}(?:not|no\s+longer)\s+(?:\w+\s+){0,1}(?:seen|identified|"
+    r"present|visualized|evident|appreciated|demonstrated|noted|detected|visible|apparent|enlarged)\b",
+    r"\b(?:has|have)\s+(?:\w+\s+){0,2}(?:resolved|cleared|removed)\b",
+    r"\b(?:is|are)\s+(?:now\s+)?(?:absent|gone|negative)\b",
+    r"\b(?:is|are|appears?)\s+(?:\w+\s+){0,2}(?:normal|within\s+normal\s+limits|unremarkable)\b",
+    r"\bresolved\b",
+)
+_UNCERTAIN_PRE = (
+    r"\bpossib(?:le|ly)\b",
+    r"\bprobab(?:le|ly)\b",
+    r"\bmay\b",
+    r"\bmight\b",
+    r"\bcould\b",
+    r"\bquestionab(?:le|ly)\b",
+    r"\bquestion\s+of\b",
+    r"\bsuspicious\s+(?:for|of)\b",
+    r"\bsuspect(?:ed)?\b",
+    r"\bconcern(?:ing)?\s+for\b",
+    r"\bsuggest(?:s|ive|ing)?\b",
+    r"\bconsistent\s+with\b(?=.*\b(?:or|versus|vs)\b)",
+    r"\b(?:differential|ddx)\b",
+    r"\bversus\b",
+    r"\bvs\.?\b",
+    r"\bequivocal\b",
+    r"\bindeterminate\b",
+    r"\bcannot\s+(?:be\s+)?(?:exclude|excluded|rule\s+out|ruled\s+out)\b",
+    r"\bcan\s+not\s+(?:be\s+)?(?:exclude|excluded|rule\s+out|ruled\s+out)\b",
+    r"\bnot\s+(?:be\s+)?(?:excluded|ruled\s+out)\b",
+    r"\bborderline\b",
+    r"\bdifficult\s+to\s+exclude\b",
+    r"\bmimic\w*\b",
+)
+_UNCERTAIN_POST = (
+    r"\b(?:is|are|be)\s+(?:not\s+)?(?:excluded|ruled\s+out)\b",
+    r"\bcannot\s+(?:be\s+)?(?:excluded|ruled\s+out)\b",
+    r"\bis\s+(?:possible|suspected|questioned|not\s+excluded)\b",
+    r"\bnot\s+(?:entirely\s+)?excluded\b",
+)
+_PSEUDO = (
+    r"\bno\s+(?:significant\s+|interval\s+|definite\s+|appreciable\s+|substantial\s+)?(?:change|increase|"
+    r"decrease|progression|worsening|enlargement\s+of\s+the\s+(?:small|known))\b",
+    r"\bwithout\s+(?:significant\s+|interval\s+)?(?:change|increase|decrease|progression)\b",
+    r"\bnot\s+(?:significantly\s+)?(?:changed|increased|decreased|only)\b",
+    r"\bnot\s+well\s+(?:seen|visualized)\b",
+    r"\bunchanged\b",
+)
+_HYPOTHETICAL = (
+    r"\bif\b",
+    r"\bevaluat\w*\s+(?:for|of)\b",
+    r"\bassess\w*\s+for\b",
+    r"\bto\s+(?:identify|exclude|evaluate|assess|look\s+for)\b",
+    r"\brule-out\b",
+    r"\bcorrelat\w*\s+(?:\w+\s+)?(?:with|for)\b",
+    r"\bhistory\s+of\b",
+    r"\bconsider\w*\b",
+    r"\bmay\s+not\s+be\s+(?:demonstrated|seen|visible|detected)\b",
+    r"\bwould\s+be\s+a\s+consideration\b",
+)
+_ALTERNATIVE = (
+    r"\bor\b",
+    r"\bversus\b",
+    r"\bvs\b",
+    r"\band/or\b",
+    r"\bfavou?r(?:s|ing|ed)\b",
+    r"\bcompatible\s+with\b",
+)
+_TERMINATORS = re.compile(
+    r"\bbut\b|\bhowever\b|\balthough\b|\bthough\b|\bexcept\b|\baside\s+from\b|\bapart\s+from\b|\bwhich\b|"
+    r"\bwhereas\b|\bwith\b|\bwhile\b|\bother\s+than\b|\botherwise\b|\bthere\s+(?:is|are)\b|;|:|\band\s+(?:a|an|the)\b|"
+    r"\bremains?\b|\bpersists?\b|\bpersistent\b|\bnow\b"
+)
+_WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+_SENTENCE_END = re.compile(r"(?<!\d)[.!?](?!\d)\s*|\n+|;\s*")
+
+
+def _compile(patterns: Iterable[str]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p})" for p in patterns))
+
+
+_TARGET_RES = {finding: _compile(patterns) for finding, patterns in _TARGETS.items()}
+_NEGATION_PRE_RE = _compile(_NEGATION_PRE)
+_NEGATION_POST_RE = _compile(_NEGATION_POST)
+_UNCERTAIN_PRE_RE = _compile(_UNCERTAIN_PRE)
+_UNCERTAIN_POST_RE = _compile(_UNCERTAIN_POST)
+_PSEUDO_RE = _compile(_PSEUDO)
+_HYPOTHETICAL_RE = _compile(_HYPOTHETICAL)
+_ALTERNATIVE_RE = _compile(_ALTERNATIVE)
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One finding mention: its finding, status, sentence number and character span in that sentence."""
+
+    finding: str
+    status: str
+    sentence: int
+    start: int
+    end: int
+
+
+@dataclass
+class LabeledReport:
+    """What the labeler read in one report.
+
+    Attributes:
+        states: ``{finding: status}`` for every mentioned finding; the status aggregates its mentions (positive
+            over uncertain over negated).
+        mentions: every mention, in reading order.
+        sentences: the report's sentences (lower case), as the mentions' spans index them.
+    """
+
+    states: dict[str, str] = field(default_factory=dict)
+    mentions: list[Mention] = field(default_factory=list)
+    sentences: list[str] = field(default_factory=list)
+
+    def positive(self, uncertain: bool = True) -> set[str]:
+        """The findings stated (``uncertain``: with those mentioned as uncertain)."""
+        kept = {POSITIVE, UNCERTAIN} if uncertain else {POSITIVE}
+        return {finding for finding, status in self.states.items() if status in kept}
+
+
+def split_sentences(text: str) -> list[str]:
+    """Lower-case sentences of ``text``: split at ``.``, ``!``, ``?`` (not inside numbers), ``;`` and newlines."""
+    return [s.strip() for s in _SENTENCE_END.split(text.lower()) if s and s.strip()]
+
+
+def _clause_bounds(sentence: str, start: int, end: int) -> tuple[int, int]:
+    """The span of the clause around ``[start, end)``: from the last terminator before it to the next after it."""
+    left, right = 0, len(sentence)
+    for match in _TERMINATORS.finditer(sentence):
+        if match.end() <= start:
+            left = match.end()
+        elif match.start() >= end:
+            right = match.start()
+            break
+    return left, right
+
+
+def _status(sentence: str, start: int, end: int) -> str:
+    """Negated, uncertain or positive: the context of the mention ``sentence[start:end]`` within its clause."""
+    left, right = _clause_bounds(sentence, start, end)
+    before, after = sentence[left:start], sentence[end:right]
+    pseudo = [m.span() for m in _PSEUDO_RE.finditer(before)]
+
+    def cued(pattern: re.Pattern[str], text: str, spans: Sequence[tuple[int, int]] = ()) -> bool:
+        return any(not any(s <= m.start() < e for s, e in spans) for m in pattern.finditer(text))
+
+    uncertain = [m.span() for m in _UNCERTAIN_PRE_RE.finditer(before)]
+    negations = [
+        m.start()
+        for m in _NEGATION_PRE_RE.finditer(before)
+        if not any(s <= m.start() < e for s, e in pseudo + uncertain)
+    ]
+    if negations:
+        # "no opacity to suggest pneumonia", "suggestive of chronic disease, without consolidation": a negation in
+        # the clause governs the mention whichever side of an uncertainty cue it stands
+        return NEGATED
+    if _HYPOTHETICAL_RE.search(sentence[:right]):
+        return NEGATED  # "if there is concern for fracture", "history of mass": not stated of this study
+    if uncertain or cued(_UNCERTAIN_POST_RE, after):
+        return UNCERTAIN
+    if cued(_NEGATION_POST_RE, after):
+        return NEGATED
+    if _ALTERNATIVE_RE.search(sentence[left:right]):
+        return UNCERTAIN  # "atelectasis or scarring": one of the alternatives, neither stated
+    return POSITIVE
+
+
+_RANK = {NEGATED: 0, UNCERTAIN: 1, POSITIVE: 2}
+
+HIERARCHY = {"consolidation": "lung_opacity", "pneumonia": "lung_opacity"}
+"""A stated child finding states its parent too (CheXpert's hierarchy, as the demo's labels and :data:`MESH_MAP`
+have it): a consolidation is a lung opacity."""
+
+
+def label_report(text: str) -> LabeledReport:
+    """Read the findings a report states, negates or leaves uncertain.
+
+    Args:
+        text: the report text (its findings and impression sections: an indication such as "evaluate for
+            pneumothorax" would read as a mention).
+
+    Returns:
+        The :class:`LabeledReport`.
+    """
+    result = LabeledReport(sentences=split_sentences(text))
+    for number, sentence in enumerate(result.sentences):
+        for finding in FINDINGS:
+            for match in _TARGET_RES[finding].finditer(sentence):
+                start, end = match.span()
+                if start == end or not _whole_words(sentence, start, end):
+                    continue
+                if finding in _EXCLUDE and _EXCLUDE[finding].search(match.group()):
+                    continue
+                if finding in _EXCLUDE_SENTENCE and _EXCLUDE_SENTENCE[finding].search(sentence):
+                    continue
+                status = _status(sentence, start, end)
+                result.mentions.append(Mention(finding, status, number, start, end))
+                if _RANK[status] > _RANK.get(result.states.get(finding, ""), -1):
+                    result.states[finding] = status
+    result.mentions.sort(key=lambda m: (m.sentence, m.start))
+    for child, parent in HIERARCHY.items():
+        if child in result.states and _RANK[result.states[child]] > _RANK.get(result.states.get(parent, ""), -1):
+            result.states[parent] = result.states[child]
+    return result
+
+
+def negated_spans(sentence: str) -> list[tuple[int, int]]:
+    """Character spans of a lower-case sentence that a negation cue governs: from each cue (pseudo-negations
+    left out) to the end of its clause. Used to mark negated words for the negation-aware TF-IDF baseline."""
+    pseudo = [m.span() for m in _PSEUDO_RE.finditer(sentence)]
+    spans = []
+    for match in _NEGATION_PRE_RE.finditer(sentence):
+        if any(s <= match.start() < e for s, e in pseudo):
+            continue
+        _, right = _clause_bounds(sentence, match.end(), match.end())
+        spans.append((match.start(), right))
+    return spans
+
+
+def _whole_words(sentence: str, start: int, end: int) -> bool:
+    before = sentence[start - 1] if start > 0 else " "
+    after = sentence[end] if end < len(sentence) else " "
+    return not (before.isalnum() or (after.isalnum() and sentence[end - 1].isalnum()))
+
+
+def findings_vector(report: LabeledReport, uncertain: float = 1.0) -> torch.Tensor:
+    """``(len(FINDINGS),)`` float32: 1 for a positive finding, ``uncertain`` for an uncertain one, else 0."""
+    values = {POSITIVE: 1.0, UNCERTAIN: float(uncertain)}
+    return torch.tensor([values.get(report.states.get(f, ""), 0.0) for f in FINDINGS], dtype=torch.float32)
+
+
+MESH_MAP: dict[str, tuple[tuple[str, str | None], ...]] = {
+    "cardiomegaly": (("cardiomegaly", None), ("cardiac shadow", "enlarged"), ("heart", "enlarged")),
+    "enlarged_cardiomediastinum": (("mediastinum", "prominent"), ("mediastinum", "enlarged")),
+    "lung_opacity": (
+        ("opacity", None),
+        ("density", "lung"),
+        ("density", "retrocardiac"),
+        ("airspace disease", None),
+        ("infiltrate", None),
+        ("consolidation", None),
+        ("pneumonia", None),
+    ),
+    "lung_lesion": (("nodule", None), ("mass", None), ("lung neoplasms", None), ("lesion", None)),
+    "edema": (("pulmonary edema", None), ("pulmonary congestion", None), ("heart failure", None), ("edema", None)),
+    "consolidation": (("consolidation", None),),
+    "pneumonia": (("pneumonia", None),),
+    "atelectasis": (("pulmonary atelectasis", None), ("atelectasis", None)),
+    "pneumothorax": (("pneumothorax", None), ("hydropneumothorax", None)),
+    "pleural_effusion": (("pleural effusion", None), ("hydropneumothorax", None), ("costophrenic angle", "blunted")),
+    "pleural_other": (("thickening", "pleura"), ("pleural thickening", None)),
+    "fracture": (("fractures, bone", None), ("fractures", None), ("rib fractures", None)),
+    "support_devices": (
+        ("catheters, indwelling", None),
+        ("surgical instruments", None),
+        ("implanted medical device", None),
+        ("tube, inserted", None),
+        ("medical device", None),
+        ("stents", None),
+        ("pacemaker, artificial", None),
+        ("sutures", None),
+        ("electrodes", None),
+        ("prostheses and implants", None),
+    ),
+    "granuloma": (("calcified granuloma", None), ("granuloma", None), ("granulomatous disease", None)),
+    "calcification": (
+        ("calcinosis", "lung"),
+        ("calcinosis", "lymph nodes"),
+        ("calcinosis", "mediastinum"),
+        ("calcinosis", "hilum"),
+    ),
+    "hyperinflation": (
+        ("lung", "hyperdistention"),
+        ("emphysema", None),
+        ("pulmonary emphysema", None),
+        ("pulmonary disease, chronic obstructive", None),
+        ("diaphragm", "flattened"),
+        ("lung, hyperlucent", None),
+    ),
+    "low_lung_volumes": (("lung", "hypoinflation"),),
+    "degenerative_spine": (
+        ("thoracic vertebrae", "degenerative"),
+        ("spine", "degenerative"),
+        ("lumbar vertebrae", "degenerative"),
+        ("osteophyte", None),
+        ("spondylosis", None),
+        ("arthritis", None),
+    ),
+    "spine_curvature": (("scoliosis", None), ("kyphosis", None)),
+    "tortuous_aorta": (("aorta", "tortuous"), ("aorta, thoracic", "tortuous")),
+    "atherosclerosis": (
+        ("atherosclerosis", None),
+        ("calcinosis", "aorta"),
+        ("calcinosis", "aorta, thoracic"),
+        ("calcinosis", "blood vessels"),
+        ("calcinosis", "aortic valve"),
+    ),
+    "scarring": (("cicatrix", None), ("pulmonary fibrosis", None)),
+    "hiatal_hernia": (("hernia, hiatal", None),),
+    "elevated_hemidiaphragm": (("diaphragm", "elevated"), ("diaphragmatic eventration", None)),
+    "interstitial_markings": (("markings", None), ("lung diseases, interstitial", None)),
+}
+"""IU X-ray MeSH major terms → findings: ``{finding: ((heading, qualifier), ...)}``. A term ``Heading/q1/q2/...``
+maps to a finding when its heading (text before the first ``/``, lower case) equals ``heading`` and, when a
+qualifier is given, one of its later parts equals it. Terms that map to nothing (``normal``, ``No Indexing``,
+``Technical Quality of Image Unsatisfactory``, ``Shoulder``...) add no finding. Consolidation and pneumonia also
+give ``lung_opacity``, as CheXpert's hierarchy has it (the labeler's vectors are compared with each other, and
+its per-finding scores with this map)."""
+
+
+def mesh_findings(terms: Iterable[str]) -> set[str]:
+    """The findings (:data:`MESH_MAP`) of a report's MeSH major terms."""
+    found: set[str] = set()
+    for term in terms:
+        parts = [p.strip().lower() for p in term.split("/")]
+        heading, qualifiers = parts[0], set(parts[1:])
+        for finding, rules in MESH_MAP.items():
+            if any(heading == h and (q is None or q in qualifiers) for h, q in rules):
+                found.add(finding)
+    return found
+
+
+class ReportFindings(Transform):
+    """Report text → ``(len(FINDINGS),)`` float32 finding vector (:func:`label_report`, :func:`findings_vector`).
+
+    Args:
+        uncertain: the value of a finding mentioned as uncertain (1: counted as stated, 0: as absent).
+    """
+
+    def __init__(self, uncertain: float = 1.0) -> None:
+        self.uncertain = float(uncertain)
+
+    def __call__(self, text: str) -> torch.Tensor:
+        if not isinstance(text, str):
+            raise TypeError(f"ReportFindings reads report text, got {type(text).__name__}")
+        return findings_vector(label_report(text), self.uncertain)
+
+
+class ReportFindingsd(MapTransform):
+    """Dictionary form of :class:`ReportFindings`: the finding vector of ``keys``' report text into ``output_key``.
+
+    Args:
+        keys: the report text key (after section extraction and cleaning).
+        output_key: where the vector goes (default ``"report_findings"``, what SIA's ``findings`` source reads).
+        uncertain: see :class:`ReportFindings`.
+        allow_missing_keys: don't raise when ``keys`` is missing.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "report",
+        output_key: str = "report_findings",
+        uncertain: float = 1.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"ReportFindingsd reads one report key, got {self.keys}")
+        self.output_key = output_key
+        self.labeler = ReportFindings(uncertain)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            try:
+                d[self.output_key] = self.labeler(d[key])
+            except TypeError as err:
+                item = d.get("id", "?")
+                raise TypeError(f"item {item}: {err}") from None
+        return d
