@@ -20,9 +20,6 @@ from sista_monai.transforms.findings import (
     split_sentences,
 )
 
-IU_REPORTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata" / "iu_xray" / "reports"
-
-
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -128,13 +125,12 @@ def test_transforms() -> None:
         ReportFindingsd(keys="report")({"report": None, "id": "b"})
 
 
-@pytest.mark.skipif(not IU_REPORTS.is_dir(), reason="needs ../shared/realdata/iu_xray (internal real reports)")
-def test_labeler_on_real_iu_reports_development_part() -> None:
+def test_labeler_on_real_iu_reports_development_part(realdata: Path) -> None:
     """Per-finding F1 against the indexers' MeSH terms on the part the rules were developed on (the experiment
     reports the untouched test part): a regression guard, at the level measured when the rules were written."""
     from sista_monai.experiments.report_similarity import labeler_scores, load_reports
 
-    development = load_reports(IU_REPORTS).select(("training", "validation"))
+    development = load_reports(realdata / "iu_xray" / "reports").select(("training", "validation"))
     scores = labeler_scores(development)
     assert len(development.ids) > 1500
     assert scores["mean_f1"] >= 0.88
