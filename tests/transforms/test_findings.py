@@ -20,6 +20,7 @@ from sista_monai.transforms.findings import (
     split_sentences,
 )
 
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
