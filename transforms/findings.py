@@ -7,14 +7,19 @@ medspacy's ConText: sentences, then *target* phrases per finding, then a *contex
 negated or uncertain from cue phrases in its clause, then an aggregation over the report (positive over uncertain
 over negated, as CheXpert aggregates).
 
-Why its own rules rather than medspacy / negspacy. Both were tried on the development part of the IU X-ray
-reports (never on the reported test part). medspacy's default ConText rules with this module's targets gave the
-figures in ``bundles/pretrain/docs/README.md`` ("A labeler that reads real reports"); the rules below differ from
-its defaults where reports need it: a negation cue's scope ends at a clause boundary (``but``, ``with``, ``which``,
-``;``), so "no cardiomegaly with small bilateral effusions" keeps the effusions; change phrases ("no change in the
-effusion", "no interval increase") are pseudo-negations; a finding's absence stated after it ("pneumothorax is not
-seen", "effusion has resolved") negates it. Carrying spaCy and medspacy (and their model-free pipeline set-up) for
-these few hundred lines of rules would also add a heavy install to every deployment of the pretraining bundle.
+Why its own rules rather than medspacy's ConText. Both were measured against the indexers' MeSH terms on the
+development part of the IU X-ray reports (1,622 indexed reports of the training and validation parts; the test part
+was never used for this): with the same targets, exclusions and hierarchy, medspacy 1.3.1's default pipeline (PyRuSH
+sentences, the default ConText rules) gives a mean F1 of 0.901 over the 20 findings with ≥ 20 positive reports
+(0.904 with uncertain mentions left out), these rules 0.904 at the time (0.907 after the last changes below). The
+two disagree on 48 report–finding pairs, these rules right in 30: ConText's defaults read "no change in the
+effusion" and a "no" carried past "with" or past a missing full stop as negations, and do not negate "resolution
+of", "removal of" or "has been removed"; medspacy was right on "no residual pneumothorax" and on "if … fracture",
+which these rules now follow. The rules differ from ConText's defaults accordingly: a negation cue's scope ends at a
+clause boundary (``but``, ``with``, ``which``, ``;``), change phrases are pseudo-negations, an absence stated after the
+finding ("pneumothorax is not seen", "effusion has resolved") negates it, and hypothetical mentions ("if",
+"evaluate for", "history of") are not stated. At equal accuracy, medspacy would add spaCy to every install of the
+pretraining bundle and take 16 ms a report against 0.6 ms here.
 
 Vocabulary (:data:`FINDINGS`): MIMIC-CXR's 14 CheXpert observations (``No Finding`` is the all-zero vector), plus
 the findings the IU X-ray reports name most often (granuloma, calcification, hyperinflation, low lung volumes,

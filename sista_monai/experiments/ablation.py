@@ -196,12 +196,16 @@ TASK_METRICS = {
     "detection": ("map", "detection mAP"),
 }
 THETAS = tuple(round(0.02 * k, 2) for k in range(51))
-SWEEP_VARIANTS = {
-    "findings": "sista_findings",
-    "text_frozen": "sista_text_frozen",
-    "labels": "sista_oracle",
-    "text_online": "sista_text_online",
-}
+def sweep_variants(variants: Sequence[Variant], defaults: Mapping[str, Any]) -> dict[str, Variant]:
+    """The run whose flags the θ sweep re-scores, per report-similarity source: the first variant of the study (in
+    :data:`VARIANTS` order) with that source and SIA on (θ ≤ 1). The flags depend on the source and the run's
+    frozen or online text features, not on the variant's other parts."""
+    chosen: dict[str, Variant] = {}
+    for variant in variants:
+        config = {**defaults, **variant.overrides}
+        if float(config.get("sia_threshold", 0.0)) <= 1.0:
+            chosen.setdefault(str(config.get("similarity_source")), variant)
+    return chosen
 
 
 Fractions = Sequence[int] | Mapping[str, Sequence[int]]
@@ -857,11 +861,9 @@ def run_ablation(
                 _add_validation(entry, task, fraction, run_root)
         results["baselines"] = trivial_baselines(tasks, fractions, downstream_overrides)
     if sweep:
-        by_name = {v.name: v for v in variants}
-        for source, name in SWEEP_VARIANTS.items():
-            if name in by_name:
-                root = out / "pretrain" / f"{name}_s{seeds[0]}"
-                results["theta_sweep"][source] = theta_sweep(root, by_name[name], pretrain_overrides)
+        for source, variant in sweep_variants(variants, {**bundle_defaults(), **pretrain_overrides}).items():
+            root = out / "pretrain" / f"{variant.name}_s{seeds[0]}"
+            results["theta_sweep"][source] = theta_sweep(root, variant, pretrain_overrides)
     return results
 
 

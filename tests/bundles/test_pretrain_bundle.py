@@ -87,7 +87,7 @@ def test_readme_command_end_to_end_without_phi(tiny_demo: Path, tmp_path: Path) 
     assert metrics["retrieval"]["semantic"]["chance"] == pytest.approx(same / n**2)
     assert metrics["sia"]["base_rate"] == pytest.approx((same - n) / (n * (n - 1)))
     assert (
-        metrics["sia"]["source"] == "text_frozen"
+        metrics["sia"]["source"] == json.loads(TRAIN.read_text())["similarity_source"]
         and metrics["sia"]["threshold"] == json.loads(TRAIN.read_text())["sia_threshold"]
     )
     assert metrics["grounding"]["lesion"]["trials"] > 0 and metrics["grounding"]["zone"]["trials"] > 0

@@ -13,6 +13,7 @@ from PIL import Image
 from sista_monai.experiments.ablation import (
     DOWNSTREAM_BUDGET,
     EFFECTS,
+    OFF_SOURCE,
     PRETRAIN_CONFIG,
     VARIANTS,
     below_baseline,
@@ -23,6 +24,7 @@ from sista_monai.experiments.ablation import (
     format_table,
     main,
     paired_effect,
+    sweep_variants,
     trivial_baselines,
 )
 from sista_monai.experiments.effects import ESTABLISHED_LEGEND
@@ -39,8 +41,11 @@ TINY_ENCODER = {
 
 def test_variants_switch_off_exactly_one_part_each() -> None:
     by_name = {v.name: dict(v.overrides) for v in VARIANTS}
-    assert by_name["clip"] == {"sia_threshold": 2.0, "lambda_token": 0.0}  # θ above any similarity: nothing flagged
-    assert by_name["clip_sia"] == {"lambda_token": 0.0} and by_name["clip_sta"] == {"sia_threshold": 2.0}
+    # θ above any similarity: nothing flagged; the source of a row with SIA off is pinned (it only feeds the flag
+    # metrics), so that a change of the headline's source leaves its runs valid for --reuse
+    assert OFF_SOURCE == {"similarity_source": "text_frozen"}
+    assert by_name["clip"] == {"sia_threshold": 2.0, "lambda_token": 0.0, **OFF_SOURCE}
+    assert by_name["clip_sia"] == {"lambda_token": 0.0} and by_name["clip_sta"] == {"sia_threshold": 2.0, **OFF_SOURCE}
     assert by_name["sista"] == {}
     assert by_name["sista_oracle"] == {"similarity_source": "labels", "sia_threshold": 0.95}
     assert by_name["sista_dense"] == {"sta_sparsity_threshold": 0.0}
@@ -56,12 +61,27 @@ def test_variants_switch_off_exactly_one_part_each() -> None:
         {"sta_contrast": "both"},
     ]
     assert by_name["sista_shuffled"] == {"sta_pairs": "shuffled"}
-    assert by_name["clip_sta_within"] == {"sia_threshold": 2.0, "sta_contrast": "within"}
+    assert by_name["clip_sta_within"] == {"sia_threshold": 2.0, "sta_contrast": "within", **OFF_SOURCE}
+    # issue 25: the report similarities, and SIA at a global batch of 64 against its SIA-off control
+    assert by_name["sista_findings"] == {"similarity_source": "findings"}
+    assert by_name["sista_text_frozen"] == {"similarity_source": "text_frozen", "sia_threshold": 0.76}
+    assert by_name["sista_b64"] == {"batch_size": 64}
+    assert by_name["clip_sta_b64"] == {"sia_threshold": 2.0, "batch_size": 64, **OFF_SOURCE}
     labels = {v.name: v.label for v in VARIANTS}
     assert (
         labels["sista_shuffled"].startswith("control:") and "mismatched image–report pairs" in labels["sista_shuffled"]
     )
     assert len(labels) == len(VARIANTS)  # names are unique
+
+
+def test_sweep_variants_pick_one_run_per_source_with_sia_on() -> None:
+    by_name = {v.name: v for v in VARIANTS}
+    chosen = sweep_variants(VARIANTS, {"similarity_source": "findings", "sia_threshold": 0.9})
+    assert chosen["findings"].name == "clip_sia"  # the first variant with the default source and SIA on
+    assert chosen["text_frozen"].name == "sista_text_frozen"  # clip's text_frozen rows have SIA off
+    assert chosen["labels"] is by_name["sista_oracle"] and chosen["text_online"] is by_name["sista_text_online"]
+    only = sweep_variants([by_name["clip"], by_name["sista"]], {"similarity_source": "findings", "sia_threshold": 0.9})
+    assert {s: v.name for s, v in only.items()} == {"findings": "sista"}
 
 
 def test_effects_contrast_the_new_variants() -> None:
@@ -285,7 +305,9 @@ def test_tiny_ablation_writes_the_table_plots_and_sweep(tmp_path: Path) -> None:
         assert {"t_low", "t_high", "low", "high", "p", "established"} <= set(effect) and effect["n"] == 1
         assert effect["established"] is False  # one seed establishes nothing
     assert summary["variants"]["clip"]["pretrain"]["flag_rate"] == [0.0]  # θ = 2 flags nothing
-    sweep = summary["theta_sweep"]["text_frozen"]
+    source = json.loads(Path(PRETRAIN_CONFIG).read_text())["similarity_source"]
+    assert set(summary["theta_sweep"]) == {source}  # clip has SIA off; the other three share the default source
+    sweep = summary["theta_sweep"][source]
     rates = [p["flag_rate"] for p in sweep]
     assert rates == sorted(rates, reverse=True)  # a higher θ never flags more pairs
     # the sweep, at the run's own θ, re-measures the flags of the run's report (same centred similarity)
