@@ -235,9 +235,16 @@ def _encode(folder: str, tokenizer: str, texts: Sequence[str], max_length: int =
     return torch.cat(out)
 
 
-def _bundle_text_config() -> dict[str, Any]:
-    config = json.loads(Path(__file__).parents[2].joinpath("bundles/pretrain/configs/train.json").read_text())
-    return dict(config["text_encoder"]["config"])
+PRETRAIN_CONFIG = "bundles/pretrain/configs/train.json"
+"""The pretraining bundle's config, relative to the repository root (where the README's commands run): its
+``text_encoder#config`` sizes the text encoders, as the bundle sizes its own."""
+
+
+def _bundle_text_config(config_file: str | Path = PRETRAIN_CONFIG) -> dict[str, Any]:
+    path = Path(config_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the pretraining bundle's train.json (run from the repository root)")
+    return dict(json.loads(path.read_text())["text_encoder"]["config"])
 
 
 def encoder_features(
