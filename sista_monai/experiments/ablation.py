@@ -196,6 +196,8 @@ TASK_METRICS = {
     "detection": ("map", "detection mAP"),
 }
 THETAS = tuple(round(0.02 * k, 2) for k in range(51))
+
+
 def sweep_variants(variants: Sequence[Variant], defaults: Mapping[str, Any]) -> dict[str, Variant]:
     """The run whose flags the θ sweep re-scores, per report-similarity source: the first variant of the study (in
     :data:`VARIANTS` order) with that source and SIA on (θ ≤ 1). The flags depend on the source and the run's
@@ -584,7 +586,11 @@ EFFECTS: tuple[tuple[str, str, str], ...] = (
     ("SIA within SISTA (SISTA vs + STA)", "sista", "clip_sta"),
     ("STA within SISTA (SISTA vs + SIA)", "sista", "clip_sia"),
     ("text SIA vs the labels oracle (SISTA vs SISTA oracle)", "sista", "sista_oracle"),
-    ("finding labeler vs frozen encoder as SIA's similarity", "sista_findings", "sista_text_frozen"),
+    (
+        "SIA's similarity: the headline's vs the frozen encoder (SISTA vs SISTA text_frozen)",
+        "sista",
+        "sista_text_frozen",
+    ),
     ("SIA within SISTA at global batch 64 (SISTA vs + STA, both at 64)", "sista_b64", "clip_sta_b64"),
     ("sparsity (SISTA vs dense STA, σ = 0)", "sista", "sista_dense"),
     ("cross-image STA (SISTA vs within-pair STA)", "sista", "sista_within"),
