@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import re
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,7 @@ from typing import Any
 
 import torch
 
+from sista_monai.errors import SistaDataError
 from sista_monai.io.files import write_json
 from sista_monai.losses import ReportSimilarity
 from sista_monai.metrics.grounding import flag_statistics
@@ -453,11 +455,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.choose:
-        sweep = choose(args.reports, args.demo_data, args.out)
-        print(json.dumps(sweep, indent=2))
-        return 0
-    result = run(args.reports, args.out, args.part, args.sources, args.demo_data)
+    try:
+        if args.choose:
+            print(json.dumps(choose(args.reports, args.demo_data, args.out), indent=2))
+            return 0
+        result = run(args.reports, args.out, args.part, args.sources, args.demo_data)
+    except (FileNotFoundError, SistaDataError) as err:
+        print(f"report_similarity: {err}", file=sys.stderr)
+        return 2
     rows = [
         f"{name:16s} P {b['flag_precision']:.3f} R {b['flag_recall']:.3f} rate {b['flag_rate']:.4f} | abnormal P "
         f"{b.get('abnormal_flag_precision', float('nan')):.3f} R {b.get('abnormal_flag_recall', float('nan')):.3f}"

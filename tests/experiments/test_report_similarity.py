@@ -96,3 +96,9 @@ def test_run_on_real_iu_reports(realdata: Path, tmp_path: Path, capsys: pytest.C
     out = capsys.readouterr().out
     assert "iu_xray (test" in out and "targets met" in out
     assert "CXR" not in out  # report ids only in the JSON file, never on the console
+
+
+def test_a_folder_without_reports_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--reports", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "neither a demo data folder" in err and "Traceback" not in err
