@@ -35,6 +35,7 @@ weight per valid token.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -359,10 +360,25 @@ def training_trials(
     """The trials of ``game`` over a split's batches (e.g. the training split, to fit a pointer on).
 
     Iterating a DataLoader draws from the global random generator; this leaves the generator as it was, so fitting a
-    pointer during a validation does not change the training that follows.
+    pointer during a validation does not change the training that follows. The trials of one ``batches`` object (a
+    DataLoader: anything that can be weakly referenced) are read once per game and grid and shared: the image-free
+    prior, the text pointer and the counterfactual metric all fit on the training split's lesion trials, which its
+    evaluation transforms make the same at every pass. Treat the returned list as read-only.
     """
-    with torch.random.fork_rng(devices=[]):
-        return [pointing_trials(dict(batch), game, patch_grid) for batch in batches]
+    try:
+        cache = _TRIALS_CACHE.setdefault(batches, {})
+    except TypeError:  # a list or a generator: read it as it is
+        cache = {}
+    key = (game, tuple(patch_grid))
+    if key not in cache:
+        with torch.random.fork_rng(devices=[]):
+            cache[key] = [pointing_trials(dict(batch), game, patch_grid) for batch in batches]
+    return cache[key]
+
+
+_TRIALS_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, tuple[int, int]], list[PointingTrials]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _sum_over_ranks(values: list[float], device: torch.device) -> list[float]:

@@ -23,6 +23,7 @@ from sista_monai.metrics import (
     pointing_game,
     pointing_trials,
     prior_accuracy,
+    training_trials,
 )
 from sista_monai.metrics.pretraining import TARGETS, summarise_test_metrics
 
@@ -66,6 +67,30 @@ def test_lesion_game_scores_only_words_with_truth() -> None:
     assert hit.tolist() == [True] and chance.tolist() == [0.25]
     tokens[0, 0] = torch.tensor([0.9, 0.1, 0.2, 0.0])
     assert pointing_game(_onehot_patches(), tokens, trials)[0].tolist() == [False]
+
+
+class _CountingLoader:
+    """A stand-in for a DataLoader that counts how often it is iterated."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    def __iter__(self):  # noqa: ANN204
+        self.passes += 1
+        yield _batch()
+
+
+def test_training_trials_read_a_loader_once_per_game_and_grid() -> None:
+    loader = _CountingLoader()
+    first = training_trials(loader, "lesion", GRID)
+    assert training_trials(loader, "lesion", GRID) is first and loader.passes == 1  # the prior, pointer, twins share
+    assert [len(t) for t in first] == [1] and first[0].words == [(11,)]
+    training_trials(loader, "zone", GRID)
+    training_trials(loader, "lesion", (1, 1))
+    assert loader.passes == 3  # another game or grid is another pass
+    assert training_trials(_CountingLoader(), "lesion", GRID) is not first  # per loader object
+    batches = [_batch()]
+    assert training_trials(batches, "lesion", GRID) is not training_trials(batches, "lesion", GRID)  # lists: no cache
 
 
 def test_zone_game_and_multi_piece_word_key() -> None:
