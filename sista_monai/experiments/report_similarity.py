@@ -286,9 +286,10 @@ def source_features(
     if source in ("tfidf", "tfidf_negation"):
         features = tfidf_features(train.texts, reports.texts, mark_negation=source == "tfidf_negation")
     else:
-        features = encoder_features(source, reports, train, demo_root, work)
-        if isinstance(features, str):
-            return features
+        encoded = encoder_features(source, reports, train, demo_root, work)
+        if isinstance(encoded, str):
+            return encoded
+        features = encoded
     # centred already: a plain cosine (the text sources' similarity without a centre)
     return features, ReportSimilarity("text_online", gather_distributed=False)
 
