@@ -17,7 +17,10 @@ What the packager writes (for ``bundles/pretrain`` and the three downstream bund
   the bundle folder or pass ``--bundle_root``) and the downstream training configs' ``pretrained_encoder`` is
   ``$@bundle_root + '/models/image_encoder.pt'``. ``inference.json`` stands alone (``bundle_root``, ``device``,
   ``network_def``, ``inferer``, ``output_dir``; override files given with ``--layer``, e.g. ``paper.json``,
-  merged in). The pretraining bundle's is generated: image in, global image features out (one JSON per image).
+  merged in). The pretraining bundle's is its committed ``configs/image_inference.json``, copied: image in,
+  global image features out (one JSON per image), the encoder's architecture and preprocessing read from the
+  ``models/image_encoder.json`` sidecar; ``models/image_encoder.pt`` and its sidecar are shipped beside
+  ``model.pt`` (the same weights; the config loads them, and a downstream bundle can train from them).
 * ``configs/metadata.json``: copied and completed: ``monai_version``/``pytorch_version``/``numpy_version`` and
   ``required_packages_version`` (MONAI 1.6's name for ``optional_packages_version``, which MONAI renames on
   reading, and the key the 2024 metadata schema requires) as installed here, ``sista-monai`` included; the
@@ -284,114 +287,24 @@ def _merge_layers(config: dict[str, Any], layers: Sequence[Path]) -> dict[str, A
     return dict(parser.get())
 
 
-def _pretraining_inference(sidecar: dict[str, Any], weights: Path) -> dict[str, Any]:
-    """The standalone, image-only ``inference.json`` of the packaged pretraining bundle."""
+IMAGE_INFERENCE = "image_inference.json"
+"""The pretraining bundle's committed image-only inference config: the packaged bundle's ``inference.json``."""
+
+
+def _pretraining_inference(bundle: Path, sidecar: dict[str, Any], weights: Path) -> dict[str, Any]:
+    """The packaged pretraining bundle's standalone, image-only ``inference.json``: the committed
+    ``configs/image_inference.json``, copied (``bundle_root`` → ``"."``), after checking that the encoder's sidecar
+    records what it reads (preprocessing sizes, intensity normalisation)."""
     sizes = sidecar.get("preprocessing")
     normalization = sidecar.get("normalization")
     if not isinstance(sizes, dict) or not {"resize_longest", "pad_square", "crop"} <= set(sizes):
         raise _fail(weights.with_suffix(".json"), "the sidecar records no preprocessing sizes (resize_longest, ...)")
     if not isinstance(normalization, dict) or not {"mean", "std"} <= set(normalization):
         raise _fail(weights.with_suffix(".json"), "the sidecar records no intensity normalisation (mean, std)")
-    return {
-        "imports": ["$import torch", "$import monai", "$import sista_monai", "$import sista_monai.transforms"],
-        "bundle_root": ".",
-        "ckpt_dir": "$@bundle_root + '/models'",
-        "checkpoint": "$@ckpt_dir + '/model.pt'",
-        "dataset_dir": "data/demo/images",
-        "output_dir": "$@bundle_root + '/eval/inference'",
-        "device": "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
-        "batch_size": 8,
-        "num_workers": 0,
-        "resize_size": sizes["resize_longest"],
-        "pad_size": sizes["pad_square"],
-        "image_size": sizes["crop"],
-        "intensity_mean": normalization["mean"],
-        "intensity_std": normalization["std"],
-        "image_encoder": {"_target_": "sista_monai.networks.build_image_encoder", "config": sidecar["architecture"]},
-        "network_def": {"_target_": "sista_monai.networks.GlobalImageFeatures", "encoder": "@image_encoder"},
-        "network": "$@network_def.to(@device)",
-        "preprocessing": {
-            "_target_": "Compose",
-            "transforms": [
-                {
-                    "_target_": "LoadImaged",
-                    "keys": "image",
-                    "reader": "$sista_monai.transforms.ChestXrayReader()",
-                    "image_only": True,
-                    "ensure_channel_first": True,
-                },
-                {"_target_": "sista_monai.transforms.EnsureChestXrayd", "keys": "image"},
-                {
-                    "_target_": "Resized",
-                    "keys": "image",
-                    "spatial_size": "@resize_size",
-                    "size_mode": "longest",
-                    "mode": "area",
-                },
-                {"_target_": "SpatialPadd", "keys": "image", "spatial_size": "$[@pad_size, @pad_size]"},
-                {
-                    "_target_": "NormalizeIntensityd",
-                    "keys": "image",
-                    "subtrahend": "@intensity_mean",
-                    "divisor": "@intensity_std",
-                },
-                {"_target_": "CenterSpatialCropd", "keys": "image", "roi_size": "$[@image_size, @image_size]"},
-            ],
-        },
-        "inputs": {
-            "_target_": "sista_monai.data.inference.InferenceInputs",
-            "folder": "@dataset_dir",
-            "output_dir": "@output_dir",
-        },
-        "datalist": "$@inputs.items",
-        "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
-        "dataloader": {
-            "_target_": "DataLoader",
-            "dataset": "@dataset",
-            "batch_size": "@batch_size",
-            "shuffle": False,
-            "num_workers": "@num_workers",
-        },
-        "inferer": {"_target_": "SimpleInferer"},
-        "postprocessing": {
-            "_target_": "Compose",
-            "transforms": [
-                {
-                    "_target_": "EnsureTyped",
-                    "keys": "pred",
-                    "data_type": "tensor",
-                    "dtype": "$torch.float32",
-                    "device": "cpu",
-                }
-            ],
-        },
-        "handlers": [
-            {
-                "_target_": "sista_monai.handlers.WeightsOnlyCheckpointLoader",
-                "load_path": "@checkpoint",
-                "load_dict": {"model": "@network"},
-                "map_location": "@device",
-            },
-            {
-                "_target_": "sista_monai.handlers.EmbeddingJSONWriter",
-                "output_dir": "@output_dir",
-                "root": "@dataset_dir",
-            },
-        ],
-        "evaluator": {
-            "_target_": "SupervisedEvaluator",
-            "device": "@device",
-            "val_data_loader": "@dataloader",
-            "network": "@network",
-            "inferer": "@inferer",
-            "postprocessing": "@postprocessing",
-            "val_handlers": "@handlers",
-            "amp": False,
-        },
-        "initialize": ["$monai.utils.set_determinism(seed=0)"],
-        "run": ["$@evaluator.run()"],
-        "finalize": ["$@inputs.finish()"],
-    }
+    source = bundle / "configs" / IMAGE_INFERENCE
+    if not source.is_file():
+        raise _fail(source, "missing from the pretraining bundle (its image-only inference config)")
+    return _rewrite_config(_read_json(source))
 
 
 def _pretraining_metadata(metadata: dict[str, Any], sidecar: dict[str, Any]) -> dict[str, Any]:
@@ -703,7 +616,7 @@ def package_bundle(
         shutil.copytree(bundle / "docs", work / "docs", ignore=shutil.ignore_patterns("__pycache__"))
         (work / "models").mkdir()
         for config_path in sorted((bundle / "configs").iterdir()):
-            if not config_path.is_file() or config_path.name in ("metadata.json", "inference.json"):
+            if not config_path.is_file() or config_path.name in ("metadata.json", "inference.json", IMAGE_INFERENCE):
                 continue
             target = work / "configs" / config_path.name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -715,7 +628,9 @@ def package_bundle(
         metadata = _metadata(source_metadata, bundle / "configs" / "metadata.json", wheel)
         if pretraining:
             sidecar = _write_pretraining_model(bundle, work)
-            inference = _pretraining_inference(sidecar, bundle / "models" / "image_encoder.pt")
+            inference = _pretraining_inference(bundle, sidecar, bundle / "models" / "image_encoder.pt")
+            for name in ("image_encoder.pt", "image_encoder.json"):  # what the copied config loads
+                shutil.copy2(bundle / "models" / name, work / "models" / name)
             metadata = _pretraining_metadata(metadata, sidecar)
         else:
             inference = _merge_layers(_read_json(bundle / "configs" / "inference.json"), [Path(p) for p in layers])

@@ -221,7 +221,10 @@ def test_monai_bundle_checks_accept_the_packaged_bundles(packaged: dict[str, dic
         applies = name != "rsna_pneumonia_detection"
         source_inference = json.loads((packaged[name]["source"] / "configs" / "inference.json").read_text())
         inferer = json.loads((packaged[name]["out"] / "configs" / "inference.json").read_text())["inferer"]
-        if name != "pretrain":  # (the pretraining bundle's inference.json is generated, with MONAI's SimpleInferer)
+        if name == "pretrain":  # its packaged inference.json is the committed image-only config
+            source_inference = json.loads((packaged[name]["source"] / "configs" / "image_inference.json").read_text())
+            assert inferer == source_inference["inferer"] == {"_target_": "SimpleInferer"}
+        else:
             # the source's inferer is kept; one is added (and the README says which) only where the source has none
             assert inferer == source_inference.get("inferer", inferer)
             assert bool(packaged[name]["summary"]["inferer"]) is ("inferer" not in source_inference)
@@ -292,6 +295,35 @@ def test_packaged_inference_runs_from_another_folder(
         assert 0.0 <= record["probability"] <= 1.0
     else:
         assert {"boxes", "scores", "labels"} <= set(record)
+
+
+def test_pretraining_image_inference_is_the_same_from_the_source_and_the_package(
+    packaged: dict[str, dict[str, Any]], images: Path, tmp_path: Path
+) -> None:
+    """The committed ``image_inference.json`` is what the package runs: same outputs on one folder (nested, with an
+    unreadable file: errors.json and exit status 1 from both)."""
+    source, out = packaged["pretrain"]["source"], packaged["pretrain"]["out"]
+    packaged_config = json.loads((out / "configs" / "inference.json").read_text())
+    committed = json.loads((source / "configs" / "image_inference.json").read_text())
+    assert packaged_config == {**committed, "bundle_root": "."}
+    folder = tmp_path / "in"
+    shutil.copytree(images, folder / "series")
+    (folder / "broken.dcm").write_bytes(b"not a DICOM file")
+    written = {}
+    for label, bundle, config in (
+        ("source", source, source / "configs" / "image_inference.json"),
+        ("package", out, out / "configs" / "inference.json"),
+    ):
+        outputs = tmp_path / label
+        args = ["python", "-m", "monai.bundle", "run", "--config_file", str(config), "--bundle_root", str(bundle)]
+        result = run_cli(args + ["--dataset_dir", str(folder), "--output_dir", str(outputs)], cwd=tmp_path)
+        assert result.returncode == 1 and "1 could not be read" in result.stderr, result.stderr[-3000:]
+        written[label] = {p.relative_to(outputs).as_posix(): json.loads(p.read_text()) for p in outputs.rglob("*.json")}
+    assert written["source"] == written["package"]
+    stems = sorted(f"series/{p.stem}.json" for p in images.iterdir())
+    assert sorted(written["source"]) == sorted(stems + ["errors.json"])
+    record = written["source"][stems[0]]
+    assert record["space"] == "image_encoder" and record["embed_dim"] == len(record["embedding"])
 
 
 def test_wheel_installs_offline_into_a_fresh_environment(packaged: dict[str, dict[str, Any]], tmp_path: Path) -> None:

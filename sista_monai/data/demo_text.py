@@ -148,7 +148,7 @@ def _train_mlm(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
-            epoch_loss += float(loss) * len(index)
+            epoch_loss += float(loss.detach()) * len(index)
             count += len(index)
         losses.append(epoch_loss / count)
     out = Path(out_dir)

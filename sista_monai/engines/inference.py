@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from monai.engines.utils import PrepareBatch
 
-from sista_monai.data.tasks import image_files
+from sista_monai.data.inference import InferenceInputs, find_images, output_stem
 from sista_monai.losses import alignment_weights
 
 __all__ = ["REPORT_SUFFIXES", "SISTAAlignmentInferer", "SISTAInferencePrepareBatch", "pretrain_inference_items"]
@@ -28,19 +29,29 @@ REPORT_SUFFIXES = (".txt", ".xml")
 TEXT_KEYS = ("input_ids", "attention_mask", "word_mask", "word_start")
 
 
-def pretrain_inference_items(input_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """The items of pretraining inference: every DICOM/PNG/JPEG file of ``input_dir`` with its report, if any.
+def pretrain_inference_items(inputs: InferenceInputs | str | os.PathLike) -> list[dict[str, str]]:
+    """The items of pretraining inference: every readable image of the run with its report, if one lies beside it.
 
     Args:
-        input_dir: folder of images and optional reports ``<stem>.txt`` (MIMIC-style text) or ``<stem>.xml`` (IU XML).
+        inputs: the run's :class:`~sista_monai.data.inference.InferenceInputs` (what the bundle configs pass: DICOM
+            found by content, subfolders, unreadable files left out and listed in ``errors.json``), or a folder
+            (its images found by :func:`~sista_monai.data.inference.find_images`, none decoded beforehand).
+            A report is ``<stem>.txt`` (MIMIC-style text) or ``<stem>.xml`` (IU XML) beside the image.
 
     Returns:
-        ``[{"image": path, "source": file name, "report": report path (only when one lies beside the image)}]``,
-        sorted by image file name.
+        ``[{"image": path, "source": output name, "image_file": file name, "report": report path (only when one
+        lies beside the image)}]`` in the inputs' order; the output name is
+        :func:`~sista_monai.data.inference.output_stem` (the path relative to the folder, subfolders kept), as
+        for every bundle's inference.
     """
+    if isinstance(inputs, InferenceInputs):
+        found = [(Path(item["image"]), item["output_name"]) for item in inputs.items]
+    else:
+        folder = Path(inputs)
+        found = [(path, output_stem(path, folder)) for path in find_images(folder)]
     items = []
-    for path in image_files(input_dir):
-        item = {"image": str(path), "source": path.name}
+    for path, name in found:
+        item = {"image": str(path), "source": name, "image_file": path.name}
         report = next((path.with_suffix(s) for s in REPORT_SUFFIXES if path.with_suffix(s).is_file()), None)
         if report is not None:
             item["report"] = str(report)
@@ -51,7 +62,8 @@ def pretrain_inference_items(input_dir: str | os.PathLike) -> list[dict[str, str
 class SISTAInferencePrepareBatch(PrepareBatch):
     """Prepare a pretraining-inference batch for :class:`~monai.engines.SupervisedEvaluator`.
 
-    Returns ``(image, targets, (), text)``: ``targets`` holds ``source`` (the file names) and, for a batch with
+    Returns ``(image, targets, (), text)``: ``targets`` holds ``source`` (the output names), ``image_file`` (the
+    input file names, when the items have them) and, for a batch with
     reports, ``input_ids`` (to name the words); ``text`` holds the tokenised reports as keyword arguments of
     :class:`SISTAAlignmentInferer` (empty when the batch has no report).
     """
@@ -72,6 +84,8 @@ class SISTAInferencePrepareBatch(PrepareBatch):
         if "word_mask" in text:
             text["word_mask"] = text["word_mask"].bool()
         targets: dict[str, Any] = {"source": list(batchdata["source"])}
+        if batchdata.get("image_file") is not None:
+            targets["image_file"] = list(batchdata["image_file"])
         if "input_ids" in text:
             targets["input_ids"] = text["input_ids"]
         return image, targets, (), text

@@ -125,7 +125,7 @@ VARIANTS: tuple[Variant, ...] = (
         "+ STA within pairs only (SIA off: θ = 2; sta_contrast = within)",
         {"sia_threshold": 2.0, "sta_contrast": "within"} | OFF_SOURCE,
     ),
-    Variant("sista", "SISTA (SIA text + STA)", {}),
+    Variant("sista", "SISTA (the bundle default: SIA + STA)", {}),
     Variant(
         "sista_oracle",
         "SISTA, SIA from the labels oracle (θ 0.95: identical finding sets)",

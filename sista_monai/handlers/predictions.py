@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 class _PredictionWriter:
-    """What both writers share: the output folder, the names, the extra entries, one JSON per image after every
+    """What every inference writer shares (these and :mod:`sista_monai.handlers.pretrain_inference`'s): the output folder, the names, the extra entries, one JSON per image after every
     iteration, named by :func:`~sista_monai.data.inference.output_stem` and written atomically."""
 
     def __init__(
@@ -60,7 +60,11 @@ class _PredictionWriter:
         raise NotImplementedError
 
     def _write(self, source: str, record: Mapping[str, Any]) -> Path:
-        path = write_json(self.output_dir / f"{output_stem(source, self.root)}.json", {**record, **self.extra})
+        return self._write_as(output_stem(source, self.root), record)
+
+    def _write_as(self, name: str, record: Mapping[str, Any]) -> Path:
+        """Write ``<output_dir>/<name>.json`` (``name`` may hold subfolders, created)."""
+        path = write_json(self.output_dir / f"{name}.json", {**record, **self.extra})
         self.written.append(path)
         return path
 
@@ -202,8 +206,8 @@ class DetectionJSONWriter(_PredictionWriter):
 class EmbeddingJSONWriter(_PredictionWriter):
     """Write ``<output_dir>/<output name>.json`` with the image-only network's feature vector of every image.
 
-    Each file holds ``{"image": <input file name>, "embed_dim": C, "embedding": [C floats]}``: the global image
-    features of the pretrained encoder (:class:`~sista_monai.networks.GlobalImageFeatures`, the packaged
+    Each file holds ``{"image": <input file name>, "space": "image_encoder", "embed_dim": C, "embedding": [C
+    floats]}``: the global image features of the pretrained encoder (:class:`~sista_monai.networks.GlobalImageFeatures`, the packaged
     pretraining bundle's ``network_def``), as the downstream heads receive them (not L2-normalised). Attach to the
     inference evaluator (``decollate=True``).
 
@@ -235,5 +239,11 @@ class EmbeddingJSONWriter(_PredictionWriter):
             if source is None:
                 raise ValueError(f"the inference output has no source file name under {self.image_key!r}")
             values = [float(v) for v in torch.as_tensor(item[self.pred_key], dtype=torch.float32).reshape(-1).tolist()]
-            self._write(source, {"image": Path(source).name, "embed_dim": len(values), "embedding": values})
+            record = {
+                "image": Path(source).name,
+                "space": "image_encoder",
+                "embed_dim": len(values),
+                "embedding": values,
+            }
+            self._write(source, record)
         engine.logger.debug("wrote %d embedding files to %s", len(items), self.output_dir)

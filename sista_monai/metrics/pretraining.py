@@ -20,7 +20,7 @@ TARGETS = {
     "counterfactual_over_image_free": 5.0,
 }
 """What the default demo run must show: lesion grounding at least twice its image-free prior, semantic
-precision@5 at least twice its chance level, SIA flags (text source) with precision ≥ 0.8 at recall ≥ 0.5, and
+precision@5 at least twice its chance level, SIA flags (the configured report-similarity source, read from the report text) with precision ≥ 0.8 at recall ≥ 0.5, and
 (issue 24) a counterfactual follow rate of at least 0.5 and at least 5× the best pointer that never sees the image
 (:func:`over_image_free`)."""
 

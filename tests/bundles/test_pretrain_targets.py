@@ -20,7 +20,6 @@ pytestmark = pytest.mark.slow
 
 UNMET = {
     "lesion_grounding_over_prior": "STA does not ground lesion words beyond an image-free pointer at demo scale (docs: Targets)",
-    "sia_flag_precision": "the demo's MLM text encoder separates finding sets with precision 0.55-0.63 at recall 0.5 (docs: Targets)",
     "counterfactual_follow_rate": "a word's best patch follows its moved finding in well under half of the twins at demo scale (docs: Targets)",
 }
 

@@ -61,8 +61,13 @@ def test_inference_evaluator_writes_what_the_model_computes(folder: Path, tmp_pa
     ).eval()
     items = pretrain_inference_items(folder)
     assert items == [
-        {"image": str(folder / "alone.png"), "source": "alone.png"},
-        {"image": str(folder / "study.png"), "source": "study.png", "report": str(folder / "study.txt")},
+        {"image": str(folder / "alone.png"), "source": "alone", "image_file": "alone.png"},
+        {
+            "image": str(folder / "study.png"),
+            "source": "study",
+            "image_file": "study.png",
+            "report": str(folder / "study.txt"),
+        },
     ]
     image_transforms = Compose([LoadChestXrayd("image"), NormalizeIntensityd("image", subtrahend=0.5, divisor=0.25)])
     sections = ["findings"]  # configured: FINDINGS only, so the IMPRESSION's words are not aligned
@@ -91,7 +96,7 @@ def test_inference_evaluator_writes_what_the_model_computes(folder: Path, tmp_pa
             image = image_transforms({"image": str(folder / f"{name}.png")})["image"][None]
             image_emb, patch_emb, grid = model.encode_image(image)
             record = json.loads((out / f"{name}.json").read_text())
-            assert record["source"] == f"{name}.png" and record["embed_dim"] == 8
+            assert record["image"] == f"{name}.png" and record["embed_dim"] == 8 and record["space"] == "joint"
             np.testing.assert_allclose(record["embedding"], image_emb[0].tolist(), rtol=1e-6, atol=1e-7)
         text = CleanReport()(ExtractReportSections("mimic", order=sections)(REPORT))
         assert "impression" not in text.lower() and text.lower().startswith("small right pleural effusion")
@@ -105,7 +110,7 @@ def test_inference_evaluator_writes_what_the_model_computes(folder: Path, tmp_pa
         weights = alignment_weights(patch_emb, token_emb, 0.5)[0]
     alignment = json.loads((out / "study_alignment.json").read_text())
     positions = torch.nonzero(word_mask[0]).flatten().tolist()
-    assert alignment["source"] == "study.png" and alignment["patch_grid"] == list(grid)
+    assert alignment["image"] == "study.png" and alignment["patch_grid"] == list(grid)
     assert [t["index"] for t in alignment["tokens"]] == positions
     words = tokenizer.convert_ids_to_tokens(tokens["input_ids"].tolist())
     assert [t["token"] for t in alignment["tokens"]] == [
@@ -117,3 +122,23 @@ def test_inference_evaluator_writes_what_the_model_computes(folder: Path, tmp_pa
         )
     assert sorted(p.name for p in out.glob("study_word*.png")) == [f"study_word{j:03d}.png" for j in positions]
     assert not list(out.glob("alone_*"))  # no report, no alignment
+
+
+def test_items_come_from_the_run_inputs_named_as_every_bundle_names_them(folder: Path, tmp_path: Path) -> None:
+    """Through InferenceInputs: subfolders kept in the output names, an unreadable file left out and listed."""
+    from sista_monai.data.inference import ERRORS_FILE, InferenceInputs
+
+    nested = folder / "series"
+    nested.mkdir()
+    (folder / "study.png").rename(nested / "study.png")
+    (folder / "study.txt").rename(nested / "study.txt")
+    (folder / "broken.dcm").write_bytes(b"not a DICOM file")
+    inputs = InferenceInputs(folder, tmp_path / "out")
+    items = pretrain_inference_items(inputs)
+    assert [(i["source"], i["image_file"], "report" in i) for i in items] == [
+        ("alone", "alone.png", False),
+        ("series/study", "study.png", True),
+    ]
+    assert [e["file"] for e in json.loads((tmp_path / "out" / ERRORS_FILE).read_text())] == ["broken.dcm"]
+    with pytest.raises(SystemExit, match="1 could not be read"):
+        inputs.finish()

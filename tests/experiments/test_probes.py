@@ -88,7 +88,7 @@ def test_page_states_the_probe_fraction() -> None:
     assert format_table(results, ["classification"], [1, 10]).splitlines()[-1].startswith("| image-free baseline")
     table = format_validation(results, ["classification"], [1, 10]).splitlines()
     assert [row.split(" | ")[0] for row in table[2:]] == [
-        "| SISTA (SIA text + STA)",
+        "| SISTA (the bundle default: SIA + STA)",
         "| random initialisation (no pretraining)",
         "| constant predictor (image-free baseline on validation)",
     ]  # clip was not trained downstream: no row
