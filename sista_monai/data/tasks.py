@@ -22,7 +22,6 @@ import numpy as np
 from monai.data import MetaTensor
 
 from sista_monai.config import as_flag
-from sista_monai.transforms.io import DICOM_SUFFIXES, RASTER_SUFFIXES
 
 __all__ = [
     "dataset_root",
@@ -30,7 +29,6 @@ __all__ = [
     "label_fraction_key",
     "segmentation_datalist",
     "detection_datalist",
-    "image_files",
     "inference_datalist",
     "source_file",
 ]
@@ -177,12 +175,6 @@ def detection_datalist(
     if problems:
         raise ValueError(f"{len(problems)} bad item(s) in {path.name}:\n  " + "\n  ".join(problems))
     return items
-
-
-def image_files(folder: str | os.PathLike) -> list[Path]:
-    """The DICOM (``.dcm``/``.dicom``/``.dic``), PNG and JPEG files directly inside ``folder``, sorted."""
-    suffixes = {s for s in DICOM_SUFFIXES + RASTER_SUFFIXES if s}
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
 
 
 def inference_datalist(folder: str | os.PathLike, image_key: str = "image") -> list[dict[str, str]]:
