@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from sista_monai.config import as_flag
+from sista_monai.io.weights import quiet_transformers
 
 __all__ = ["DEFAULT_MLM", "demo_text_encoder", "ensure_demo_text_encoder", "train_mlm_text_encoder"]
 
@@ -153,8 +154,9 @@ def _train_mlm(
         losses.append(epoch_loss / count)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.bert.save_pretrained(os.fspath(out))
-    tok.save_pretrained(os.fspath(out))
+    with quiet_transformers():
+        model.bert.save_pretrained(os.fspath(out))
+        tok.save_pretrained(os.fspath(out))
     return losses
 
 

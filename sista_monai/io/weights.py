@@ -13,7 +13,8 @@ import logging
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "load_failure_reason",
     "load_network_weights",
     "move_loss_temperature",
+    "quiet_transformers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -196,3 +198,28 @@ def save_weights(
         state = dict(module_or_state)
     refuse_nonfinite(state, path, log)
     return atomic_write_bytes(path, state_bytes(state))
+
+
+@contextmanager
+def quiet_transformers(report: bool = False) -> Iterator[None]:
+    """Hugging Face transformers' console chatter off inside the block; the previous settings back after it.
+
+    transformers 5 draws tqdm bars when it loads or saves weights ("Loading weights", "Writing model shards"),
+    which through a pipe or into a log file become lines of their own, and prints a load report at WARNING. Here
+    the bars are off; with ``report=False`` the load report is too (verbosity ERROR). Keep ``report=True`` where
+    the report is the only word on missing weights (a user's pretrained model); turn it off where the caller
+    compares the state dicts itself and raises on a mismatch.
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    if not report:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

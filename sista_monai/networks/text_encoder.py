@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
+from sista_monai.io.weights import quiet_transformers
 from sista_monai.transforms.report import load_tokenizer
 
 from .outputs import TextEncoderOutput
@@ -78,9 +79,10 @@ class HuggingFaceTextEncoder(nn.Module):
                 "pretrained_weights initialises a model built from config; with name_or_path leave it None"
             )
         if name_or_path is not None:
-            self.model = AutoModel.from_pretrained(
-                os.fspath(name_or_path), local_files_only=local_files_only, revision=revision
-            )
+            with quiet_transformers(report=True):  # its load report is the word on missing weights
+                self.model = AutoModel.from_pretrained(
+                    os.fspath(name_or_path), local_files_only=local_files_only, revision=revision
+                )
         else:
             settings = dict(config or {})
             model_type = settings.pop("model_type", "bert")
@@ -99,7 +101,8 @@ class HuggingFaceTextEncoder(nn.Module):
         self.freeze(freeze_layers)
 
     def _load_weights(self, folder: str) -> None:
-        source = AutoModel.from_pretrained(folder, local_files_only=True).state_dict()
+        with quiet_transformers():  # the comparison below names every missing or mismatched weight
+            source = AutoModel.from_pretrained(folder, local_files_only=True).state_dict()
         own = self.model.state_dict()
         missing = sorted(k for k in own if k not in source)
         unexpected = sorted(k for k in source if k not in own and not k.startswith("pooler."))  # the pooler is dropped

@@ -41,7 +41,9 @@ def default_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ]
     result = run_cli(args, timeout=1200, env={"OMP_NUM_THREADS": "2"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads((root / "pretrain" / "eval" / "metrics.json").read_text())
+    report = json.loads((root / "pretrain" / "eval" / "metrics.json").read_text())
+    report["_console"] = result.stdout + result.stderr
+    return report
 
 
 @pytest.mark.parametrize(
@@ -71,3 +73,12 @@ def test_every_measured_value_is_finite(default_report: dict) -> None:
     bad = {k: v for k, v in values.items() if not isinstance(v, (int, float)) or not math.isfinite(v)}
     assert not bad, bad
     assert grounding["counterfactual"]["trials"] > 100 and grounding["lesion"]["trials"] > 100
+
+
+def test_the_console_through_a_pipe_is_short(default_report: dict) -> None:
+    """Captured as CI, nohup or a scheduler captures it: at most 150 lines, a carriage return counting as a line
+    break (a progress bar redrawn into a file), and one line per epoch."""
+    console = default_report["_console"]
+    lines = [line for line in console.replace("\r", "\n").splitlines() if line.strip()]
+    assert len(lines) <= 150, f"{len(lines)} console lines:\n" + "\n".join(lines[:40])
+    assert sum("Epoch: " in line and "iterations --" in line for line in lines) == 30

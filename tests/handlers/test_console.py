@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 
@@ -11,7 +12,7 @@ from ignite.engine import Engine
 from monai.handlers import from_engine
 
 from sista_monai.handlers import EpochSummaryStatsHandler, loss_terms
-from sista_monai.handlers.console import epoch_summary
+from sista_monai.handlers.console import TerminalProgressBar, epoch_summary
 
 
 class _Records(logging.Handler):
@@ -97,3 +98,19 @@ def test_a_resumed_run_says_where_it_resumes() -> None:
         handler.logger.removeHandler(records)
     assert records.messages[0] == "resuming from iteration 2, epoch 1 of 3"
     assert [m.split(",")[0] for m in records.messages[1:3]] == ["Epoch: 2/3", "Epoch: 3/3"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("stream", "drawn"), [(io.StringIO(), False), (_Terminal(), True)])
+def test_the_progress_bar_is_drawn_on_a_terminal_only(stream: io.StringIO, drawn: bool) -> None:
+    """Through a pipe or into a file tqdm's redraws become lines: no bar there (the epoch line remains)."""
+    engine = Engine(lambda engine, batch: batch)
+    bar = TerminalProgressBar(stream=stream, persist=False, file=stream)
+    bar.attach(engine)
+    assert bar.attached is drawn
+    engine.run([0.0] * 5, max_epochs=2)
+    assert (len(stream.getvalue()) > 0) is drawn
