@@ -5,10 +5,27 @@ from __future__ import annotations
 
 from .detection import DetectionEvaluator, DetectionTrainer, DetectorInferer
 from .evaluation import write_test_report
+from .grounding import (
+    CounterfactualEvaluation,
+    GroundingInputs,
+    GroundingPrepareBatch,
+    SISTAGroundingInferer,
+    phrase_tokens,
+)
 from .inference import SISTAAlignmentInferer, SISTAInferencePrepareBatch, pretrain_inference_items
 from .optimisation import encoder_parameter_groups
+from .retrieval import ReportBank, RetrievalInputs, SISTARetrievalInferer, report_bank_items
 from .step import NONFINITE_LOSS_ACTIONS, SafeStep, SafeSupervisedTrainer, finite_on_every_rank
 from .trainer import BATCH_KEYS, TARGET_KEYS, SISTAPrepareBatch, SISTATrainer
+from .zero_shot import (
+    ZERO_SHOT_MODES,
+    ZeroShotInferer,
+    ZeroShotInputs,
+    ZeroShotPrepareBatch,
+    prompt_embeddings,
+    zero_shot_mode,
+    zero_shot_probabilities,
+)
 
 __all__ = [
     "BATCH_KEYS",
@@ -27,4 +44,20 @@ __all__ = [
     "SISTAAlignmentInferer",
     "SISTAInferencePrepareBatch",
     "pretrain_inference_items",
+    "ZERO_SHOT_MODES",
+    "ZeroShotInferer",
+    "ZeroShotInputs",
+    "ZeroShotPrepareBatch",
+    "prompt_embeddings",
+    "zero_shot_mode",
+    "zero_shot_probabilities",
+    "CounterfactualEvaluation",
+    "GroundingInputs",
+    "GroundingPrepareBatch",
+    "SISTAGroundingInferer",
+    "phrase_tokens",
+    "ReportBank",
+    "RetrievalInputs",
+    "SISTARetrievalInferer",
+    "report_bank_items",
 ]
