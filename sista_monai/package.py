@@ -79,6 +79,8 @@ SIZE_LIMIT_MB = 25.0
 LARGE_FILES = "large_files.yml"
 NECESSARY_FILES = ("configs/metadata.json", "LICENSE")
 PREFERRED_FILES = ("models/model.pt", "configs/inference.json")
+DEMO_TOKENIZER = "data/demo/tokenizer"
+"""The demo pretraining's tokenizer folder, relative to the project root (the default of ``--tokenizer``)."""
 PROJECT_FILES = ("docs/README.md", "docs/data_license.txt")
 INFERENCE_KEYS = ("bundle_root", "device", "network_def", "inferer", "output_dir")
 PRETRAINED_ENCODER = "$@bundle_root + '/models/image_encoder.pt'"
@@ -307,6 +309,62 @@ def _pretraining_inference(bundle: Path, sidecar: dict[str, Any], weights: Path)
     return _rewrite_config(_read_json(source))
 
 
+TEXT_CONFIGS = ("zero_shot.json", "retrieval.json", "grounding.json")
+"""The pretraining bundle's configs that need the text side (layered on ``train.json``)."""
+
+PACKAGED_SISTA = "$@bundle_root + '/models/sista.pt'"
+PACKAGED_TOKENIZER = "$@bundle_root + '/models/tokenizer'"
+
+
+def _write_pretraining_text_model(bundle: Path, out: Path, tokenizer: Path) -> None:
+    """``models/sista.pt`` (the whole SISTA model's weights, from ``models/checkpoint_final.pt``: image and text
+    encoders, projection heads) and ``models/tokenizer/`` (the tokenizer the text encoder was trained with)."""
+    from sista_monai.io import atomic_write_bytes, load_weights_only, move_loss_temperature, state_bytes
+    from sista_monai.io.weights import nonfinite_entries
+
+    checkpoint = bundle / "models" / "checkpoint_final.pt"
+    if not checkpoint.is_file():
+        raise _fail(checkpoint, "missing: train the pretraining bundle first (the text side is packaged from it)")
+    try:
+        state = load_weights_only(checkpoint, what="the SISTA checkpoint")
+    except ValueError as err:
+        raise _fail(checkpoint, str(err)) from err
+    if isinstance(state, dict) and isinstance(state.get("network"), dict):
+        state = move_loss_temperature(state)["network"]
+    if not isinstance(state, dict) or not state:
+        raise _fail(checkpoint, "holds no network weights")
+    bad = nonfinite_entries(state)
+    if bad:
+        raise _fail(checkpoint, f"non-finite weights in {bad[:3]}")
+    atomic_write_bytes(out / "models" / "sista.pt", state_bytes(state))
+    if not (tokenizer / "tokenizer_config.json").is_file():
+        raise _fail(tokenizer, "not a tokenizer folder (no tokenizer_config.json); pass the run's with --tokenizer")
+    shutil.copytree(tokenizer, out / "models" / "tokenizer")
+
+
+def _text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A text-side config of the package: the packaged weights and tokenizer, no demo text-encoder pretraining."""
+    return {**config, "checkpoint": PACKAGED_SISTA, "tokenizer": PACKAGED_TOKENIZER, "text_pretrained": None}
+
+
+def _check_text_model_fits(out: Path) -> None:
+    """``models/sista.pt`` loads into the network of the packaged ``train.json`` + ``zero_shot.json``."""
+    from monai.bundle import ConfigParser
+
+    from sista_monai.io import load_network_weights
+
+    parser = ConfigParser()
+    parser.read_config([str(out / "configs" / "train.json"), str(out / "configs" / "zero_shot.json")])
+    parser.update({"bundle_root": str(out), "device": "$torch.device('cpu')"})
+    try:
+        load_network_weights(out / "models" / "sista.pt", parser.get_parsed_content("network_def"))
+    except ValueError as err:
+        raise _fail(
+            out / "models" / "sista.pt",
+            f"does not fit the packaged train.json (trained with an override file? pass it with --layer): {err}",
+        ) from err
+
+
 def _pretraining_metadata(metadata: dict[str, Any], sidecar: dict[str, Any]) -> dict[str, Any]:
     """The metadata of the image-only network: one image in, ``out_channels`` global features out."""
     crop = int(sidecar["preprocessing"]["crop"])
@@ -518,8 +576,16 @@ def _readme_section(summary: dict[str, Any], pretraining: bool) -> str:
             "The packaged network is IMAGE-ONLY: `network_def` is `sista_monai.networks.GlobalImageFeatures` on the",
             "pretrained image encoder (`models/image_encoder.pt` of the pretraining run), and `inference.json` writes",
             "`<image>.json` = `{image, embed_dim, embedding}` (the global image features the downstream heads use)",
-            "per input image. The report side (text encoder, word alignments) is not packaged: the source bundle's",
-            "alignment inference (layered on `train.json`, full SISTA checkpoint) stays in the repository.",
+            "per input image.",
+            "",
+            "The text side is packaged too: `models/sista.pt` (the whole SISTA model: both encoders and the heads)",
+            "and `models/tokenizer/`. Zero-shot classification, retrieval and phrase grounding run from this folder",
+            "alone, layered on `configs/train.json`:",
+            "",
+            "    python -m monai.bundle run --config_file \"['BUNDLE/configs/train.json','BUNDLE/configs/zero_shot.json']\" \\",
+            "        --bundle_root BUNDLE --dataset_dir IMAGES --output_dir OUTPUT",
+            "",
+            '(`retrieval.json` with `--report_bank REPORTS`, `grounding.json` with `--phrase "..."`).',
             "`configs/train.json` retrains from scratch as in the repository.",
             "",
         ]
@@ -573,6 +639,7 @@ def package_bundle(
     large_file_url: str | None = None,
     project: str | Path | None = None,
     overwrite: bool = False,
+    tokenizer: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write the self-contained, model-zoo-checked copy of ``bundle_dir`` to ``out`` (see the module docstring).
 
@@ -586,6 +653,8 @@ def package_bundle(
         large_file_url: URL prefix where the large files will be uploaded (``<prefix>/<path>``), else empty urls.
         project: the sista-monai source tree the wheel is built from (default: the one this module runs from).
         overwrite: replace an existing output folder.
+        tokenizer: the pretraining bundle's tokenizer folder, shipped with the text side (default: the demo's,
+            ``data/demo/tokenizer`` of ``project``).
 
     Returns:
         A summary: the output folder, the wheel, ``torchscript`` and ``verify_net_in_out`` (``None`` when they
@@ -621,7 +690,12 @@ def package_bundle(
             target = work / "configs" / config_path.name
             target.parent.mkdir(parents=True, exist_ok=True)
             if config_path.suffix == ".json":
-                _write_json(target, _rewrite_config(_read_json(config_path)))
+                config = _rewrite_config(_read_json(config_path))
+                if pretraining and config_path.name == "train.json":
+                    config = _merge_layers(config, [Path(p) for p in layers])
+                elif pretraining and config_path.name in TEXT_CONFIGS:
+                    config = _text_config(config)
+                _write_json(target, config)
             else:
                 shutil.copy2(config_path, target)
         wheel = _build_wheel(root, work / "wheels")
@@ -631,6 +705,7 @@ def package_bundle(
             inference = _pretraining_inference(bundle, sidecar, bundle / "models" / "image_encoder.pt")
             for name in ("image_encoder.pt", "image_encoder.json"):  # what the copied config loads
                 shutil.copy2(bundle / "models" / name, work / "models" / name)
+            _write_pretraining_text_model(bundle, work, Path(tokenizer) if tokenizer else root / DEMO_TOKENIZER)
             metadata = _pretraining_metadata(metadata, sidecar)
         else:
             inference = _merge_layers(_read_json(bundle / "configs" / "inference.json"), [Path(p) for p in layers])
@@ -654,6 +729,8 @@ def package_bundle(
             shutil.copy2(encoder, work / "models" / "image_encoder.pt")
             shutil.copy2(encoder.with_suffix(".json"), work / "models" / "image_encoder.json")
         _check_model_fits(work, bundle / "models" / ("image_encoder.pt" if pretraining else "model.pt"))
+        if pretraining:
+            _check_text_model_fits(work)
         torchscript = _export_torchscript(work)
         shapes = _verify_net_in_out(work)
         (work / "docs" / "data_license.txt").write_text(
@@ -674,7 +751,7 @@ def package_bundle(
         )
         weights = [
             (path.relative_to(work).as_posix(), _mib(path.stat().st_size), sha256_file(path))
-            for path in sorted((work / "models").iterdir())
+            for path in sorted(p for p in (work / "models").rglob("*") if p.is_file())
         ]
         summary = {
             "bundle": bundle.name,
@@ -734,6 +811,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--large-file-url", metavar="URL", help="URL prefix where the large files will be uploaded")
     parser.add_argument("--project", metavar="DIR", help="the sista-monai source tree to build the wheel from")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help="bundles/pretrain: the tokenizer folder the text encoder was trained with (default: data/demo/tokenizer)",
+    )
     return parser
 
 
@@ -751,6 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             large_file_url=args.large_file_url,
             project=args.project,
             overwrite=args.overwrite,
+            tokenizer=args.tokenizer,
         )
     except BundlePackagingError as err:
         print(f"python -m sista_monai.package: error: {err}", file=sys.stderr)

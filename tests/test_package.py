@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from bundle_helpers import REPO_ROOT, run_cli, tiny_pretrained_encoder
+from bundle_helpers import REPO_ROOT, run_cli
 from monai.bundle import ConfigParser
 
 from sista_monai.data.demo import ensure_demo_data
@@ -50,8 +50,7 @@ def _tiny_source(name: str, root: Path) -> tuple[Path, list[Path]]:
     shutil.copytree(REPO_ROOT / "bundles" / name, source, ignore=shutil.ignore_patterns("models", "logs", "eval"))
     (source / "models").mkdir()
     if name == "pretrain":
-        tiny_pretrained_encoder(source / "models", source / "configs" / "train.json", TINY_ENCODER)
-        return source, []
+        return source, [_tiny_pretraining(source, root)]
     layer = root / f"{name}_tiny.json"
     layer.write_text(json.dumps({f"image_encoder#{key}": value for key, value in TINY_ENCODER.items()}))
     parser = ConfigParser()
@@ -62,6 +61,35 @@ def _tiny_source(name: str, root: Path) -> tuple[Path, list[Path]]:
     return source, [layer]
 
 
+TINY_TEXT = {"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}
+REPORTS = ["Small right pleural effusion.", "No pneumothorax. The heart size is normal.", "Left lower lobe opacity."]
+
+
+def _tiny_pretraining(source: Path, root: Path) -> Path:
+    """A tiny SISTA model as the pretraining bundle leaves it (``checkpoint_final.pt``, the exported image encoder)
+    and its tokenizer; returns the layer file of its sizes (given to the packager)."""
+    from sista_monai.data.tokenizer import train_wordpiece_tokenizer
+    from sista_monai.io import export_image_encoder
+
+    tokenizer = train_wordpiece_tokenizer(REPORTS * 4, root / "tokenizer", vocab_size=80)
+    layer = root / "pretrain_tiny.json"
+    sizes = {f"image_encoder#{key}": value for key, value in TINY_ENCODER.items()}
+    layer.write_text(json.dumps({**sizes, "text_encoder#config": {**TINY_TEXT, "intermediate_size": 32}}))
+    parser = ConfigParser()
+    parser.read_config([str(source / "configs" / "train.json"), str(layer)])
+    parser.update({"bundle_root": str(source), "tokenizer": str(tokenizer), "text_pretrained": None})
+    torch.manual_seed(0)
+    network = parser.get_parsed_content("network_def")
+    torch.save({"network": network.state_dict()}, source / "models" / "checkpoint_final.pt")
+    export_image_encoder(
+        network,
+        source / "models",
+        normalization={"mean": 0.5, "std": 0.25},
+        extra={"preprocessing": {"resize_longest": 144, "pad_square": 144, "crop": 128}},
+    )
+    return layer
+
+
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     root = tmp_path_factory.mktemp("package")
@@ -69,7 +97,8 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
     for name in BUNDLES:
         source, layers = _tiny_source(name, root)
         out = root / "out" / name
-        summary = package_bundle(source, out, layers=layers)
+        tokenizer = root / "tokenizer" if name == "pretrain" else None
+        summary = package_bundle(source, out, layers=layers, tokenizer=tokenizer)
         result[name] = {"source": source, "layers": layers, "out": out, "summary": summary}
     return result
 
@@ -324,6 +353,52 @@ def test_pretraining_image_inference_is_the_same_from_the_source_and_the_package
     assert sorted(written["source"]) == sorted(stems + ["errors.json"])
     record = written["source"][stems[0]]
     assert record["space"] == "image_encoder" and record["embed_dim"] == len(record["embedding"])
+
+
+def test_zero_shot_retrieval_and_grounding_run_from_the_package_alone(
+    packaged: dict[str, dict[str, Any]], images: Path, tmp_path: Path
+) -> None:
+    """The text side ships: the three configs run in an empty folder with only --bundle_root/--dataset_dir/--output_dir
+    (and the report bank or the phrase), and zero-shot gives what the source bundle gives with the same weights."""
+    source, out = packaged["pretrain"]["source"], packaged["pretrain"]["out"]
+    assert (out / "models" / "sista.pt").is_file() and (
+        out / "models" / "tokenizer" / "tokenizer_config.json"
+    ).is_file()
+    bank = tmp_path / "bank"
+    bank.mkdir()
+    for index, text in enumerate(REPORTS):
+        (bank / f"r{index}.txt").write_text(f"FINDINGS: {text}\nIMPRESSION: {text}")
+    work = tmp_path / "work"
+    work.mkdir()
+    layered = {
+        name: ["--config_file", f"['{out}/configs/train.json','{out}/configs/{name}.json']", "--bundle_root", str(out)]
+        for name in ("zero_shot", "retrieval", "grounding")
+    }
+    extra = {"zero_shot": [], "retrieval": ["--report_bank", str(bank)], "grounding": ["--phrase", "pleural effusion"]}
+    outputs = {}
+    for name, args in layered.items():
+        outputs[name] = tmp_path / name
+        command = ["python", "-m", "monai.bundle", "run", *args, "--dataset_dir", str(images)]
+        result = run_cli(command + ["--output_dir", str(outputs[name]), *extra[name]], cwd=work)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert not any(work.iterdir())
+    stems = sorted(p.stem for p in images.iterdir())
+    assert sorted(p.stem for p in outputs["zero_shot"].glob("*.json")) == stems
+    assert (outputs["zero_shot"] / "zero_shot.csv").is_file()
+    assert sorted(p.stem for p in outputs["retrieval"].glob("*.json")) == sorted(stems + ["report_to_image"])
+    assert sorted(p.name for p in outputs["grounding"].glob("*_grounding.json")) == [
+        f"{s}_grounding.json" for s in stems
+    ]
+    layer = packaged["pretrain"]["layers"][0]
+    config = f"['{source}/configs/train.json','{layer}','{source}/configs/zero_shot.json']"
+    overrides = ["--tokenizer", str(out / "models" / "tokenizer"), "--text_pretrained", "None"]
+    command = ["python", "-m", "monai.bundle", "run", "--config_file", config, "--bundle_root", str(source)]
+    result = run_cli(command + ["--dataset_dir", str(images), "--output_dir", str(tmp_path / "source"), *overrides])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for stem in stems:
+        packaged_record = json.loads((outputs["zero_shot"] / f"{stem}.json").read_text())
+        source_record = json.loads((tmp_path / "source" / f"{stem}.json").read_text())
+        assert packaged_record["probabilities"] == pytest.approx(source_record["probabilities"], abs=1e-6)
 
 
 def test_wheel_installs_offline_into_a_fresh_environment(packaged: dict[str, dict[str, Any]], tmp_path: Path) -> None:
