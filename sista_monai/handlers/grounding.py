@@ -35,7 +35,8 @@ from monai.transforms import SpatialResample
 from monai.utils import IgniteInfo, min_version, optional_import
 from PIL import Image, ImageDraw
 
-from sista_monai.io.files import atomic_write_bytes, write_json
+from sista_monai.handlers.predictions import _PredictionWriter
+from sista_monai.io.files import atomic_write_bytes
 from sista_monai.transforms import LoadChestXray
 from sista_monai.visualize import overlay_heatmap
 
@@ -153,7 +154,7 @@ def original_heatmap(
     return np.asarray(torch.as_tensor(resampled)[0].cpu(), dtype=np.float32)
 
 
-class GroundingWriter:
+class GroundingWriter(_PredictionWriter):
     """Write ``<stem>_grounding_<slug>.png`` and ``<stem>_grounding.json`` for every image (see the module docstring).
 
     Reads the evaluator output of :class:`~sista_monai.engines.SISTAGroundingInferer` (``pred["weights"]`` ``(B, P)``,
@@ -168,10 +169,9 @@ class GroundingWriter:
     """
 
     def __init__(self, output_dir: str | os.PathLike, phrase: str | None, max_display_size: int | None = 1024) -> None:
-        self.output_dir = Path(output_dir)
+        super().__init__(output_dir, None, "image", None, None)
         self.phrase = phrase
         self.max_display_size = int(max_display_size) if max_display_size else None
-        self.written: list[Path] = []
         self.loader = LoadChestXray()
 
     def attach(self, engine: Engine) -> None:
@@ -187,9 +187,9 @@ class GroundingWriter:
         grid = (int(pred["patch_grid"][0]), int(pred["patch_grid"][1]))
         input_size = (int(output["image"].shape[-2]), int(output["image"].shape[-1]))
         for index, stem in enumerate(label["source"]):
-            self._write(str(stem), pred, label, index, grid, input_size)
+            self._write_image(str(stem), pred, label, index, grid, input_size)
 
-    def _write(
+    def _write_image(
         self,
         stem: str,
         pred: dict[str, Any],
@@ -224,7 +224,7 @@ class GroundingWriter:
             "image_size": list(original_size),
             "heatmap": Path(png_name).name,
         }
-        write_json(self.output_dir / json_name, record)
+        self._write_as(json_name.removesuffix(".json"), record)
 
     def _picture(self, display: np.ndarray, heat: np.ndarray, box: list[float]) -> bytes:
         import io

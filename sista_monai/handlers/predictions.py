@@ -62,9 +62,9 @@ class _PredictionWriter:
     def _write(self, source: str, record: Mapping[str, Any]) -> Path:
         return self._write_as(output_stem(source, self.root), record)
 
-    def _write_as(self, name: str, record: Mapping[str, Any]) -> Path:
+    def _write_as(self, name: str, record: Mapping[str, Any], sort_keys: bool = True) -> Path:
         """Write ``<output_dir>/<name>.json`` (``name`` may hold subfolders, created)."""
-        path = write_json(self.output_dir / f"{name}.json", {**record, **self.extra})
+        path = write_json(self.output_dir / f"{name}.json", {**record, **self.extra}, sort_keys=sort_keys)
         self.written.append(path)
         return path
 

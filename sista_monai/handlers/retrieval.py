@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from sista_monai.handlers.predictions import _PredictionWriter
 from sista_monai.io.files import write_json
 from sista_monai.metrics.pretraining import TARGETS, summarise_test_metrics
 from sista_monai.metrics.retrieval import DIRECTIONS, retrieval_recall, semantic_chance, semantic_precision, text_groups
@@ -103,7 +104,7 @@ def _matches(scores: torch.Tensor, indices: torch.Tensor, names: list[str], key:
     return [{key: names[j], "score": float(s)} for s, j in zip(scores.tolist(), indices.tolist(), strict=True)]
 
 
-class RetrievalWriter:
+class RetrievalWriter(_PredictionWriter):
     """Retrieve mode: ``<stem>.json`` per image after each iteration, ``report_to_image.json`` at completion.
 
     ``<stem>.json`` = ``{"image": stem, "top_k": k, "reports": [{"report": id, "score": cosine}, ...]}``;
@@ -119,7 +120,7 @@ class RetrievalWriter:
     def __init__(self, output_dir: str | os.PathLike, bank: Any, top_k: int = 5) -> None:
         if int(top_k) < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        self.output_dir = Path(output_dir)
+        super().__init__(output_dir, None, "image", None, None)
         self.bank = cast(_Bank, bank)
         self.top_k = int(top_k)
         self.reset()
@@ -146,7 +147,7 @@ class RetrievalWriter:
                 "top_k": self.top_k,
                 "reports": _matches(scores[row], indices[row], self.bank.ids, "report"),
             }
-            write_json(self.output_dir / f"{name}.json", record)
+            self._write_as(name, record)
         self.names += names
         self.rows.append(similarity)
 

@@ -28,6 +28,7 @@ from monai.metrics import compute_roc_auc
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from sista_monai.data.prompts import PromptSet
+from sista_monai.handlers.predictions import _PredictionWriter
 from sista_monai.io.files import atomic_write_bytes, write_json
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-class ZeroShotWriter:
+class ZeroShotWriter(_PredictionWriter):
     """Write ``<output_dir>/<output name>.json`` for every image and ``<output_dir>/zero_shot.csv`` at the end.
 
     Reads the evaluator output of :class:`~sista_monai.engines.ZeroShotInferer` (``pred["probabilities"]``,
@@ -150,7 +151,7 @@ class ZeroShotWriter:
     """
 
     def __init__(self, output_dir: str | os.PathLike, csv_name: str = ZERO_SHOT_CSV) -> None:
-        self.output_dir = Path(output_dir)
+        super().__init__(output_dir, None, "image", None, None)
         self.csv_name = csv_name
         self.classes: list[str] = []
         self.rows: list[tuple[str, list[float]]] = []
@@ -175,7 +176,7 @@ class ZeroShotWriter:
                 "classes": self.classes,
                 "probabilities": dict(zip(self.classes, values, strict=True)),
             }
-            write_json(self.output_dir / f"{name}.json", record, sort_keys=False)
+            self._write_as(name, record, sort_keys=False)
             self.rows.append((source, values))
 
     def write_table(self, engine: Engine | None = None) -> Path:
