@@ -77,6 +77,11 @@ class EpochSummaryStatsHandler(StatsHandler):
         epoch_log: ``StatsHandler``'s argument: log at each epoch end; ``False`` also drops the epoch line.
         output_transform: ``StatsHandler``'s argument: what of ``engine.state.output`` to log.
         last_value_keys: the names shown by their last value of the epoch instead of their mean.
+        metrics_prefix: the epoch's values are also put into ``engine.state.metrics`` as ``<prefix><name>`` after
+            the line is logged (and taken out when the next epoch starts), so that the experiment trackers that log
+            the trainer's metrics at each epoch — MONAI's ``MLFlowHandler`` of ``--tracking mlflow``, whose
+            per-iteration value is the total loss only, and the TensorBoard handler — receive every loss term;
+            ``None`` leaves the metrics alone.
         kwargs: the other arguments of ``StatsHandler`` (``name``, ``tag_name``, ``key_var_format``, ...).
     """
 
@@ -86,10 +91,13 @@ class EpochSummaryStatsHandler(StatsHandler):
         epoch_log: bool | Callable[[Engine, int], bool] = True,
         output_transform: Callable = lambda x: x[0],
         last_value_keys: Sequence[str] = ("lr",),
+        metrics_prefix: str | None = "epoch_",
         **kwargs: Any,
     ) -> None:
         super().__init__(iteration_log=iteration_log, epoch_log=epoch_log, output_transform=output_transform, **kwargs)
         self.last_value_keys = tuple(last_value_keys)
+        self.metrics_prefix = metrics_prefix
+        self._published: list[str] = []
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         self._last: dict[str, float] = {}
@@ -109,6 +117,9 @@ class EpochSummaryStatsHandler(StatsHandler):
             engine.add_event_handler(Events.COMPLETED, self._finished)
 
     def _reset(self, engine: Engine) -> None:
+        for name in self._published:  # last epoch's values: not this epoch's metrics
+            engine.state.metrics.pop(name, None)
+        self._published = []
         self._sums, self._counts, self._last = {}, {}, {}
         self._iterations = 0
         self._epoch_start = time.perf_counter()
@@ -165,6 +176,10 @@ class EpochSummaryStatsHandler(StatsHandler):
                 seconds,
             )
         )
+        if self.metrics_prefix is not None:
+            published = {f"{self.metrics_prefix}{name}": value for name, value in values.items()}
+            engine.state.metrics.update(published)
+            self._published = list(published)
 
 
 class TerminalProgressBar:

@@ -181,6 +181,30 @@ def test_iteration_log_true_prints_every_iteration(tiny_demo: Path, tmp_path: Pa
     assert len(per_iteration) == iterations >= 2 and all("loss_sia" in line for line in per_iteration)
 
 
+def test_tracking_mlflow_receives_every_loss_term_and_the_final_metrics(tiny_demo: Path, tmp_path: Path) -> None:
+    """MONAI's ``--tracking`` with the bundle's MLflow settings (MONAI's defaults with the loss terms as the trainer's
+    per-iteration values: MONAI's default transform reads decollated outputs, and this trainer's output is one dict
+    per batch); a local SQLite store in the bundle's ``output_dir``: every loss term per iteration, each term's epoch
+    mean (``epoch_*``: the trainer's metrics at each epoch) and the validation metrics arrive in the run."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path / "pretrain"
+    overrides = {"bundle_root": str(root), **tiny_pretrain_overrides(tiny_demo), "epochs": 2, "val_interval": 1}
+    args = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/pretrain/configs/train.json"]
+    result = run_cli(args + as_cli(overrides) + ["--tracking", "bundles/pretrain/configs/mlflow_tracking.json"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlruns.db'}")  # in output_dir, the bundle root
+    (experiment,) = [e for e in client.search_experiments() if e.name == "monai_experiment"]
+    runs = client.search_runs([experiment.experiment_id])
+    metrics = {name for run in runs for name in run.data.metrics}
+    assert {"loss", "loss_sia", "loss_sta", "epoch_loss", "epoch_loss_sia", "epoch_loss_sta", "epoch_lr"} <= metrics
+    assert {"val_recall_at_5", "semantic_precision_at_5"} <= metrics, metrics
+    (train,) = [run for run in runs if "epoch_loss_sia" in run.data.metrics]
+    history = client.get_metric_history(train.info.run_id, "epoch_loss_sia")
+    assert [m.step for m in history] == [1, 2] and all(m.value > 0 for m in history)
+
+
 def test_metadata_verifies() -> None:
     if not SCHEMA.is_file():
         pytest.skip(f"the bundle metadata schema copy is not present at {SCHEMA}")

@@ -159,6 +159,23 @@ def test_label_fraction_and_random_init(trained: dict[str, Any], tmp_path: Path)
     assert report["training_images"] == 8 and report["label_fraction"] == 1
 
 
+def test_tracking_mlflow_receives_the_loss_and_the_final_metrics(trained: dict[str, Any], tmp_path: Path) -> None:
+    """MONAI's own ``--tracking mlflow`` as it is (a local SQLite store in the bundle's ``output_dir``): the loss per
+    iteration, its epoch mean and the validation AUROC arrive."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    overrides = {**trained["overrides"], "bundle_root": str(tmp_path), "epochs": 2}
+    result = run_cli(README_COMMAND + as_cli(overrides) + ["--tracking", "mlflow"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    databases = list(tmp_path.rglob("mlruns.db"))
+    assert len(databases) == 1
+    client = MlflowClient(tracking_uri=f"sqlite:///{databases[0]}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    metrics = {name for run in runs for name in run.data.metrics}
+    assert {"train_loss", "epoch_train_loss", "val_auroc"} <= metrics, metrics
+
+
 def test_inference_interface_on_demo_images(trained: dict[str, Any], tiny_demo: Path, tmp_path: Path) -> None:
     images = tmp_path / "in"
     images.mkdir()

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
 from sista_monai.handlers import EpochSummaryStatsHandler, loss_terms
@@ -114,3 +114,17 @@ def test_the_progress_bar_is_drawn_on_a_terminal_only(stream: io.StringIO, drawn
     assert bar.attached is drawn
     engine.run([0.0] * 5, max_epochs=2)
     assert (len(stream.getvalue()) > 0) is drawn
+
+
+def test_the_epoch_means_are_the_trainer_metrics_of_that_epoch_only() -> None:
+    """What experiment trackers log at each epoch (``engine.state.metrics``): the epoch's means, gone at the next
+    epoch's start so that StatsHandler never prints them as metrics of the following epoch."""
+    outputs = iter([{"loss": 1.0}, {"loss": 3.0}, {"loss": 5.0}, {"loss": 7.0}])
+    engine = Engine(lambda engine, batch: next(outputs))
+    handler = EpochSummaryStatsHandler(output_transform=loss_terms, name="epoch_metrics_test")
+    handler.attach(engine)
+    seen: list[dict[str, float]] = []
+    engine.add_event_handler(Events.EPOCH_STARTED, lambda e: seen.append(dict(e.state.metrics)))
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append(dict(e.state.metrics)))
+    engine.run([0, 1], max_epochs=2)
+    assert seen == [{}, {"epoch_loss": 2.0}, {}, {"epoch_loss": 6.0}]
