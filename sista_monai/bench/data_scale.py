@@ -38,7 +38,7 @@ from monai.data.utils import json_hashing
 from monai.transforms import Compose, Resized, SpatialPadd
 from PIL import Image
 
-from sista_monai.bench.data import write_detector_dicom
+from sista_monai.bench.dicom import write_detector_dicom
 from sista_monai.data.cache import STORAGE_DTYPES, VerifiedPersistentDataset
 from sista_monai.transforms import LoadChestXray, LoadChestXrayd
 

@@ -204,19 +204,23 @@ class VerifiedPersistentDataset(PersistentDataset):
             data = cache_file.read_bytes()
             expected = checksum_file.read_text(encoding="ascii").strip() if checksum_file.is_file() else None
         except (OSError, UnicodeDecodeError) as err:
-            return self._discard(cache_file, f"unreadable ({type(err).__name__}: {err})")
+            self._discard(cache_file, f"unreadable ({type(err).__name__}: {err})")
+            return None
         if expected is None:
             logger.info("cache file %s has no %s checksum (older cache): recomputing it", cache_file, CHECKSUM_SUFFIX)
-            return self._discard(cache_file, None)
+            self._discard(cache_file, None)
+            return None
         actual = sha256_bytes(data)
         if actual != expected:
-            return self._discard(
+            self._discard(
                 cache_file, f"SHA-256 {actual[:16]}... differs from the recorded {expected[:16]}... (damaged)"
             )
+            return None
         try:
             return torch.load(io.BytesIO(data), weights_only=True)
         except Exception as err:  # noqa: BLE001 - any failure to load means: recompute from the source
-            return self._discard(cache_file, f"not loadable ({type(err).__name__}: {str(err)[:200]})")
+            self._discard(cache_file, f"not loadable ({type(err).__name__}: {str(err)[:200]})")
+            return None
 
     def _discard(self, cache_file: Path, reason: str | None) -> None:
         if reason is not None:

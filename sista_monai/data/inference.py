@@ -10,7 +10,7 @@ beside the ``DICOMDIR`` index and other files. :func:`find_images` walks ``datas
 
 :func:`output_stem` names each input's outputs after its path relative to ``dataset_dir`` (subfolders kept),
 without the extension, or with it when another input of the same folder shares the stem: two inputs never share
-an output name. :class:`InferenceInputs` decodes every image once before the run, with the loader the bundles
+an output name (the grounding files add the phrase, :func:`grounding_file_names`). :class:`InferenceInputs` decodes every image once before the run, with the loader the bundles
 use; an unreadable file never stops the batch: it is left out, listed in ``<output_dir>/errors.json`` (its path
 relative to ``dataset_dir`` and the reason, no header values) and counted in one message, and
 :meth:`InferenceInputs.finish` ends the run with exit status 1 when any input failed.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,13 @@ from sista_monai.io.files import write_json
 
 __all__ = [
     "ERRORS_FILE",
+    "REPORT_TO_IMAGE_FILE",
     "DICOMDIR_SOP_CLASS",
     "is_dicom_file",
     "find_images",
     "output_stem",
+    "phrase_slug",
+    "grounding_file_names",
     "OutputNameFormatter",
     "OutputFolderLayout",
     "InferenceInputs",
@@ -44,12 +48,16 @@ logger = logging.getLogger(__name__)
 ERRORS_FILE = "errors.json"
 """The inputs that could not be read, in the output folder: ``[{"file": relative path, "reason": ...}, ...]``."""
 
+REPORT_TO_IMAGE_FILE = "report_to_image.json"
+"""The report → image file of the retrieval bundle's retrieve mode, in the output folder."""
+
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 """Media Storage Directory Storage: the ``DICOMDIR`` index of a DICOM medium, not an image."""
 
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 _RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
 _UID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+_SLUG_LENGTH = 60
 
 
 def _header(path: Path) -> Any:
@@ -148,6 +156,27 @@ def output_stem(path: str | os.PathLike, root: str | os.PathLike | None = None) 
             return name
         return (parent / name).as_posix() if parent.parts else name
     return name
+
+
+def phrase_slug(phrase: str) -> str:
+    """The phrase as a file-name part: ASCII letters and digits, lower case, other runs as ``-`` (at most 60 chars).
+
+    ``"Left pleural effusion"`` → ``"left-pleural-effusion"``; accents are dropped (``"épanchement"`` →
+    ``"epanchement"``).
+
+    Raises:
+        ValueError: the phrase has no letter or digit.
+    """
+    ascii_text = unicodedata.normalize("NFKD", str(phrase)).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:_SLUG_LENGTH].rstrip("-")
+    if not slug:
+        raise ValueError(f"the grounding phrase {phrase!r} has no letter or digit to name its files after")
+    return slug
+
+
+def grounding_file_names(stem: str, phrase: str) -> tuple[str, str]:
+    """``(<stem>_grounding_<slug>.png, <stem>_grounding.json)``: the heat map and the JSON of one image."""
+    return f"{stem}_grounding_{phrase_slug(phrase)}.png", f"{stem}_grounding.json"
 
 
 class OutputNameFormatter:

@@ -65,8 +65,8 @@ from pydicom.pixels.processing import apply_modality_lut
 
 from sista_monai.data.inference import find_images, output_stem
 from sista_monai.errors import ChestXrayReadError
-from sista_monai.handlers.predictions import ClassificationJSONWriter, DetectionJSONWriter
 from sista_monai.io.files import write_json
+from sista_monai.io.predictions import classification_record, detection_record, image_size
 from sista_monai.transforms.io import RASTER_SUFFIXES, pixel_spacing, read_chest_xray
 
 __all__ = [
@@ -380,7 +380,8 @@ class _ResultOperator(Operator):
 
 
 class ClassificationResultOperator(_ResultOperator):
-    """The classification bundle's result: probability, class and its name (as ``ClassificationJSONWriter``)."""
+    """The classification bundle's result: probability, class and its name
+    (:func:`~sista_monai.io.predictions.classification_record`, as the bundle's ``ClassificationJSONWriter``)."""
 
     def __init__(self, fragment: Fragment, *args: Any, threshold: float, **kwargs: Any) -> None:
         self.threshold = float(threshold)
@@ -399,8 +400,7 @@ class ClassificationResultOperator(_ResultOperator):
         super().compute(op_input, op_output, context)
 
     def record(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
-        writer = ClassificationJSONWriter(self.output_folder, self.threshold, self.class_names)
-        record = writer.record(outputs["probability"], None)
+        record = classification_record(outputs["probability"], None, self.threshold, self.class_names)
         sdk_label = list(self.sdk_result.get("result", [None]))[0] if isinstance(self.sdk_result, Mapping) else None
         if sdk_label != record.get("label"):
             raise RuntimeError(
@@ -417,10 +417,12 @@ class ClassificationResultOperator(_ResultOperator):
 
 
 class DetectionResultOperator(_ResultOperator):
-    """The detection bundle's result: boxes in the source pixels, scores, labels (as ``DetectionJSONWriter``)."""
+    """The detection bundle's result: boxes in the source pixels, scores, labels
+    (:func:`~sista_monai.io.predictions.detection_record`, as the bundle's ``DetectionJSONWriter``)."""
 
     def record(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
-        return DetectionJSONWriter(self.output_folder, self.class_names).record(outputs, outputs.get("image"))
+        boxes, scores, labels = outputs["pred_box"], outputs["pred_score"], outputs["pred_label"]
+        return detection_record(boxes, scores, labels, None, image_size(outputs.get("image")), self.class_names)
 
     def text(self, record: Mapping[str, Any]) -> str:
         names = record.get("label_names") or [str(v) for v in record["labels"]]

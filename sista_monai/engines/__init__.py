@@ -1,10 +1,9 @@
 """Engines: the SISTA trainer (a MONAI SupervisedTrainer whose iteration is one SISTA step), the detection trainer
-and evaluator, pretraining inference's batch preparation and inferer, the test report, and the optimiser parameter groups."""
+and evaluator, pretraining inference's batch preparation and inferer, and the optimiser parameter groups."""
 
 from __future__ import annotations
 
 from .detection import DetectionEvaluator, DetectionTrainer, DetectorInferer
-from .evaluation import write_test_report
 from .grounding import (
     CounterfactualEvaluation,
     GroundingInputs,
@@ -40,7 +39,6 @@ __all__ = [
     "finite_on_every_rank",
     "SISTAPrepareBatch",
     "SISTATrainer",
-    "write_test_report",
     "SISTAAlignmentInferer",
     "SISTAInferencePrepareBatch",
     "pretrain_inference_items",

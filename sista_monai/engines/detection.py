@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -110,7 +110,12 @@ class DetectionTrainer(SafeStep, SupervisedTrainer):
         self.loss_weights = {detector.cls_key: 1.0, detector.box_reg_key: 1.0, **dict(loss_weights or {})}
         self._init_safe_step(self, scheduler, grad_clip_norm, nonfinite_loss)
 
-    def _iteration(self, engine: DetectionTrainer, batchdata: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    # MONAI types a batch as a dict; the detection loaders yield a list of items (collate_fn=no_collation)
+    def _iteration(  # type: ignore[override]
+        self, engine: SupervisedTrainer, batchdata: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        if not isinstance(engine, DetectionTrainer):
+            raise TypeError(f"a DetectionTrainer iterates itself as the engine, got {type(engine).__name__}")
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         images, targets = _split_batch(engine, batchdata)
@@ -173,7 +178,12 @@ class DetectionEvaluator(SupervisedEvaluator):
         self.box_key = box_key
         self.label_key = label_key
 
-    def _iteration(self, engine: DetectionEvaluator, batchdata: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    # MONAI types a batch and an output as dicts; here both are lists of per-image items (no_collation, decollate=False)
+    def _iteration(  # type: ignore[override]
+        self, engine: SupervisedEvaluator, batchdata: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        if not isinstance(engine, DetectionEvaluator):
+            raise TypeError(f"a DetectionEvaluator iterates itself as the engine, got {type(engine).__name__}")
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         images, targets = _split_batch(engine, batchdata)
@@ -233,7 +243,9 @@ class DetectorInferer(Inferer):
         super().__init__()
         self.detector = detector
 
-    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    def __call__(
+        self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> list[dict[str, Any]]:
         detector = self.detector
         own = detector.network
         detector.network = network if isinstance(network, nn.Module) else _CallableNetwork(network)

@@ -32,8 +32,7 @@ import torch
 from monai.data import DataLoader
 
 from sista_monai.data.datalist import load_datalist_split
-from sista_monai.data.inference import InferenceInputs
-from sista_monai.handlers.grounding import phrase_slug
+from sista_monai.data.inference import InferenceInputs, phrase_slug
 from sista_monai.io.files import write_json
 from sista_monai.losses import alignment_weights
 from sista_monai.metrics.counterfactual import CounterfactualGrounding

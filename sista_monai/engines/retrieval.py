@@ -29,10 +29,10 @@ from typing import Any
 import torch
 
 from sista_monai.data.datalist import load_datalist_split
-from sista_monai.data.inference import ERRORS_FILE, InferenceInputs
+from sista_monai.data.inference import ERRORS_FILE, REPORT_TO_IMAGE_FILE, InferenceInputs
 from sista_monai.errors import SistaDataError
-from sista_monai.handlers.retrieval import REPORT_TO_IMAGE_FILE, cosine_similarity
 from sista_monai.io.files import write_json
+from sista_monai.metrics.retrieval import cosine_similarity
 
 from .inference import REPORT_SUFFIXES
 

@@ -10,15 +10,26 @@ all-reduce forever. :class:`SafeStep` is the part of an iteration that comes aft
    collective without an initialised process group or with one process);
 2. a non-finite loss raises :class:`~sista_monai.errors.NonFiniteLossError` on every rank before anything is
    stepped or saved (``nonfinite_loss="raise"``, the default), naming the iteration and every loss term; or,
-   with ``"skip"``, logs the same message, drops the batch's gradients on every rank and counts it in
+   with ``"skip"``, logs the same message, skips the batch's ``backward`` on every rank and counts it in
    ``engine.state.skipped_iterations``;
 3. otherwise ``backward`` (through MONAI's gradient scaler for float16 autocast on CUDA), and at the end of an
    accumulation window: gradient clipping (``grad_clip_norm``, after unscaling), the optimiser step, the
-   learning-rate scheduler step (so warm-up and cosine schedules count optimiser steps).
+   learning-rate scheduler step (so warm-up and cosine schedules count optimiser steps: once per window, never
+   per micro-batch).
 
-Gradient accumulation follows ``SupervisedTrainer``'s ``accumulation_steps`` rule; ``amp=True`` runs the forward
-pass under ``torch.autocast`` on the engine's device type (CPU included) with ``amp_kwargs`` (``dtype``
-defaults to bfloat16 where the trainer says so).
+Gradient accumulation follows ``SupervisedTrainer``'s ``accumulation_steps`` rule: each micro-batch adds the
+gradient of ``loss / accumulation_steps``, so a window of equal micro-batches steps with the gradient of the mean
+loss over their concatenation. ``amp=True`` runs the forward pass under ``torch.autocast`` on the engine's device
+type (CPU included) with ``amp_kwargs`` (``dtype`` defaults to bfloat16 where the trainer says so).
+
+A skipped micro-batch inside an accumulation window drops only its own contribution: its ``backward`` never ran,
+so the gradients the window's other micro-batches accumulated are kept, and the window still ends in an
+optimiser step. Before that step the gradients are multiplied by ``micro-batches / finite micro-batches`` of the
+window, so the step is the one the window would have taken without the bad micro-batch (the mean over its finite
+micro-batches, as if the data loader had left it out; a short last window keeps ``SupervisedTrainer``'s
+``len / accumulation_steps`` share) rather than a silently shortened one. A window whose micro-batches were all
+skipped takes no optimiser step and no scheduler step, and says so in the log. Every rank skips the same
+micro-batches (step 1), so the factor is the same on every rank.
 """
 
 from __future__ import annotations
@@ -58,7 +69,7 @@ def finite_on_every_rank(locally_finite: bool, device: torch.device | str) -> bo
 
 
 def _scalars(terms: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1}
+    return {k: float(v.detach()) for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1}
 
 
 class SafeStep:
@@ -72,6 +83,8 @@ class SafeStep:
     scheduler: Any
     grad_clip_norm: float | None
     nonfinite_loss: str
+    _window_finite: int
+    _window_skipped: int
 
     def _init_safe_step(
         self,
@@ -87,6 +100,7 @@ class SafeStep:
         self.scheduler = scheduler
         self.grad_clip_norm = None if grad_clip_norm is None else float(grad_clip_norm)
         self.nonfinite_loss = nonfinite_loss
+        self._window_finite = self._window_skipped = 0
         engine.state.skipped_iterations = 0
 
     @staticmethod
@@ -139,42 +153,77 @@ class SafeStep:
         Returns:
             ``True`` when the batch contributed gradients, ``False`` when it was skipped.
         """
+        if self._accumulation(engine)[0]:
+            self._window_finite = self._window_skipped = 0
         locally_finite = bool(torch.isfinite(loss.detach()).all())
-        if not finite_on_every_rank(locally_finite, loss.device):
-            scalars = _scalars(terms)
-            scalars.setdefault("loss", float(loss.detach()))
-            where = "" if not locally_finite else " on another rank"
-            message = (
-                f"non-finite {what}{where} at iteration {engine.state.iteration} (epoch {engine.state.epoch}): "
-                + ", ".join(f"{k}={v:.6g}" for k, v in sorted(scalars.items(), key=lambda kv: kv[0] != "loss"))
-            )
-            if self.nonfinite_loss == "raise":
-                raise NonFiniteLossError(message)
+        if finite_on_every_rank(locally_finite, loss.device):
+            scaler = self._scaler(engine)
+            scaled = loss / engine.accumulation_steps
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            self._window_finite += 1
+            contributed = True
+        else:
+            self._skip(engine, loss, terms, what, locally_finite, step)
+            contributed = False
+        if step and self._window_finite:
+            self._step(engine, before_step)
+        return contributed
+
+    def _skip(
+        self,
+        engine: SupervisedTrainer,
+        loss: torch.Tensor,
+        terms: Mapping[str, Any],
+        what: str,
+        locally_finite: bool,
+        step: bool,
+    ) -> None:
+        """Raise, or log and count a skipped batch (its ``backward`` is not run), by ``nonfinite_loss``."""
+        scalars = _scalars(terms)
+        scalars.setdefault("loss", float(loss.detach()))
+        where = "" if not locally_finite else " on another rank"
+        message = (
+            f"non-finite {what}{where} at iteration {engine.state.iteration} (epoch {engine.state.epoch}): "
+            + ", ".join(f"{k}={v:.6g}" for k, v in sorted(scalars.items(), key=lambda kv: kv[0] != "loss"))
+        )
+        if self.nonfinite_loss == "raise":
+            raise NonFiniteLossError(message)
+        self._window_skipped += 1
+        engine.state.skipped_iterations += 1
+        if engine.accumulation_steps == 1:
             logger.warning("%s; batch skipped", message)
-            engine.optimizer.zero_grad(set_to_none=True)
-            engine.state.skipped_iterations += 1
-            return False
+            return
+        position = self._window_finite + self._window_skipped
+        if step and not self._window_finite:
+            outcome = "every micro-batch of this window was skipped: no optimiser step and no scheduler step"
+        else:
+            outcome = "the window's finite micro-batches are kept and its step averages over them"
+        logger.warning("%s; batch skipped (micro-batch %d of its accumulation window; %s)", message, position, outcome)
+
+    def _step(self, engine: SupervisedTrainer, before_step: Callable[[], None] | None) -> None:
+        """The end of a window with finite micro-batches: rescale for skipped ones, clip, step, schedule."""
         scaler = self._scaler(engine)
-        scaled = loss / engine.accumulation_steps
-        (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        if step:
-            if before_step is not None:
-                before_step()
-            if self.grad_clip_norm is not None:
-                if scaler is not None:
-                    scaler.unscale_(engine.optimizer)
-                torch.nn.utils.clip_grad_norm_(
-                    [p for g in engine.optimizer.param_groups for p in g["params"]], self.grad_clip_norm
-                )
+        params = [p for g in engine.optimizer.param_groups for p in g["params"]]
+        if before_step is not None:
+            before_step()
+        if self._window_skipped:
+            factor = (self._window_finite + self._window_skipped) / self._window_finite
+            with torch.no_grad():
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.mul_(factor)
+        if self.grad_clip_norm is not None:
             if scaler is not None:
-                scaler.step(engine.optimizer)
-                scaler.update()
-            else:
-                engine.optimizer.step()
-            if self.scheduler is not None:
-                self.scheduler.step()
-        return True
+                scaler.unscale_(engine.optimizer)
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
+        if scaler is not None:
+            scaler.step(engine.optimizer)
+            scaler.update()
+        else:
+            engine.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
 
 
 class SafeSupervisedTrainer(SafeStep, SupervisedTrainer):

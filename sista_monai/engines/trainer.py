@@ -124,8 +124,9 @@ class SISTATrainer(SafeStep, SupervisedTrainer):
             schedules count optimiser steps, also under gradient accumulation).
         grad_clip_norm: clip the global gradient norm to this value before each step (``None``: no clipping).
         nonfinite_loss: ``"raise"`` (default) stops with :class:`NonFiniteLossError` naming the iteration and
-            every term before anything is stepped or saved; ``"skip"`` logs the same message, drops the
-            batch's gradients and continues. Under ``torchrun`` the ranks agree (a non-finite loss on one rank
+            every term before anything is stepped or saved; ``"skip"`` logs the same message, leaves the
+            batch out (under accumulation, only that micro-batch: see :class:`~sista_monai.engines.step.SafeStep`)
+            and continues. Under ``torchrun`` the ranks agree (a non-finite loss on one rank
             raises or skips on all), so no rank is left waiting in the gradient all-reduce.
         kwargs: :class:`~monai.engines.SupervisedTrainer` arguments. ``amp=True`` with
             ``amp_kwargs={"dtype": torch.bfloat16}`` (default when no dtype is given) or ``torch.float16``
@@ -175,8 +176,10 @@ class SISTATrainer(SafeStep, SupervisedTrainer):
                 action,
             )
 
-    def _iteration(self, engine: SISTATrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
+    def _iteration(self, engine: SupervisedTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
         """One SISTA step; ``engine.state.output`` holds every loss term and diagnostic (detached)."""
+        if not isinstance(engine, SISTATrainer):
+            raise TypeError(f"a SISTATrainer iterates itself as the engine, got {type(engine).__name__}")
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)

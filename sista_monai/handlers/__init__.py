@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from .console import EpochSummaryStatsHandler
 from .export import ImageEncoderExporter
-from .grounding import (
-    GroundingWriter,
-    grounding_file_names,
-    input_to_original,
-    original_heatmap,
-    patch_box,
-    phrase_slug,
-)
+from .grounding import GroundingWriter, input_to_original, original_heatmap, patch_box
 from .heatmaps import AlignmentHeatmaps
 from .predictions import ClassificationJSONWriter, DetectionJSONWriter, EmbeddingJSONWriter
 from .pretrain_inference import ImageEmbeddingWriter, WordAlignmentWriter
-from .reports import ClassificationReport, DetectionReport, EvaluationReport, PretrainingReport, SegmentationReport
-from .retrieval import REPORT_TO_IMAGE_FILE, RetrievalReport, RetrievalWriter, cosine_similarity, top_k_matches
+from .reports import (
+    ClassificationReport,
+    DetectionReport,
+    EvaluationReport,
+    PretrainingReport,
+    SegmentationReport,
+    write_test_report,
+)
+from .retrieval import RetrievalReport, RetrievalWriter
 from .training import (
     LOSS_TERM_KEYS,
     AtomicCheckpointSaver,
@@ -59,20 +59,16 @@ __all__ = [
     "DetectionReport",
     "EvaluationReport",
     "PretrainingReport",
+    "write_test_report",
     "BOOTSTRAP_RESAMPLES",
     "ZERO_SHOT_CSV",
     "ZeroShotEvaluation",
     "ZeroShotWriter",
     "bootstrap_auroc",
     "GroundingWriter",
-    "grounding_file_names",
     "input_to_original",
     "original_heatmap",
     "patch_box",
-    "phrase_slug",
-    "REPORT_TO_IMAGE_FILE",
     "RetrievalReport",
     "RetrievalWriter",
-    "cosine_similarity",
-    "top_k_matches",
 ]

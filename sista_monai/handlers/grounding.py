@@ -4,10 +4,12 @@ For every image and the phrase given with ``--phrase`` (:class:`~sista_monai.eng
 phrase's words' STA weights over the patch grid, averaged over the words), :class:`GroundingWriter` writes
 
 * ``<stem>_grounding_<slug>.png``: the heat map over the whole original image (display-normalised, as the bundle's
-  loader reads it), the best patch outlined; the slug is :func:`phrase_slug` of the phrase. Nothing else is drawn:
-  no text, no header value;
+  loader reads it), the best patch outlined; the slug is :func:`~sista_monai.data.inference.phrase_slug` of the
+  phrase. Nothing else is drawn: no text, no header value;
 * ``<stem>_grounding.json``: the phrase, the number of words pooled, the weights over the patch grid, the best
   patch and its box ``[x0, y0, x1, y1]`` in the original image's pixels.
+
+Both names come from :func:`~sista_monai.data.inference.grounding_file_names`.
 
 Geometry: the network sees the image after the bundle's Resize/Pad/Crop (``inference_transforms``). MONAI records each
 of them in the image's affine, so ``inv(original_affine) @ affine`` maps the network input's voxel indices to the
@@ -22,8 +24,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
-import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -35,6 +35,7 @@ from monai.transforms import SpatialResample
 from monai.utils import IgniteInfo, min_version, optional_import
 from PIL import Image, ImageDraw
 
+from sista_monai.data.inference import grounding_file_names
 from sista_monai.handlers.predictions import _PredictionWriter
 from sista_monai.io.files import atomic_write_bytes
 from sista_monai.transforms import LoadChestXray
@@ -49,40 +50,15 @@ else:
 __all__ = [
     "BOX_COLOUR",
     "GroundingWriter",
-    "grounding_file_names",
     "input_to_original",
     "original_heatmap",
     "patch_box",
-    "phrase_slug",
 ]
 
 logger = logging.getLogger(__name__)
 
 BOX_COLOUR = (0, 255, 255)
 """The outline of the best patch on the heat map (cyan, apart from the map's red–yellow)."""
-
-_SLUG_LENGTH = 60
-
-
-def phrase_slug(phrase: str) -> str:
-    """The phrase as a file-name part: ASCII letters and digits, lower case, other runs as ``-`` (at most 60 chars).
-
-    ``"Left pleural effusion"`` → ``"left-pleural-effusion"``; accents are dropped (``"épanchement"`` →
-    ``"epanchement"``).
-
-    Raises:
-        ValueError: the phrase has no letter or digit.
-    """
-    ascii_text = unicodedata.normalize("NFKD", str(phrase)).encode("ascii", "ignore").decode("ascii")
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:_SLUG_LENGTH].rstrip("-")
-    if not slug:
-        raise ValueError(f"the grounding phrase {phrase!r} has no letter or digit to name its files after")
-    return slug
-
-
-def grounding_file_names(stem: str, phrase: str) -> tuple[str, str]:
-    """``(<stem>_grounding_<slug>.png, <stem>_grounding.json)``: the heat map and the JSON of one image."""
-    return f"{stem}_grounding_{phrase_slug(phrase)}.png", f"{stem}_grounding.json"
 
 
 def input_to_original(

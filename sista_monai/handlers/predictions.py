@@ -8,14 +8,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
-from monai.data import MetaTensor
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from sista_monai.data.inference import output_stem
 from sista_monai.data.tasks import source_file
 from sista_monai.io.files import write_json
+from sista_monai.io.predictions import classification_record, detection_record, image_size
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -104,17 +103,8 @@ class ClassificationJSONWriter(_PredictionWriter):
         self.pred_key = pred_key
 
     def record(self, probability: torch.Tensor | Sequence[float] | float, source: str | None) -> dict[str, Any]:
-        """The JSON content for one image."""
-        values = [float(v) for v in torch.as_tensor(probability, dtype=torch.float32).reshape(-1).tolist()]
-        record: dict[str, Any] = {"image": Path(source).name if source else None}
-        if len(values) == 1:
-            prediction = int(values[0] >= self.threshold)
-            record.update({"probability": values[0], "prediction": prediction, "threshold": self.threshold})
-            if self.class_names:
-                record["label"] = self.class_names.get(str(prediction))
-        else:
-            record["probabilities"] = values
-        return record
+        """The JSON content for one image (:func:`~sista_monai.io.predictions.classification_record`)."""
+        return classification_record(probability, source, self.threshold, self.class_names)
 
     def write(self, probability: torch.Tensor | Sequence[float] | float, source: str) -> Path:
         """Write the JSON of one image named after ``source`` and return its path."""
@@ -167,29 +157,15 @@ class DetectionJSONWriter(_PredictionWriter):
         self.label_key = label_key
 
     def record(self, output: Mapping[str, Any], image: Any) -> dict[str, Any]:
-        """The JSON content for one image."""
-        boxes = torch.as_tensor(output[self.box_key], dtype=torch.float32).reshape(-1, 4)
-        scores = torch.as_tensor(output[self.score_key], dtype=torch.float32).reshape(-1)
-        labels = torch.as_tensor(output[self.label_key]).reshape(-1).long()
-        order = torch.argsort(scores, descending=True)
-        boxes, scores, labels = boxes[order], scores[order], labels[order]
-        source = source_file(image)
-        shape = image.meta.get("spatial_shape") if isinstance(image, MetaTensor) else None
-        width, height = (int(v) for v in np.asarray(shape).reshape(-1)[:2]) if shape is not None else (None, None)
-        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
-        record: dict[str, Any] = {
-            "image": Path(source).name if source else None,
-            "width": width,
-            "height": height,
-            "box_mode": "xyxy",
-            "boxes": [[round(float(v), 2) for v in box] for box in boxes.tolist()],
-            "boxes_xywh": [[round(float(v), 2) for v in box] for box in xywh.tolist()],
-            "scores": [round(float(v), 5) for v in scores.tolist()],
-            "labels": [int(v) for v in labels.tolist()],
-        }
-        if self.class_names:
-            record["label_names"] = [self.class_names.get(str(int(v))) for v in labels.tolist()]
-        return record
+        """The JSON content for one image (:func:`~sista_monai.io.predictions.detection_record`)."""
+        return detection_record(
+            output[self.box_key],
+            output[self.score_key],
+            output[self.label_key],
+            source_file(image),
+            image_size(image),
+            self.class_names,
+        )
 
     def __call__(self, engine: Engine) -> None:
         batch: Any = engine.state.batch

@@ -3,7 +3,8 @@
 Every report is an :class:`EvaluationReport`: it collects what it needs at each iteration (on every rank), gathers
 it across ranks at completion, and on rank 0 summarises it, writes ``<output_dir>/<metrics_file>`` atomically and
 logs one line. :class:`ClassificationReport`, :class:`SegmentationReport` and :class:`DetectionReport` serve the
-downstream bundles, :class:`PretrainingReport` the pretraining bundle's test split.
+downstream bundles, :class:`PretrainingReport` the pretraining bundle's test split (run with it attached by
+:func:`write_test_report`, the bundle configs' ``finalize`` step).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ __all__ = [
     "ClassificationReport",
     "SegmentationReport",
     "DetectionReport",
+    "write_test_report",
 ]
 
 logger = logging.getLogger(__name__)
@@ -547,3 +549,27 @@ class PretrainingReport(EvaluationReport):
             summary["sta"]["patches_kept"],
             summary["targets_met"],
         )
+
+
+def write_test_report(
+    evaluator: Any,
+    output_path: str | os.PathLike,
+    info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the test evaluator with a :class:`PretrainingReport` attached (its other handlers, e.g. the alignment heat
+    maps, are the evaluator's own).
+
+    Args:
+        evaluator: the test evaluator.
+        output_path: where ``metrics.json`` goes (written atomically by rank 0).
+        info: configuration facts recorded in the report (see
+            :func:`~sista_monai.metrics.pretraining.summarise_test_metrics`).
+
+    Returns:
+        The summary written (on rank 0; an empty dict on the other ranks).
+    """
+    path = Path(output_path)
+    report = PretrainingReport(path.parent, info=info, metrics_file=path.name)
+    report.attach(evaluator)
+    evaluator.run()
+    return report.summary

@@ -18,8 +18,9 @@ the evaluation, ``input_ids``/``attention_mask``/``labels``).
 Privacy: a report is named by its id (its file name relative to the bank folder, or its datalist id), never by its
 text; an image by its output name (:func:`~sista_monai.data.inference.output_stem`).
 
-Ranking (:func:`top_k_matches`): candidates sorted by decreasing similarity; equal similarities keep the order of the
-candidates (the bank's order, the run's image order), so the files are reproducible.
+Ranking (:func:`~sista_monai.metrics.retrieval.top_k_matches`): candidates sorted by decreasing similarity; equal
+similarities keep the order of the candidates (the bank's order, the run's image order), so the files are
+reproducible.
 """
 
 from __future__ import annotations
@@ -31,13 +32,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
-import torch.nn.functional as F
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from sista_monai.data.inference import REPORT_TO_IMAGE_FILE
 from sista_monai.handlers.predictions import _PredictionWriter
 from sista_monai.io.files import write_json
 from sista_monai.metrics.pretraining import TARGETS, summarise_test_metrics
-from sista_monai.metrics.retrieval import DIRECTIONS, retrieval_recall, semantic_chance, semantic_precision, text_groups
+from sista_monai.metrics.retrieval import (
+    DIRECTIONS,
+    retrieval_recall,
+    semantic_chance,
+    semantic_precision,
+    text_groups,
+    top_k_matches,
+)
 
 from .reports import EvaluationReport
 
@@ -48,18 +56,12 @@ else:
     Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = [
-    "REPORT_TO_IMAGE_FILE",
     "RECALL_KS",
     "RetrievalReport",
     "RetrievalWriter",
-    "cosine_similarity",
-    "top_k_matches",
 ]
 
 logger = logging.getLogger(__name__)
-
-REPORT_TO_IMAGE_FILE = "report_to_image.json"
-"""The report → image file of the retrieve mode, in the output folder."""
 
 RECALL_KS = (1, 5, 10)
 """The K of the exact-pair Recall@K of the evaluation (those of the pretraining test report)."""
@@ -70,34 +72,6 @@ class _Bank(Protocol):
 
     @property
     def embeddings(self) -> torch.Tensor: ...
-
-
-def cosine_similarity(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """``(Q, C)`` cosine similarities of ``(Q, D)`` queries and ``(C, D)`` candidates (normalised here)."""
-    return F.normalize(queries.float(), dim=1) @ F.normalize(candidates.float(), dim=1).T
-
-
-def top_k_matches(similarity: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` best candidates of every query: ``(scores, indices)``, each ``(Q, min(k, C))``, best first.
-
-    Args:
-        similarity: ``(Q, C)`` query–candidate scores.
-        k: how many candidates to keep (at least 1; all of them when ``k >= C``).
-
-    Returns:
-        The scores and the candidate indices, sorted by decreasing score; equal scores keep the candidates' order
-        (a stable sort), so the lower index comes first.
-
-    Raises:
-        ValueError: ``similarity`` is not 2-D or ``k < 1``.
-    """
-    if similarity.ndim != 2:
-        raise ValueError(f"similarity must be (queries, candidates), got shape {tuple(similarity.shape)}")
-    if int(k) < 1:
-        raise ValueError(f"top_k must be at least 1, got {k}")
-    scores, indices = torch.sort(similarity, dim=1, descending=True, stable=True)
-    keep = min(int(k), similarity.shape[1])
-    return scores[:, :keep], indices[:, :keep]
 
 
 def _matches(scores: torch.Tensor, indices: torch.Tensor, names: list[str], key: str) -> list[dict[str, Any]]:

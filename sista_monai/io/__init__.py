@@ -5,6 +5,8 @@
   errors that name the file;
 * :mod:`.encoder`: the exported image encoder (``image_encoder.pt`` + its JSON sidecar), written by pretraining
   and loaded, with every mismatch refused, by the downstream bundles.
+* :mod:`.predictions`: what a per-image prediction file of the downstream bundles' inference holds (classification,
+  detection), for the bundles' writers and the MONAI Deploy result operators alike.
 
 The torch-dependent names are imported on first use, so reading and writing JSON does not load torch.
 """
@@ -52,6 +54,7 @@ _LAZY = {
         ),
         "weights",
     ),
+    **dict.fromkeys(("classification_record", "detection_record", "image_size"), "predictions"),
 }
 """Names of the torch-dependent modules, imported on first use so that ``sista_monai.io.files`` stays light."""
 
@@ -66,9 +69,12 @@ __all__ = [
     "SIDECAR_FORMAT",
     "TEMPORARY_SUFFIX",
     "atomic_write_bytes",
+    "classification_record",
+    "detection_record",
     "encoder_differences",
     "encoder_source",
     "export_image_encoder",
+    "image_size",
     "json_text",
     "load_failure_reason",
     "load_network_weights",

@@ -138,6 +138,8 @@ class ReportSimilarity(nn.Module):
             source or is not 1-D.
     """
 
+    center: torch.Tensor | None
+
     def __init__(
         self,
         source: str = "text_frozen",
@@ -220,7 +222,8 @@ def fit_report_center(
     """
     if source not in ("text_frozen", "text_online"):
         raise ValueError(f"a centre is fitted for the text sources, got {source!r}.")
-    model = getattr(network, "module", network)
+    # a SISTAModel (or its DDP wrapper); losses do not import networks, so its encoders are reached by name
+    model: Any = getattr(network, "module", network)
     if source == "text_frozen" and getattr(model, "frozen_text_encoder", None) is None:
         raise ValueError("source 'text_frozen' needs SISTAModel(keep_frozen_text_copy=True)")
     device = device if device is not None else next(model.parameters()).device

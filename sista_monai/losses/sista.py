@@ -126,14 +126,18 @@ class SISTALoss(nn.Module):
         """
         output: dict[str, torch.Tensor] = {}
         terms: list[torch.Tensor] = []
-        if self.lambda_instance > 0:
-            self._require(image_emb=image_emb, text_emb=text_emb, report_sim=report_sim)
+        if self.lambda_instance > 0 and self.sia is not None:  # the constructor requires sia for a weighted SIA
+            image_emb, text_emb, report_sim = self._require(
+                image_emb=image_emb, text_emb=text_emb, report_sim=report_sim
+            )
             sia = self.sia(image_emb, text_emb, report_sim, label_agreement=label_agreement, temperature=temperature)
             terms.append(self.lambda_instance * sia["loss"])
             output["loss_sia"] = sia.pop("loss").detach()
             output.update(sia)
-        if self.lambda_token > 0:
-            self._require(patch_emb=patch_emb, token_emb=token_emb, token_mask=token_mask)
+        if self.lambda_token > 0 and self.sta is not None:  # the constructor builds a default STA when weighted
+            patch_emb, token_emb, token_mask = self._require(
+                patch_emb=patch_emb, token_emb=token_emb, token_mask=token_mask
+            )
             content = {
                 name: value
                 for name, value in (("content_words", content_words), ("content_sides", content_sides))
@@ -165,10 +169,13 @@ class SISTALoss(nn.Module):
         output["loss"] = loss
         return output
 
-    def _require(self, **inputs: torch.Tensor | None) -> None:
-        missing = [name for name, value in inputs.items() if value is None]
-        if missing:
+    def _require(self, **inputs: torch.Tensor | None) -> list[torch.Tensor]:
+        """The inputs, in order, when none is ``None``."""
+        present = [value for value in inputs.values() if value is not None]
+        if len(present) < len(inputs):
+            missing = [name for name, value in inputs.items() if value is None]
             raise ValueError(f"{', '.join(missing)} required by a term with a non-zero weight, got None.")
+        return present
 
     def extra_repr(self) -> str:
         text = f"lambda_instance={self.lambda_instance}, lambda_token={self.lambda_token}"

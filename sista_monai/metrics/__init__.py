@@ -41,10 +41,12 @@ from .retrieval import (
     DIRECTIONS,
     RetrievalRecall,
     SemanticPrecision,
+    cosine_similarity,
     retrieval_recall,
     semantic_chance,
     semantic_precision,
     text_groups,
+    top_k_matches,
 )
 from .segmentation import EMPTY_MASK_RULE, dice_iou, segmentation_summary
 
@@ -79,6 +81,8 @@ __all__ = [
     "semantic_chance",
     "semantic_precision",
     "text_groups",
+    "cosine_similarity",
+    "top_k_matches",
     "zone_cells",
     "THRESHOLD_METRICS",
     "binary_classification_metrics",

@@ -80,7 +80,8 @@ def binary_classification_metrics(
     if scores.shape != truth.shape:
         raise ValueError(f"probabilities {tuple(scores.shape)} and labels {tuple(truth.shape)} differ in shape")
     counts = _confusion_counts(scores, truth, threshold)
-    result = {"auroc": float(compute_roc_auc(scores, truth)) if truth.numel() else float("nan")}
+    # MONAI types the AUROC as any array-like; with the macro average of one column it is one number
+    result = {"auroc": float(np.asarray(compute_roc_auc(scores, truth))) if truth.numel() else float("nan")}
     for name, monai_name in THRESHOLD_METRICS.items():
         result[name] = float(compute_confusion_matrix_metric(monai_name, counts))
     tp, fp, tn, fn = (int(v) for v in counts.tolist())

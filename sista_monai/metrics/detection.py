@@ -50,10 +50,14 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
     Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
-Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
-reinit__is_reduced, _ = optional_import(
-    "ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced"
-)
+if TYPE_CHECKING:
+    from ignite.metrics import Metric
+    from ignite.metrics.metric import reinit__is_reduced
+else:
+    Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
+    reinit__is_reduced, _ = optional_import(
+        "ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced"
+    )
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 __all__ = [
@@ -167,6 +171,11 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _array_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """MONAI's ``box_iou`` on arrays, as ``matching_batch`` calls it (an array in, an array out)."""
+    return np.asarray(box_iou(boxes1, boxes2))
+
+
 def detection_map(
     predictions: Sequence[Mapping[str, Any]],
     targets: Sequence[Mapping[str, Any]],
@@ -250,8 +259,8 @@ def detection_map(
     if not np.array_equal(metric.iou_thresholds, everything):
         raise RuntimeError(f"MONAI's IoU thresholds {metric.iou_thresholds.tolist()} differ from {everything.tolist()}")
     matched = matching_batch(
-        iou_fn=box_iou,
-        iou_thresholds=metric.iou_thresholds,
+        iou_fn=_array_iou,
+        iou_thresholds=metric.iou_thresholds.tolist(),
         pred_boxes=[p["box"][k] for p, k in zip(preds, kept, strict=True)],
         pred_classes=[remap[p["label"][k]] for p, k in zip(preds, kept, strict=True)],
         pred_scores=[p["score"][k] for p, k in zip(preds, kept, strict=True)],

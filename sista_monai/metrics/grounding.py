@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -53,10 +53,14 @@ from sista_monai.losses.similarity import (
 )
 from sista_monai.losses.sta import alignment_weights
 
-Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
-reinit__is_reduced, _ = optional_import(
-    "ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced"
-)
+if TYPE_CHECKING:
+    from ignite.metrics import Metric
+    from ignite.metrics.metric import reinit__is_reduced
+else:
+    Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
+    reinit__is_reduced, _ = optional_import(
+        "ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced"
+    )
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 __all__ = [
@@ -137,7 +141,7 @@ def _word_keys(
 ) -> list[tuple[int, ...]]:
     ids = input_ids.tolist()
     starts = word_start.tolist() if word_start is not None else None
-    keys = []
+    keys: list[tuple[int, ...]] = []
     for b, t in zip(sample.tolist(), token.tolist(), strict=True):
         if starts is None:
             keys.append((ids[b][t],))
@@ -369,7 +373,7 @@ def training_trials(
         cache = _TRIALS_CACHE.setdefault(batches, {})
     except TypeError:  # a list or a generator: read it as it is
         cache = {}
-    key = (game, tuple(patch_grid))
+    key = (game, (int(patch_grid[0]), int(patch_grid[1])))
     if key not in cache:
         with torch.random.fork_rng(devices=[]):
             cache[key] = [pointing_trials(dict(batch), game, patch_grid) for batch in batches]
@@ -449,6 +453,8 @@ class PointingGame(Metric):
         """The pointer of this report (image-free prior or text pointer) fitted on ``prior_data`` for ``patch_grid``
         (fitted once, then reused)."""
         if patch_grid not in self._prior:
+            if self.prior_data is None:
+                raise ValueError(f"report={self.report!r} has no prior_data to fit a pointer on")
             fit = fit_text_pointer if self.report == "text_pointer" else fit_pointing_prior
             self._prior[patch_grid] = fit(training_trials(self.prior_data, self.game, patch_grid))
         return self._prior[patch_grid]
@@ -467,8 +473,8 @@ class PointingGame(Metric):
         if self.report in ("prior", "text_pointer"):
             accuracy, count = self._pointer_accuracy()
             # every rank fits the same prior on the whole training split and scores its own share of the trials
-            hits, count = _sum_over_ranks([0.0 if count == 0 else accuracy * count, float(count)], self._device)
-            return hits / count if count else float("nan")
+            hits, total = _sum_over_ranks([0.0 if count == 0 else accuracy * count, float(count)], self._device)
+            return hits / total if total else float("nan")
         hits, trials, chance = _sum_over_ranks(self._sums, self._device)
         if self.report == "trials":
             return float(trials)

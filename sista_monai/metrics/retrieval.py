@@ -15,34 +15,70 @@
   whose finding set equals the image's (two normal studies agree; a right and a left pneumothorax agree). Ties at
   the K-th place are scored by expectation as above. Its chance level is the mean share of the split's reports
   that share the query's finding set.
+* **Ranking** (:func:`cosine_similarity`, :func:`top_k_matches`): the similarities and the top-k files of the
+  retrieval bundle's retrieve mode (a stable sort: equal scores keep the candidates' order).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from monai.utils import IgniteInfo, min_version, optional_import
 
-Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
-reinit__is_reduced, _ = optional_import(
-    "ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced"
-)
+if TYPE_CHECKING:
+    from ignite.metrics import Metric
+    from ignite.metrics.metric import reinit__is_reduced
+else:
+    Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
+    reinit__is_reduced, _ = optional_import(
+        "ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced"
+    )
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 __all__ = [
     "DIRECTIONS",
     "RetrievalRecall",
     "SemanticPrecision",
+    "cosine_similarity",
     "retrieval_recall",
     "semantic_chance",
     "semantic_precision",
     "text_groups",
+    "top_k_matches",
 ]
 
 DIRECTIONS = ("image_to_report", "report_to_image")
+
+
+def cosine_similarity(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """``(Q, C)`` cosine similarities of ``(Q, D)`` queries and ``(C, D)`` candidates (normalised here)."""
+    return F.normalize(queries.float(), dim=1) @ F.normalize(candidates.float(), dim=1).T
+
+
+def top_k_matches(similarity: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best candidates of every query: ``(scores, indices)``, each ``(Q, min(k, C))``, best first.
+
+    Args:
+        similarity: ``(Q, C)`` query–candidate scores.
+        k: how many candidates to keep (at least 1; all of them when ``k >= C``).
+
+    Returns:
+        The scores and the candidate indices, sorted by decreasing score; equal scores keep the candidates' order
+        (a stable sort), so the lower index comes first.
+
+    Raises:
+        ValueError: ``similarity`` is not 2-D or ``k < 1``.
+    """
+    if similarity.ndim != 2:
+        raise ValueError(f"similarity must be (queries, candidates), got shape {tuple(similarity.shape)}")
+    if int(k) < 1:
+        raise ValueError(f"top_k must be at least 1, got {k}")
+    scores, indices = torch.sort(similarity, dim=1, descending=True, stable=True)
+    keep = min(int(k), similarity.shape[1])
+    return scores[:, :keep], indices[:, :keep]
 
 
 def _similarity(image_emb: torch.Tensor, text_emb: torch.Tensor, direction: str) -> torch.Tensor:
@@ -53,7 +89,7 @@ def _similarity(image_emb: torch.Tensor, text_emb: torch.Tensor, direction: str)
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     queries, candidates = (image_emb, text_emb) if direction == "image_to_report" else (text_emb, image_emb)
-    return F.normalize(queries.float(), dim=1) @ F.normalize(candidates.float(), dim=1).T
+    return cosine_similarity(queries, candidates)
 
 
 def text_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -146,7 +182,9 @@ def semantic_chance(labels: torch.Tensor) -> float:
     return float(_same_findings(labels).double().mean())
 
 
-def _sista_embeddings(output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _sista_embeddings(
+    output: Any,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor | None] | None]:
     pred = output["pred"] if isinstance(output, dict) else output
     label = output.get("label") if isinstance(output, dict) else None
     groups = None

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from monai.apps.detection.networks.retinanet_detector import RetinaNetDetector
@@ -199,7 +199,11 @@ class SISTARetinaNet(RetinaNet):
     def encoder(self) -> nn.Module:
         """The pretrained backbone (for :func:`~sista_monai.engines.encoder_parameter_groups`)."""
         extractor = self.feature_extractor
-        return extractor.vit if isinstance(extractor, ViTSimpleFeaturePyramid) else extractor.fpn.body
+        if isinstance(extractor, ViTSimpleFeaturePyramid):
+            return extractor.vit
+        if isinstance(extractor, ResNetFPNFeatures):
+            return extractor.fpn.body
+        raise TypeError(f"no pretrained encoder in a {type(extractor).__name__} feature extractor")
 
     def config(self) -> dict[str, Any]:
         """The encoder's :meth:`config`."""
@@ -236,8 +240,9 @@ def detection_network(
         ValueError: a ViT whose image size is not a multiple of the coarsest pyramid stride (32 by default).
     """
     if isinstance(encoder, ViTImageEncoder):
-        extractor: nn.Module = ViTSimpleFeaturePyramid(encoder, fpn_channels, scales, freeze_encoder)
-        size_divisible = max(extractor.strides)
+        pyramid = ViTSimpleFeaturePyramid(encoder, fpn_channels, scales, freeze_encoder)
+        extractor: nn.Module = pyramid
+        size_divisible = max(pyramid.strides)
         if any(int(s) % size_divisible for s in encoder.img_size):
             # the detector pads its input to a multiple of the coarsest stride; the ViT takes one size only
             raise ValueError(
@@ -297,9 +302,11 @@ def build_detector(
         box_key: key of the boxes in targets and predictions.
         label_key: key of the class indices (scores under ``<label_key>_scores``).
     """
-    module = getattr(network, "module", network)
+    module = cast(RetinaNet, getattr(network, "module", network))
     if feature_map_scales is None:
-        feature_map_scales = [stride / 8.0 for stride in module.feature_extractor.strides]
+        # the project's feature extractors hold their strides; nn.Module types an attribute as Tensor | Module
+        strides = cast("Sequence[int]", module.feature_extractor.strides)
+        feature_map_scales = [stride / 8.0 for stride in strides]
     anchors = AnchorGeneratorWithAnchorShape(
         feature_map_scales=tuple(float(s) for s in feature_map_scales),
         base_anchor_shapes=tuple(tuple(float(v) for v in shape) for shape in anchor_shapes),

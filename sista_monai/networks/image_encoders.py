@@ -92,11 +92,11 @@ class ViTImageEncoder(nn.Module):
         local_files_only: bool = True,
     ) -> None:
         super().__init__()
-        use_pretrained = pretrained is not None and str(pretrained).lower() not in ("", "none", "null")
-        if use_pretrained and layer_norm_eps is None:
+        weights = None if str(pretrained).lower() in ("", "none", "null") else pretrained
+        if weights is not None and layer_norm_eps is None:
             from .pretrained import vit_layer_norm_eps
 
-            layer_norm_eps = vit_layer_norm_eps(pretrained, local_files_only)  # type: ignore[arg-type]
+            layer_norm_eps = vit_layer_norm_eps(weights, local_files_only)
         if preset not in VIT_PRESETS:
             raise ValueError(f"preset must be one of {sorted(VIT_PRESETS)}, got {preset!r}")
         if pooling not in ("cls", "mean"):
@@ -140,7 +140,10 @@ class ViTImageEncoder(nn.Module):
             post_activation=None,
             dropout_rate=dropout_rate,
             qkv_bias=qkv_bias,
-            **sizes,
+            hidden_size=sizes["hidden_size"],
+            mlp_dim=sizes["mlp_dim"],
+            num_layers=sizes["num_layers"],
+            num_heads=sizes["num_heads"],
         )
         # The [CLS] token is kept; MONAI's classification head is not part of an encoder.
         del self.vit.classification_head
@@ -155,10 +158,10 @@ class ViTImageEncoder(nn.Module):
             for module in self.vit.modules():
                 if isinstance(module, nn.LayerNorm):
                     module.eps = float(layer_norm_eps)
-        if use_pretrained:
+        if weights is not None:
             from .pretrained import load_torchvision_vit
 
-            load_torchvision_vit(self, pretrained, local_files_only)  # type: ignore[arg-type]
+            load_torchvision_vit(self, weights, local_files_only)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this architecture (written to the exported encoder's sidecar)."""

@@ -38,10 +38,13 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .image_encoders import ViTImageEncoder
 
 __all__ = [
     "TORCHVISION_RESNETS",
@@ -244,7 +247,9 @@ def torchvision_vit_state(
     return state
 
 
-def load_torchvision_vit(encoder: nn.Module, pretrained: str | os.PathLike, local_files_only: bool = True) -> None:
+def load_torchvision_vit(
+    encoder: ViTImageEncoder, pretrained: str | os.PathLike, local_files_only: bool = True
+) -> None:
     """Load ImageNet ViT weights into a :class:`~sista_monai.networks.ViTImageEncoder`, in place: a torchvision
     state-dict file or ``vit_b_16`` weights name, or a Hugging Face ViT folder or hub id.
 
@@ -252,17 +257,17 @@ def load_torchvision_vit(encoder: nn.Module, pretrained: str | os.PathLike, loca
         FileNotFoundError: no such file, folder or cached hub id, or a weights name neither cached nor downloadable.
         ValueError: a file that is not a loadable state dict, or weights of another size.
     """
-    config = encoder.config()  # type: ignore[operator]
+    config = encoder.config()
     if _is_hf(pretrained):
         source: Mapping[str, torch.Tensor] = hf_vit_as_torchvision(_hf_model(pretrained, local_files_only))
     else:
         builder = "vit_b_16" if config["preset"] == "base" and list(config["patch_size"]) == [16, 16] else "vit"
         source = _read(pretrained, builder)
     try:
-        state = torchvision_vit_state(source, encoder.vit.state_dict(), encoder.patch_grid, config["in_channels"])  # type: ignore[union-attr, arg-type]
+        state = torchvision_vit_state(source, encoder.vit.state_dict(), encoder.patch_grid, config["in_channels"])
     except (ValueError, KeyError) as err:
         raise ValueError(f"pretrained {pretrained}: {err}; {_hint('vit_b_16')}") from None
-    encoder.vit.load_state_dict(state, strict=True)  # type: ignore[union-attr, operator]
+    encoder.vit.load_state_dict(state, strict=True)
     logger.info("image encoder: ViT initialised from torchvision ImageNet weights %s", pretrained)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock, UnetrUpBlock
-from monai.networks.nets import FlexibleUNet
+from monai.networks.nets import FlexibleUNet, ResNet
 from torch import nn
 
 from sista_monai.config import as_flag
@@ -57,10 +57,11 @@ def _set_prior(conv: nn.Module, prior_probability: float | None) -> None:
     p = float(prior_probability)
     if not 0.0 < p < 1.0:
         raise ValueError(f"prior_probability must lie in (0, 1), got {p}")
-    if getattr(conv, "bias", None) is None:
+    bias = getattr(conv, "bias", None)
+    if not isinstance(bias, torch.Tensor):
         raise ValueError(f"{type(conv).__name__} has no bias to initialise")
     with torch.no_grad():
-        conv.bias.fill_(float(np.log(p / (1.0 - p))))
+        bias.fill_(float(np.log(p / (1.0 - p))))
 
 
 class ViTSegmentationNet(nn.Module):
@@ -189,7 +190,7 @@ class ResNetStages(nn.Module):
         resnet: the pretrained ``encoder.resnet``.
     """
 
-    def __init__(self, resnet: nn.Module) -> None:
+    def __init__(self, resnet: ResNet) -> None:
         super().__init__()
         self.resnet = resnet
         self.no_max_pool = bool(resnet.no_max_pool)

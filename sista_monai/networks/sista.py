@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import SupportsInt, cast
 
 import torch
 from torch import nn
@@ -14,6 +15,11 @@ from .outputs import SISTAOutput
 __all__ = ["SISTAModel"]
 
 logger = logging.getLogger(__name__)
+
+
+def _out_channels(encoder: nn.Module) -> int:
+    """An encoder's ``out_channels``: an int attribute, which ``nn.Module`` types as a tensor or a module."""
+    return int(cast(SupportsInt, encoder.out_channels))
 
 
 class SISTAModel(nn.Module):
@@ -66,7 +72,7 @@ class SISTAModel(nn.Module):
         super().__init__()
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
-        image_dim, text_dim = int(image_encoder.out_channels), int(text_encoder.out_channels)
+        image_dim, text_dim = _out_channels(image_encoder), _out_channels(text_encoder)
         self.image_global_head = ProjectionHead(image_dim, embed_dim, head_hidden_dim)
         centering = None
         modes = {None: None, False: None, "none": None, True: "position", "position": "position"}

@@ -9,7 +9,8 @@ import numpy as np
 import pydicom
 
 from sista_monai.bench.__main__ import main as bench_main
-from sista_monai.bench.data import main, write_detector_dicom
+from sista_monai.bench.data import main
+from sista_monai.bench.dicom import write_detector_dicom
 from sista_monai.transforms import LoadChestXray
 
 

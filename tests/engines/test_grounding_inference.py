@@ -14,6 +14,7 @@ from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator
 from PIL import Image
 
+from sista_monai.data.inference import grounding_file_names, phrase_slug
 from sista_monai.data.tokenizer import train_wordpiece_tokenizer
 from sista_monai.engines import (
     CounterfactualEvaluation,
@@ -22,14 +23,7 @@ from sista_monai.engines import (
     SISTAGroundingInferer,
     phrase_tokens,
 )
-from sista_monai.handlers import (
-    GroundingWriter,
-    grounding_file_names,
-    input_to_original,
-    original_heatmap,
-    patch_box,
-    phrase_slug,
-)
+from sista_monai.handlers import GroundingWriter, input_to_original, original_heatmap, patch_box
 from sista_monai.losses import alignment_weights
 from sista_monai.networks import HuggingFaceTextEncoder, SISTAModel, ViTImageEncoder
 from sista_monai.transforms import load_tokenizer

@@ -16,6 +16,7 @@ from monai.engines import SupervisedEvaluator
 from monai.transforms import Compose, NormalizeIntensityd
 from PIL import Image
 
+from sista_monai.data.inference import REPORT_TO_IMAGE_FILE
 from sista_monai.data.tokenizer import train_wordpiece_tokenizer
 from sista_monai.engines import (
     ReportBank,
@@ -24,8 +25,8 @@ from sista_monai.engines import (
     SISTARetrievalInferer,
     report_bank_items,
 )
-from sista_monai.handlers import REPORT_TO_IMAGE_FILE, RetrievalReport, RetrievalWriter, top_k_matches
-from sista_monai.metrics import retrieval_recall, semantic_chance, semantic_precision, text_groups
+from sista_monai.handlers import RetrievalReport, RetrievalWriter
+from sista_monai.metrics import retrieval_recall, semantic_chance, semantic_precision, text_groups, top_k_matches
 from sista_monai.networks import HuggingFaceTextEncoder, SISTAModel, ViTImageEncoder
 from sista_monai.transforms import CleanReportd, ExtractReportSectionsd, LoadChestXrayd, TokenizeReportd, load_tokenizer
 

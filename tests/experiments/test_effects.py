@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import pytest
 from scipy import stats
 
+from sista_monai.experiments import effects
 from sista_monai.experiments.effects import effect_cell, established, paired_effect
 
 
@@ -65,3 +69,41 @@ def test_one_seed_and_no_spread() -> None:
     flat = paired_effect([2.0, 3.0], [1.0, 2.0])
     assert (flat["t_low"], flat["t_high"]) == (1.0, 1.0) and math.isnan(flat["p"]) and not established(flat)
     assert effect_cell(None) == "n/a" and not established(None)
+
+
+def _exact_bootstrap_means(differences: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Every one of the n ** n equally likely resamples: its sorted means and their cumulative probabilities."""
+    values = np.array(differences)
+    n = values.size
+    means = np.sort([values[list(draw)].mean() for draw in itertools.product(range(n), repeat=n)])
+    return means, np.arange(1, means.size + 1) / means.size
+
+
+def _exact_quantile(means: np.ndarray, cdf: np.ndarray, level: float) -> float:
+    return float(means[np.searchsorted(cdf, level)])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bootstrap_interval_is_the_exact_percentile_interval_of_four_differences(seed: int) -> None:
+    differences = [1.0, 2.0, 4.0, 8.0]
+    means, cdf = _exact_bootstrap_means(differences)  # 4 ** 4 = 256 resamples
+    # by hand: P(mean <= 1.25) = (1 + 4) / 256 = 0.0195 and P(mean <= 1.5) = 11 / 256 = 0.043 (1,1,2,2 in 6 orders),
+    # so the 2.5 % point is 1.5; P(mean >= 7) = 5 / 256 and P(mean >= 6.5) = 9 / 256 (8,8,8,2), so the 97.5 % is 6.5
+    assert (_exact_quantile(means, cdf, 0.025), _exact_quantile(means, cdf, 0.975)) == (1.5, 6.5)
+    assert cdf[means < 1.5].max() < 0.02 and cdf[means <= 1.5].max() > 0.04  # both points lie on wide plateaus,
+    assert cdf[means < 6.5].max() < 0.97 and cdf[means <= 6.5].max() > 0.98  # so no quantile rule moves them
+    effect = paired_effect(differences, [0.0] * 4, seed=seed)
+    # a normal interval (1.12, 6.38), the 90 % one (1.75, 6.06), resampling without replacement (3.75, 3.75) or the
+    # t-interval would all fail this
+    assert (effect["low"], effect["high"]) == pytest.approx((1.5, 6.5), abs=1e-12)
+
+
+def test_bootstrap_interval_of_five_differences_meets_exact_enumeration(monkeypatch: pytest.MonkeyPatch) -> None:
+    differences = [0.3, -0.1, 0.8, 0.05, 0.4]  # resampled means on a grid of 0.01
+    means, cdf = _exact_bootstrap_means(differences)  # 5 ** 5 = 3125 resamples
+    low, high = _exact_quantile(means, cdf, 0.025), _exact_quantile(means, cdf, 0.975)
+    assert (low, high) == pytest.approx((0.03, 0.57))
+    monkeypatch.setattr(effects, "BOOTSTRAP_RESAMPLES", 200_000)
+    effect = paired_effect(differences, [0.0] * 5)
+    # within half a grid step: the 90 % interval (0.07, 0.54) or a normal one (0.018, 0.562) is a step or more off
+    assert (effect["low"], effect["high"]) == pytest.approx((low, high), abs=0.005)
