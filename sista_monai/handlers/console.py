@@ -9,7 +9,6 @@ format, exception logging and ``iteration_log`` switch) and adds the missing epo
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
     Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["EpochSummaryStatsHandler", "TerminalProgressBar", "epoch_summary"]
+__all__ = ["EpochSummaryStatsHandler", "epoch_summary"]
 
 
 def _scalar(value: Any) -> float | None:
@@ -180,34 +179,3 @@ class EpochSummaryStatsHandler(StatsHandler):
             published = {f"{self.metrics_prefix}{name}": value for name, value in values.items()}
             engine.state.metrics.update(published)
             self._published = list(published)
-
-
-class TerminalProgressBar:
-    """Ignite's ``ProgressBar``, attached only when its stream is a terminal.
-
-    Written to a pipe or a file (CI, ``nohup``, a job scheduler, ``> log``), tqdm's bar cannot redraw in place:
-    every refresh becomes text, about 1,700 lines for the pretraining main job. There the epoch line of
-    :class:`EpochSummaryStatsHandler` is the progress indication, one per epoch; on a terminal the bar is shown
-    as before. Ignite's ``ProgressBar`` has no such switch (``disable`` would need the caller to test the
-    stream), hence this wrapper.
-
-    Args:
-        stream: where the bar would be drawn (default: ``sys.stderr`` when attached, tqdm's stream).
-        kwargs: ``ProgressBar``'s arguments (``persist``, ``bar_format``, ...).
-    """
-
-    def __init__(self, stream: Any = None, **kwargs: Any) -> None:
-        self.stream = stream
-        self.kwargs = kwargs
-        self.attached = False
-
-    def attach(self, engine: Engine, **kwargs: Any) -> None:
-        """Attach a ``ProgressBar`` (``kwargs``: its ``attach`` arguments) when the stream is a terminal."""
-        stream = self.stream if self.stream is not None else sys.stderr
-        isatty = getattr(stream, "isatty", None)
-        if not (callable(isatty) and isatty()):
-            return
-        from ignite.handlers import ProgressBar
-
-        ProgressBar(**self.kwargs).attach(engine, **kwargs)
-        self.attached = True

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +14,9 @@ from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
 from sista_monai.handlers import EpochSummaryStatsHandler, loss_terms
-from sista_monai.handlers.console import TerminalProgressBar, epoch_summary
+from sista_monai.handlers.console import epoch_summary
+
+ROOT = Path(__file__).parents[2]
 
 
 class _Records(logging.Handler):
@@ -105,15 +109,25 @@ class _Terminal(io.StringIO):
         return True
 
 
-@pytest.mark.parametrize(("stream", "drawn"), [(io.StringIO(), False), (_Terminal(), True)])
-def test_the_progress_bar_is_drawn_on_a_terminal_only(stream: io.StringIO, drawn: bool) -> None:
-    """Through a pipe or into a file tqdm's redraws become lines: no bar there (the epoch line remains)."""
+BUNDLES = sorted(p.parent.parent.name for p in (ROOT / "bundles").glob("*/configs/train.json"))
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+@pytest.mark.parametrize(("stream", "drawn"), [(io.StringIO, False), (_Terminal, True)])
+def test_the_bundles_progress_bar_is_drawn_on_a_terminal_only(bundle: str, stream: type, drawn: bool) -> None:
+    """Through a pipe or into a file tqdm's redraws would become lines: the bundles' ``ProgressBar`` is configured
+    with tqdm's ``disable=None`` (off where the stream is not a terminal); the epoch line remains."""
+    from ignite.handlers import ProgressBar
+
+    config = json.loads((ROOT / "bundles" / bundle / "configs" / "train.json").read_text())
+    (settings,) = [h for h in config["train"]["handlers"] if h.get("_target_") == "ignite.handlers.ProgressBar"]
+    kwargs = {k: v for k, v in settings.items() if k != "_target_"}
+    assert kwargs == {"persist": False, "disable": None}
+    out = stream()
     engine = Engine(lambda engine, batch: batch)
-    bar = TerminalProgressBar(stream=stream, persist=False, file=stream)
-    bar.attach(engine)
-    assert bar.attached is drawn
+    ProgressBar(**kwargs, file=out).attach(engine)
     engine.run([0.0] * 5, max_epochs=2)
-    assert (len(stream.getvalue()) > 0) is drawn
+    assert (len(out.getvalue()) > 0) is drawn
 
 
 def test_the_epoch_means_are_the_trainer_metrics_of_that_epoch_only() -> None:
