@@ -1,8 +1,11 @@
 """Ranks and the end of a distributed run: the one place that asks ``torch.distributed`` who this process is.
 
-:func:`rank`, :func:`world_size` and :func:`is_main_process` answer for a process with or without an initialised
-process group (before ``init_process_group`` a ``torchrun`` process reads its ``RANK``/``WORLD_SIZE``
-environment); every rank-0-only writer and every cross-rank gather uses them.
+:func:`rank`, :func:`world_size`, :func:`local_rank` and :func:`is_main_process` answer for a process with or
+without an initialised process group (before ``init_process_group`` a ``torchrun`` process reads its
+``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` environment): every rank-0-only writer and the bundles' configs
+(``multi_gpu_train.json``'s rank and device, the global batch size) use them. :func:`world_info` is what
+collectives see: the initialised process group's rank and size, ``(0, 1)`` without one; the cross-rank gathers
+of the losses and metrics and the optimiser step's agreement on a skipped batch use it.
 
 Ending a distributed bundle run so that no rank aborts at interpreter exit: every ``multi_gpu_train.json`` ends with :func:`finish_process_group`. A plain ``dist.barrier()`` as the last
 collective of a gloo run (CPU ``torchrun``) lets a rank abort *after* all of its outputs are written, with
@@ -34,7 +37,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["rank", "world_size", "is_main_process", "is_distributed", "finish_process_group"]
+__all__ = [
+    "rank",
+    "world_size",
+    "local_rank",
+    "is_main_process",
+    "is_distributed",
+    "world_info",
+    "finish_process_group",
+]
 
 _FINAL_WORKS: list[Any] = []
 """Works of final barriers, kept referenced until the interpreter exits (see the module docstring)."""
@@ -45,6 +56,19 @@ def is_distributed() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
+
+
+def world_info() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialised default process group, ``(0, 1)`` without one.
+
+    What a collective sees: unlike :func:`rank` and :func:`world_size` it ignores ``torchrun``'s environment,
+    so a process without a process group never slices a batch for ranks it cannot gather from.
+    """
+    if is_distributed():
+        import torch.distributed as dist
+
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def rank() -> int:
@@ -63,6 +87,11 @@ def world_size() -> int:
 
         return dist.get_world_size()
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    """This process's rank on its machine (``torchrun``'s ``LOCAL_RANK`` variable, else 0): its GPU's index."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def is_main_process() -> bool:

@@ -28,7 +28,9 @@ from monai.bundle import ConfigParser
 
 from sista_monai.data.demo import ensure_demo_data
 from sista_monai.errors import BundlePackagingError
-from sista_monai.package import PRETRAINED_ENCODER, check_bundle_folder, package_bundle
+from sista_monai.package.assemble import package_bundle
+from sista_monai.package.configs import PRETRAINED_ENCODER
+from sista_monai.package.rules import check_bundle_folder
 
 BUNDLES = ("pretrain", "rsna_pneumonia_classification", "siim_pneumothorax_segmentation", "rsna_pneumonia_detection")
 DATASET_TERMS = {

@@ -15,7 +15,6 @@ BASELINE = (
     "sista_monai.bench.step",
     "sista_monai.data.datalist",
     "sista_monai.data.tokenizer",
-    "sista_monai.data.validate",
     "sista_monai.handlers.export",
     "sista_monai.handlers.training",
     "sista_monai.offline",

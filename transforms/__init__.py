@@ -2,11 +2,17 @@
 
 * :mod:`.io`: :class:`LoadChestXray` / :class:`LoadChestXrayd` and :class:`ChestXrayReader` (DICOM, PNG,
   JPEG → ``(1, W, H)`` float32 in ``[0, 1]``, higher = brighter);
+* :mod:`.display`: the DICOM grayscale pipeline (modality LUT, VOI window, polarity) the readers apply;
 * :mod:`.preprocess`: resize/pad/crop/normalise chains from stock MONAI transforms;
 * :mod:`.boxes`: boxes carried through resize/pad/crop by the image's affine, and back;
 * :mod:`.ensure`: :class:`EnsureChestXrayd`, MONAI Deploy's ``(W, H, 1)`` array → the network's image;
 * :mod:`.deploy`: the last postprocessing steps, outputs in the form MONAI Deploy App SDK 4.x reads;
-* :mod:`.report`: report sections (MIMIC-CXR text, IU X-ray XML), cleaning and tokenisation;
+* :mod:`.report`: the report transforms (section extraction, cleaning, tokenisation) and the datalist filter;
+* :mod:`.sections`: the report parsers (MIMIC-CXR text, IU X-ray XML) and the training text they compose;
+* :mod:`.cleaning`: the report text cleaning (markup, de-identification masks, list markers);
+* :mod:`.tokenizer`: the tokenizer loader, fixed-length tokenisation and the word layout of the tokens;
+* :mod:`.findings`: the finding labeler of the report text and its transforms (its rules in :mod:`.finding_rules`);
+* :mod:`.grounding`: grounding masks, sentence numbers and the finding words a report states;
 * errors (:class:`ChestXrayReadError`, :class:`ReportError`) are defined in :mod:`sista_monai.errors`.
 """
 
@@ -15,7 +21,9 @@ from __future__ import annotations
 from sista_monai.errors import ChestXrayReadError, ReportError, SistaDataError
 
 from .boxes import BoxesToImagePixelsd, BoxesToOriginalPixelsd, map_boxes
+from .cleaning import clean_report_text
 from .deploy import DETECTION_COLUMNS, PackDetectionsd, SingleFrameVolumed
+from .display import apply_window, dicom_to_display
 from .ensure import EnsureChestXray, EnsureChestXrayD, EnsureChestXrayd, EnsureChestXrayDict
 from .findings import FINDINGS, ReportFindings, ReportFindingsd, label_report, mesh_findings
 from .grounding import (
@@ -45,14 +53,10 @@ from .io import (
     LoadChestXrayD,
     LoadChestXrayd,
     LoadChestXrayDict,
-    apply_window,
-    dicom_to_display,
     read_chest_xray,
 )
-from .preprocess import chest_xray_transforms, deterministic_transforms, random_transforms
+from .preprocess import chest_xray_transforms, crop_transforms, deterministic_transforms, resize_pad_normalize
 from .report import (
-    DEFAULT_SECTION_ORDER,
-    MIMIC_SECTION_NAMES,
     CleanReport,
     CleanReportD,
     CleanReportd,
@@ -61,22 +65,23 @@ from .report import (
     ExtractReportSectionsD,
     ExtractReportSectionsd,
     ExtractReportSectionsDict,
-    IUReport,
-    ReportTokenizer,
     TokenizeReport,
     TokenizeReportD,
     TokenizeReportd,
     TokenizeReportDict,
-    clean_report_text,
+    filter_report_items,
+    report_item_id,
+)
+from .sections import (
+    DEFAULT_SECTION_ORDER,
+    MIMIC_SECTION_NAMES,
+    IUReport,
     compose_report_text,
     decode_report_bytes,
-    filter_report_items,
-    load_tokenizer,
     parse_iu_report_xml,
     parse_mimic_report,
-    report_item_id,
-    word_positions,
 )
+from .tokenizer import ReportTokenizer, load_tokenizer, word_positions
 
 __all__ = [
     "FINDINGS",
@@ -137,6 +142,7 @@ __all__ = [
     "ZoneWordMaskd",
     "apply_window",
     "chest_xray_transforms",
+    "crop_transforms",
     "clean_report_text",
     "compose_report_text",
     "decode_report_bytes",
@@ -148,7 +154,7 @@ __all__ = [
     "sentence_index",
     "parse_iu_report_xml",
     "parse_mimic_report",
-    "random_transforms",
+    "resize_pad_normalize",
     "read_chest_xray",
     "report_item_id",
     "word_positions",

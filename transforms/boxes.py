@@ -149,7 +149,7 @@ class BoxesToOriginalPixelsd(_BoxGridTransform):
         matrix = torch.linalg.inv(original) @ current
         shape = image.meta.get("spatial_shape")
         for key in self.key_iterator(d):
-            mapped = map_boxes(d[key], matrix)
+            mapped: torch.Tensor | np.ndarray = map_boxes(d[key], matrix)
             if self.clip and shape is not None and mapped.shape[0]:
                 size = [int(s) for s in np.asarray(shape).reshape(-1)[:2]]
                 mapped, _ = clip_boxes_to_image(mapped, size, remove_empty=False)

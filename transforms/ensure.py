@@ -32,9 +32,9 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import convert_to_numpy
+from monai.utils import TransformBackends, convert_to_numpy
 
-from .io import dicom_to_display
+from .display import dicom_to_display
 
 __all__ = ["EnsureChestXray", "EnsureChestXrayd", "EnsureChestXrayD", "EnsureChestXrayDict"]
 
@@ -59,7 +59,7 @@ class EnsureChestXray(Transform):
     """Turn an in-memory radiograph array into the ``(1, W, H)`` display-normalised image; pass loaded ones.
 
     Args:
-        voi: VOI mode for raw arrays (see :data:`sista_monai.transforms.io.VOI_MODES`); ``"auto"`` uses window
+        voi: VOI mode for raw arrays (see :data:`sista_monai.transforms.display.VOI_MODES`); ``"auto"`` uses window
             tags from the metadata or the arguments, else the percentile window (as the loader does).
         percentiles: bounds of the percentile window.
         photometric_interpretation: used when the metadata does not say (``MONOCHROME1`` is inverted).
@@ -70,7 +70,7 @@ class EnsureChestXray(Transform):
         ValueError: an array that is not a single-frame grey-scale image.
     """
 
-    backend = [torch.Tensor, np.ndarray]
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(
         self,

@@ -24,7 +24,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from .report import load_tokenizer
+from .tokenizer import load_tokenizer
 
 __all__ = [
     "LESION_CLASSES",
@@ -144,7 +144,7 @@ def first_piece_words(
     Args:
         input_ids: ``(T,)`` token ids.
         word_start: ``(T,)`` first-piece position of every word token, ``-1`` elsewhere
-            (:func:`~sista_monai.transforms.report.word_positions`); ``None`` treats every non-special token as a
+            (:func:`~sista_monai.transforms.tokenizer.word_positions`); ``None`` treats every non-special token as a
             word of its own (the single-piece rule of older pipelines).
         tokens: the vocabulary, ``tokens[id]`` the token string (WordPiece continuations start with ``##``).
 

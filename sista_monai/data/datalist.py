@@ -16,8 +16,8 @@ Downstream datalists may also hold the nested label-fraction subsets ``"training
 
 Preparing a dataset finds *all* problems of its inputs before writing anything: :class:`ProblemLog` collects
 them (file, CSV row, item, reason) and raises one :class:`DatasetPreparationError` listing every one of them.
-Output goes through :class:`StagedOutput` (a temporary folder next to the destination, moved into place
-only when complete) or :func:`write_json_atomic` (:mod:`sista_monai.io.files`), so a failure never leaves a half-written file behind.
+Output goes through :class:`sista_monai.io.files.StagedFolder` (a temporary folder next to the destination, moved
+into place only when complete) or :func:`write_json_atomic` (:mod:`sista_monai.io.files`), so a failure never leaves a half-written file behind.
 """
 
 from __future__ import annotations
@@ -25,12 +25,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -53,7 +50,6 @@ __all__ = [
     "load_datalist_split",
     "dump_json",
     "write_json_atomic",
-    "StagedOutput",
 ]
 
 logger = logging.getLogger(__name__)
@@ -435,63 +431,3 @@ def dump_json(obj: Any) -> str:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as datalist JSON (:func:`dump_json`) atomically (:func:`sista_monai.io.files.write_json`)."""
     return write_json(path, obj, indent=1)
-
-
-def _umask() -> int:
-    """The process umask (read by setting it and restoring it at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-class StagedOutput:
-    """Build an output folder's content in a temporary folder beside it; move it into place on success.
-
-    Use as a context manager: write everything into :attr:`staging`; when the block ends without an
-    exception, each top-level entry of the staging folder replaces the entry of the same name in the
-    destination (a file by :func:`os.replace`, a folder by renaming the old one aside and removing it
-    afterwards), creating the destination when it does not exist. On an exception the staging folder is
-    removed and the destination is untouched. Entries of the destination that the staging folder does not
-    have are left alone.
-
-    Args:
-        destination: the output folder (``--out``).
-    """
-
-    def __init__(self, destination: str | os.PathLike) -> None:
-        self.destination = Path(destination)
-        self.staging: Path | None = None
-
-    def __enter__(self) -> Path:
-        self.destination.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.destination.name}.staging-", dir=self.destination.parent))
-        self.staging.chmod(0o777 & ~_umask())
-        return self.staging
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        staging = self.staging
-        assert staging is not None
-        try:
-            if exc_type is None:
-                self._commit(staging)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-
-    def _commit(self, staging: Path) -> None:
-        if not self.destination.exists():
-            os.replace(staging, self.destination)
-            return
-        for entry in sorted(staging.iterdir()):
-            target = self.destination / entry.name
-            if entry.is_dir() and target.exists():
-                aside = Path(tempfile.mkdtemp(prefix=f".{entry.name}.old-", dir=self.destination))
-                os.replace(target, aside / entry.name)
-                os.replace(entry, target)
-                shutil.rmtree(aside, ignore_errors=True)
-            else:
-                os.replace(entry, target)

@@ -23,8 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any
 import torch
 
 from sista_monai.config import as_flag
+from sista_monai.io.files import StagedFolder
 from sista_monai.io.weights import quiet_transformers
 
 __all__ = ["DEFAULT_MLM", "demo_text_encoder", "ensure_demo_text_encoder", "train_mlm_text_encoder"]
@@ -215,20 +214,8 @@ def ensure_demo_text_encoder(
     target = root / "text_encoder" / _digest(texts, tokenizer, config, max_length, seed, options)
     if (target / "mlm.json").is_file():
         return str(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
+    with StagedFolder(target, keep=lambda folder: (folder / "mlm.json").is_file()) as staging:  # first one stays
         summary = train_mlm_text_encoder(texts, tokenizer, config, staging, max_length, seed, options)
-        staging.chmod(0o755)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not (target / "mlm.json").is_file():
-                raise
-            shutil.rmtree(staging, ignore_errors=True)  # another process finished first
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info(
         "demo text encoder pretrained (masked-language modelling on %d training reports, loss %.2f -> %.2f, %.1f s)",
         len(texts),

@@ -50,9 +50,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sista_monai.errors import SistaDataError, SplitError
-from sista_monai.io.files import atomic_write_bytes, sha256_file
+from sista_monai.io.files import StagedFolder, atomic_write_bytes, sha256_file
 
-from .datalist import ProblemLog, StagedOutput
+from .datalist import ProblemLog
 from .sources.kaggle import read_rsna_labels, read_siim_rle
 from .sources.tables import open_csv_text
 
@@ -502,7 +502,7 @@ def generate_released_splits(
         "rsna": (_csv_content_sha256(Path(rsna_labels)), sum(len(r.rows) for r in rsna.values())),
         "siim": (_csv_content_sha256(Path(siim_rle)), sum(len(r.rows) for r in siim.values())),
     }
-    with StagedOutput(out) as staging:
+    with StagedFolder(out, merge=True) as staging:
         for dataset, split in splits.items():
             write_split_files(split, staging / dataset)
         sums = [

@@ -34,44 +34,33 @@ file's path, size and modification time (and each report's SHA-256), and invalid
 or the set of installed pixel decoders changes; a re-run costs one ``stat`` per file (under a second for
 RSNA). Messages and the record name items by id and file path only: no header value, no patient identifier
 and no report text.
+
+This module runs the checks, finds the problems across items and writes the record; the files are decoded and
+remembered in :mod:`.file_checks`, the reports read in :mod:`.report_checks`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import PIL
-import pydicom
-from PIL import Image, UnidentifiedImageError
-from pydicom.pixels import get_decoder
+from typing import Any, cast
 
 from sista_monai.config import as_flag
 from sista_monai.distributed import is_main_process
-from sista_monai.errors import BadItemsError, ChestXrayReadError, ReportError
-from sista_monai.io.files import sha256_bytes
-from sista_monai.transforms.io import read_chest_xray
-from sista_monai.transforms.report import DEFAULT_SECTION_ORDER, CleanReport, ExtractReportSections, ReportTokenizer
+from sista_monai.errors import BadItemsError
+from sista_monai.transforms.sections import DEFAULT_SECTION_ORDER
 
 from .datalist import write_json_atomic
+from .file_checks import CHECK_VERSION, MEMO_FILE, _check_files, _Memo, _paths, _read_image, _read_mask
+from .report_checks import _report_file, _Reports
 
 __all__ = ["CHECK_VERSION", "MEMO_FILE", "BadItem", "BadItemsError", "check_items"]
 
 logger = logging.getLogger(__name__)
-
-CHECK_VERSION = 1
-"""Bumped whenever the check's rules change, so that remembered results are recomputed."""
-
-MEMO_FILE = "preflight_checks.json"
-"""The file in ``cache_dir`` remembering per-file results between runs."""
 
 _SINGLE = "items"
 _Problem = tuple[int, int, str, str | None]
@@ -108,226 +97,6 @@ class BadItem:
         if self.file is not None:
             record["file"] = self.file
         return record
-
-
-def _fingerprint() -> str:
-    """What a remembered result depends on besides the file: this check, pydicom, Pillow, the decoders."""
-    decodable = []
-    for uid in sorted(pydicom.uid.AllTransferSyntaxes):
-        try:
-            if get_decoder(uid).is_available:
-                decodable.append(str(uid))
-        except NotImplementedError:
-            continue
-    content = json.dumps([CHECK_VERSION, pydicom.__version__, PIL.__version__, decodable])
-    return sha256_bytes(content.encode())
-
-
-class _Memo:
-    """Per-file results remembered between runs in ``<cache_dir>/preflight_checks.json``."""
-
-    def __init__(self, cache_dir: str | os.PathLike | None) -> None:
-        self.path = Path(cache_dir) / MEMO_FILE if cache_dir is not None else None
-        self.fingerprint = _fingerprint()
-        self.tables: dict[str, dict[str, Any]] = {"images": {}, "masks": {}, "reports": {}}
-        self.changed = False
-        if self.path is None or not self.path.is_file():
-            return
-        try:
-            content = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            logger.info("ignoring the unreadable pre-flight memo %s (%s)", self.path, type(err).__name__)
-            return
-        if isinstance(content, dict) and content.get("fingerprint") == self.fingerprint:
-            for name in self.tables:
-                if isinstance(content.get(name), dict):
-                    self.tables[name] = content[name]
-
-    def get(self, table: str, key: str, stamp: list[Any]) -> list[Any] | None:
-        entry = self.tables[table].get(key)
-        if isinstance(entry, list) and entry[: len(stamp)] == stamp:
-            return entry[len(stamp) :]
-        return None
-
-    def put(self, table: str, key: str, stamp: list[Any], result: list[Any]) -> None:
-        self.tables[table][key] = [*stamp, *result]
-        self.changed = True
-
-    def save(self) -> None:
-        if self.path is None or not self.changed:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.path, {"fingerprint": self.fingerprint, **self.tables})
-        except OSError as err:
-            logger.warning("cannot write the pre-flight memo %s (%s); the next run re-checks", self.path, err)
-
-
-def _stamp(path: Path) -> list[Any] | None:
-    try:
-        status = path.stat()
-    except (OSError, ValueError):
-        return None
-    return [status.st_size, status.st_mtime_ns]
-
-
-def _paths(value: Any) -> list[str] | None:
-    """The file paths of an item value (a path or a list of paths stacked as channels)."""
-    if isinstance(value, (str, os.PathLike)):
-        return [os.fspath(value)]
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (str, os.PathLike)) for v in value):
-        return [os.fspath(v) for v in value]
-    return None
-
-
-def _read_image(path: str) -> list[Any]:
-    """``[reason or None, rows, columns]`` of one image file."""
-    try:
-        image = read_chest_xray(path)
-    except ChestXrayReadError as err:
-        return [err.reason, None, None]
-    except Exception as err:  # noqa: BLE001 - one unforeseen failure must not hide every other bad item
-        logger.debug("unexpected error reading %s", path, exc_info=True)
-        return [f"cannot be read: unexpected {type(err).__name__} (please report this file's kind)", None, None]
-    return [None, int(image.meta["rows"]), int(image.meta["columns"])]
-
-
-def _read_mask(path: str) -> list[Any]:
-    """``[reason or None, rows, columns]`` of one mask file (one channel of 0/1 values)."""
-    if not os.path.isfile(path):
-        return ["file not found", None, None]
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-            array = np.asarray(image)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
-        return [f"cannot decode the mask ({type(err).__name__})", None, None]
-    if array.ndim != 2:
-        return [f"the mask must have one channel (PIL mode {mode})", None, None]
-    if array.size and (array.min() < 0 or array.max() > 1):
-        return [f"mask values must be 0 and 1 (found values from {array.min()} to {array.max()})", None, None]
-    return [None, int(array.shape[0]), int(array.shape[1])]
-
-
-def _check_files(paths: Sequence[str], table: str, reader: Any, memo: _Memo, workers: int) -> dict[str, list[Any]]:
-    """``{path: [reason or None, rows, columns]}``, from the memo or by reading each file."""
-    results: dict[str, list[Any]] = {}
-    todo: list[tuple[str, list[Any]]] = []
-    remembered_count = 0
-    for path in dict.fromkeys(paths):
-        stamp = _stamp(Path(path))
-        if stamp is None:
-            results[path] = ["file not found", None, None]
-            continue
-        remembered = memo.get(table, os.path.abspath(path), stamp)
-        if remembered is not None:
-            results[path] = remembered
-            remembered_count += 1
-        else:
-            todo.append((path, stamp))
-    if todo:
-        logger.info("pre-flight: reading %d %s (%d remembered)", len(todo), table, remembered_count)
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            for (path, stamp), result in zip(todo, pool.map(reader, [p for p, _ in todo]), strict=True):
-                results[path] = result
-                memo.put(table, os.path.abspath(path), stamp, result)
-    return results
-
-
-def _report_file(value: Any) -> str | None:
-    """The path when a report value names a report file (as :class:`ExtractReportSections` reads it)."""
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, str) and "\n" not in value and len(value) < 4096 and os.path.isfile(value):
-        return value
-    return None
-
-
-def _missing_report_file(value: Any) -> bool:
-    """A one-line ``.txt``/``.xml`` name that is not a file: the pipeline would train on the name as text."""
-    if isinstance(value, os.PathLike):
-        return not os.path.isfile(value)
-    return (
-        isinstance(value, str)
-        and "\n" not in value
-        and " " not in value.strip()
-        and value.strip().lower().endswith((".txt", ".xml"))
-        and not os.path.isfile(value)
-    )
-
-
-def _report_key(value: Any, settings: str) -> str | None:
-    """The memo key of a report value: its text, or a report file's path, size and time."""
-    path = _report_file(value)
-    if path is not None:
-        content = f"file:{os.path.abspath(path)}:{_stamp(Path(path))}".encode()
-    elif isinstance(value, str):
-        content = b"text:" + value.encode("utf-8", "surrogatepass")
-    elif isinstance(value, (bytes, bytearray)):
-        content = b"bytes:" + bytes(value)
-    else:
-        return None
-    return sha256_bytes(settings.encode() + b"\0" + content)
-
-
-class _Reports:
-    """Extraction, cleaning and token counting of reports, as the pretraining pipeline does them."""
-
-    def __init__(
-        self,
-        parser: str,
-        sections: Sequence[str],
-        tokenizer: Any,
-        max_length: int | None,
-        memo: _Memo,
-    ) -> None:
-        self.extract = ExtractReportSections(parser, tuple(sections))
-        self.clean = CleanReport()
-        self.tokenizer = None
-        if tokenizer is not None and max_length is not None:
-            self.tokenizer = ReportTokenizer(tokenizer, max_length=int(max_length)).tokenizer
-        self.max_length = max_length
-        name = tokenizer if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)) else tokenizer.name_or_path
-        self.settings = json.dumps([parser, list(sections), os.fspath(name) if name is not None else None])
-        self.memo = memo
-
-    def check(self, values: Sequence[tuple[str, Any]]) -> list[list[Any]]:
-        """``[reason or None, token count or None]`` for each ``(item id, report value)``."""
-        results: list[list[Any]] = []
-        keys: list[str | None] = []
-        pending: dict[int, str] = {}
-        for position, (item_id, value) in enumerate(values):
-            if _missing_report_file(value):
-                keys.append(None)
-                results.append(["report file not found", None])
-                continue
-            key = _report_key(value, self.settings)
-            keys.append(key)
-            remembered = self.memo.tables["reports"].get(key) if key is not None else None
-            if isinstance(remembered, list) and len(remembered) == 2:
-                results.append(remembered)
-                continue
-            try:
-                cleaned = self.clean(self.extract(value, source=item_id), source=item_id)
-            except ReportError as err:
-                results.append([err.reason, None])
-                continue
-            except TypeError:
-                results.append([f"the report is {type(value).__name__}, not text", None])
-                continue
-            results.append([None, None])
-            if self.tokenizer is not None:
-                pending[position] = cleaned
-        if pending:
-            encoded = self.tokenizer(list(pending.values()), add_special_tokens=True, truncation=False, verbose=False)
-            for position, ids in zip(pending, encoded["input_ids"], strict=True):
-                results[position] = [None, len(ids)]
-        for key, result in zip(keys, results, strict=True):
-            if key is not None and self.memo.tables["reports"].get(key) != result:
-                self.memo.tables["reports"][key] = result
-                self.memo.changed = True
-        return results
 
 
 def _keeper(positions: Sequence[tuple[int, int]]) -> tuple[int, int]:
@@ -388,7 +157,11 @@ def check_items(
     """
     skip = as_flag(skip, skip_option)
     single = not isinstance(splits, Mapping)
-    named = {_SINGLE: list(splits)} if single else {name: list(items) for name, items in splits.items()}
+    named: dict[str, list[Any]] = (
+        {_SINGLE: list(splits)}
+        if single
+        else {name: list(items) for name, items in cast(Mapping[str, Sequence[Mapping[str, Any]]], splits).items()}
+    )
     image_keys = [image_keys] if isinstance(image_keys, str) else list(image_keys)
     mask_keys = [mask_keys] if isinstance(mask_keys, str) else list(mask_keys)
     workers = min(8, os.cpu_count() or 1) if workers is None else int(workers)
@@ -509,13 +282,13 @@ def _report_problems(
     if reports.tokenizer is None:
         return problems, None
     counts = [tokens for reason, tokens in results if reason is None and tokens is not None]
-    truncated = sum(tokens > int(reports.max_length) for tokens in counts)
+    truncated = sum(tokens > int(cast(int, reports.max_length)) for tokens in counts)
     if truncated:
         logger.info(
             "pre-flight: %d of %d reports are longer than max_length=%d tokens and will be truncated (not an error)",
             truncated,
             len(counts),
-            int(reports.max_length),
+            int(cast(int, reports.max_length)),
         )
     return problems, truncated
 
@@ -543,7 +316,7 @@ def _write_record(
             "kept_items": {name: len(items) for name, items in kept.items()},
             "skipped_items": skipped,
             "reports_truncated": truncated,
-            "max_length": int(max_length) if truncated is not None else None,
+            "max_length": int(cast(int, max_length)) if truncated is not None else None,
             "skipped": [record.to_record() for record in records],
         },
     )

@@ -44,7 +44,7 @@ from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 
-from sista_monai.distributed import is_distributed, world_size
+from sista_monai.distributed import world_info
 from sista_monai.errors import NonFiniteLossError
 
 __all__ = ["NONFINITE_LOSS_ACTIONS", "SafeStep", "SafeSupervisedTrainer", "finite_on_every_rank"]
@@ -61,7 +61,7 @@ def finite_on_every_rank(locally_finite: bool, device: torch.device | str) -> bo
     Under DDP a rank that skipped ``backward`` while the others ran it would leave their gradient all-reduce
     waiting forever; one scalar all-reduce per step keeps the ranks in agreement.
     """
-    if not is_distributed() or world_size() == 1:
+    if world_info()[1] == 1:
         return locally_finite
     flag = torch.tensor([1.0 if locally_finite else 0.0], device=device)
     torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)

@@ -10,11 +10,15 @@ An effect is **established** when its t 95 % interval excludes 0 *and* the two-s
 ``p < 0.05`` (:func:`established`). For a one-sample t-test on the paired differences the two conditions agree
 by construction (the interval excludes 0 exactly when ``|t| > t(0.975, n - 1)``); both are checked so that the
 rule reads as it is stated, and a difference without spread (``p`` undefined) is never established.
+
+The one-variant statistic beside them: :func:`_mean_std`, the mean ± sample std over seeds of the finite values
+(the cells of the ablation's tables and plots).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 
 __all__ = ["ALPHA", "BOOTSTRAP_RESAMPLES", "ESTABLISHED_LEGEND", "effect_cell", "established", "paired_effect"]
@@ -105,3 +109,10 @@ def effect_cell(effect: Mapping[str, float] | None) -> str:
     p = "n/a" if math.isnan(effect["p"]) else f"{effect['p']:.3f}"
     text = f"{_signed(effect['mean'])} {interval}, p {p} (better in {effect['better']} of {effect['n']})"
     return f"**{text}** ✓" if established(effect) else text
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan"), 0
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0, len(finite)

@@ -64,7 +64,7 @@ def validation_scores(bundle_root: str | Path, metric: str) -> dict[str, float]:
 def constant_validation_score(results: Mapping[str, Any], task: str, fraction: int | str) -> float | None:
     """The constant predictor's validation score of ``task`` at ``fraction`` %, or ``None`` when unknown.
 
-    ``results["baselines"][task][fraction]["validation"]`` when :func:`~sista_monai.experiments.ablation.trivial_baselines`
+    ``results["baselines"][task][fraction]["validation"]`` when :func:`~sista_monai.experiments.controls.trivial_baselines`
     recorded it; for classification a constant score's AUROC, 0.5, on any split.
     """
     entry = results.get("baselines", {}).get(task, {}).get(str(fraction))
@@ -86,7 +86,7 @@ def probe_fraction(results: Mapping[str, Any], task: str, key: str = VALIDATION_
     strictly above :func:`constant_validation_score`; an encoder without validation scores there fails it.
 
     Args:
-        results: ``summary.json``'s content (:func:`~sista_monai.experiments.ablation.run_ablation`).
+        results: ``summary.json``'s content (:func:`~sista_monai.experiments.runner.run_ablation`).
         task: ``classification``, ``segmentation`` or ``detection``.
         key: the validation scores judged: ``validation_final`` (default: the last epoch's, not selected) or
             ``validation_best`` (the tested checkpoint's, biased upwards by the selection).

@@ -48,7 +48,7 @@ import torch
 from sista_monai.errors import SistaDataError
 from sista_monai.io.files import write_json
 from sista_monai.losses import ReportSimilarity
-from sista_monai.metrics.grounding import flag_statistics
+from sista_monai.metrics.sia_flags import flag_statistics
 from sista_monai.transforms.findings import (
     FINDINGS,
     NEGATED,

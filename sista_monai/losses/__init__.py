@@ -5,7 +5,7 @@ classification bundle's loss."""
 from __future__ import annotations
 
 from sista_monai.losses.classification import balanced_pos_weight, positive_class_weight
-from sista_monai.losses.distributed import gather_no_grad, gather_with_grad, world_info
+from sista_monai.losses.distributed import gather_no_grad, gather_with_grad
 from sista_monai.losses.sia import SIA_MODES, SemanticInstanceAlignmentLoss, false_negative_flags
 from sista_monai.losses.similarity import (
     FINDING_VECTOR_SOURCES,
@@ -38,7 +38,6 @@ __all__ = [
     "report_center",
     "gather_no_grad",
     "gather_with_grad",
-    "world_info",
     "positive_class_weight",
     "balanced_pos_weight",
     "report_features",

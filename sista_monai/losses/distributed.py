@@ -20,24 +20,9 @@ import torch
 import torch.distributed as dist
 from torch.distributed.nn.functional import all_gather as _all_gather_autograd
 
-__all__ = ["world_info", "is_distributed", "gather_with_grad", "gather_no_grad", "all_reduce_sum_no_grad"]
+from sista_monai.distributed import world_info
 
-
-def world_info() -> tuple[int, int]:
-    """Return ``(rank, world_size)`` of the default process group, ``(0, 1)`` without one.
-
-    Returns:
-        The rank of this process and the number of processes; ``(0, 1)`` when ``torch.distributed`` is not
-        available or not initialised.
-    """
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def is_distributed() -> bool:
-    """Whether a default process group with more than one process is initialised."""
-    return world_info()[1] > 1
+__all__ = ["gather_with_grad", "gather_no_grad", "all_reduce_sum_no_grad"]
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -60,7 +45,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
         ``x`` itself with one process, else a tensor of shape ``(B * world_size, ...)`` in rank order, in which
         rows ``rank * B`` to ``rank * B + B - 1`` are this rank's ``x``.
     """
-    if not is_distributed():
+    if world_info()[1] == 1:
         return x
     return torch.cat(_all_gather_autograd(x.contiguous()), dim=0)
 
@@ -76,7 +61,7 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
         in rank order.
     """
     x = x.detach()
-    if not is_distributed():
+    if world_info()[1] == 1:
         return x
     x = x.contiguous()
     parts = [torch.empty_like(x) for _ in range(world_info()[1])]
@@ -94,6 +79,6 @@ def all_reduce_sum_no_grad(x: torch.Tensor) -> torch.Tensor:
         The element-wise sum over ranks, detached.
     """
     y = x.detach().clone()
-    if is_distributed():
+    if world_info()[1] > 1:
         dist.all_reduce(y, op=dist.ReduceOp.SUM)
     return y

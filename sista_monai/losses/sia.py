@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sista_monai.losses.distributed import gather_with_grad, world_info
+from sista_monai.distributed import world_info
+from sista_monai.losses.distributed import gather_with_grad
 
 __all__ = ["SemanticInstanceAlignmentLoss", "SIA_MODES", "false_negative_flags"]
 

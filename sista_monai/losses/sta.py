@@ -10,7 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from sista_monai.losses.distributed import all_reduce_sum_no_grad, gather_no_grad, gather_with_grad, world_info
+from sista_monai.distributed import world_info
+from sista_monai.losses.distributed import all_reduce_sum_no_grad, gather_no_grad, gather_with_grad
 
 __all__ = ["STA_CONTRASTS", "SparseTokenAlignmentLoss", "alignment_weights", "grouping_weights"]
 

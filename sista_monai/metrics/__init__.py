@@ -16,17 +16,11 @@ from .detection import (
 )
 from .grounding import (
     GAMES,
-    NO_FINDING_NAMES,
-    FalseNegativeFlags,
-    PatchesKept,
     PointingGame,
     PointingTrials,
     fit_pointing_prior,
     fit_text_pointer,
-    flag_statistics,
-    no_finding_columns,
     patch_cells,
-    patches_kept,
     pointed_patches,
     pointing_game,
     pointing_trials,
@@ -49,6 +43,8 @@ from .retrieval import (
     top_k_matches,
 )
 from .segmentation import EMPTY_MASK_RULE, dice_iou, segmentation_summary
+from .sia_flags import NO_FINDING_NAMES, FalseNegativeFlags, flag_statistics, no_finding_columns
+from .sparsity import PatchesKept, patches_kept
 
 __all__ = [
     "DIRECTIONS",

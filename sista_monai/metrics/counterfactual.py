@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from .evaluator_output import _output
 from .grounding import (
     PointingTrials,
     _hits,
-    _output,
     fit_pointing_prior,
     fit_text_pointer,
     patch_cells,

@@ -45,6 +45,8 @@ from monai.apps.detection.metrics.matching import matching_batch
 from monai.data.box_utils import box_iou
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from sista_monai.distributed import world_info
+
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
 else:
@@ -354,7 +356,7 @@ def _metric_output(output: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
 
 def _gather(items: list[Any]) -> list[Any]:
     """All ranks' items, rank by rank (the local list without a process group)."""
-    if idist.get_world_size() > 1:
+    if world_info()[1] > 1:
         return [item for part in idist.all_gather(list(items)) for item in part]
     return list(items)
 

@@ -1,4 +1,4 @@
-"""What the two alignment levels claim, measured against known truth and against image-free baselines.
+"""The pointing games: does STA's word–patch similarity point where a report word says, better than image-free pointers?
 
 STA, the pointing games (:func:`pointing_trials`, :class:`PointingGame`): for each report word that names a
 place, is the image patch most similar to that word inside the place's truth? The word–patch similarity is the
@@ -20,38 +20,21 @@ never seen in training gets the patch best over all training trials. Zone words 
 looking at the image ("right" is usually on the image's left), so only accuracy above the prior says that the
 model looks at the image.
 
-SIA, the false-negative flags (:func:`flag_statistics`, :class:`FalseNegativeFlags`): of the unpaired report
-pairs that the report similarity flags (``R_ij ≥ θ``), how many really share their finding set (precision), how
-many of the pairs that share it are flagged (recall), against the share of unpaired pairs that share it
-(``base_rate``, the precision of flagging at random). The ``abnormal_*`` figures are the same restricted to the
-pairs of two abnormal reports by truth, where normal reports, which agree with each other trivially and make up
-much of a split, cannot inflate them; ``normal_abnormal_flag_rate`` counts the flags between a normal and an
-abnormal report, each of which removes a true negative.
-
-STA sparsity (:func:`patches_kept`, :class:`PatchesKept`): the mean fraction of patches with a non-zero alignment
-weight per valid token.
+The SIA false-negative flags are measured in :mod:`.sia_flags`, STA sparsity in :mod:`.sparsity` and the
+counterfactual game in :mod:`.counterfactual`.
 """
 
 from __future__ import annotations
 
-import math
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from sista_monai.losses.sia import false_negative_flags
-from sista_monai.losses.similarity import (
-    REPORT_FINDINGS_KEY,
-    REPORT_SIMILARITY_SOURCES,
-    ReportSimilarity,
-    finding_label_agreement,
-    report_features,
-)
-from sista_monai.losses.sta import alignment_weights
+from .evaluator_output import _output, _sum_over_ranks
 
 if TYPE_CHECKING:
     from ignite.metrics import Metric
@@ -61,20 +44,13 @@ else:
     reinit__is_reduced, _ = optional_import(
         "ignite.metrics.metric", IgniteInfo.OPT_IMPORT_VERSION, min_version, "reinit__is_reduced"
     )
-idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 
 __all__ = [
     "GAMES",
-    "NO_FINDING_NAMES",
-    "FalseNegativeFlags",
-    "PatchesKept",
     "PointingGame",
     "PointingTrials",
     "fit_pointing_prior",
-    "flag_statistics",
-    "no_finding_columns",
     "patch_cells",
-    "patches_kept",
     "pointing_game",
     "pointing_trials",
     "prior_accuracy",
@@ -352,12 +328,6 @@ def _hits(patches: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
     return torch.gather(cells.cpu(), 1, patches[:, None])[:, 0]
 
 
-def _output(output: Any) -> tuple[Any, dict[str, torch.Tensor]]:
-    if isinstance(output, dict):
-        return output["pred"], output.get("label") or {}
-    return output
-
-
 def training_trials(
     batches: Iterable[Mapping[str, Any]], game: str, patch_grid: tuple[int, int]
 ) -> list[PointingTrials]:
@@ -383,12 +353,6 @@ def training_trials(
 _TRIALS_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, tuple[int, int]], list[PointingTrials]]] = (
     weakref.WeakKeyDictionary()
 )
-
-
-def _sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
-    if idist.get_world_size() <= 1:
-        return values
-    return idist.all_reduce(torch.tensor(values, dtype=torch.float64, device=device)).tolist()
 
 
 class PointingGame(Metric):
@@ -481,245 +445,3 @@ class PointingGame(Metric):
         if trials == 0:
             return float("nan")
         return float((hits if self.report == "accuracy" else chance) / trials)
-
-
-NO_FINDING_NAMES = ("no finding", "normal")
-"""Label names (compared in lower case) of columns that say a report has no finding rather than name one: CheXpert's
-``No Finding``, IU X-ray's MeSH ``normal``. Such a column is left out when deciding whether a report is normal."""
-
-
-def no_finding_columns(label_names: Sequence[str] | None) -> tuple[int, ...]:
-    """The indices of the :data:`NO_FINDING_NAMES` columns among a datalist's ``label_names`` (none without names)."""
-    return tuple(i for i, name in enumerate(label_names or ()) if str(name).strip().lower() in NO_FINDING_NAMES)
-
-
-def _normal_reports(labels: torch.Tensor, no_finding: Sequence[int] = ()) -> torch.Tensor:
-    """``(N,)`` bool: reports with no positive finding (value > 0.5) outside the ``no_finding`` columns."""
-    keep = torch.ones(labels.shape[1], dtype=torch.bool, device=labels.device)
-    for column in no_finding:
-        if not -labels.shape[1] <= int(column) < labels.shape[1]:
-            raise ValueError(f"no-finding column {column} is out of range for {labels.shape[1]} label columns")
-        keep[int(column)] = False
-    return ~(labels[:, keep] > 0.5).any(dim=1)
-
-
-def _share(count: int, total: int) -> float:
-    return count / total if total else float("nan")
-
-
-def flag_statistics(
-    report_features: torch.Tensor,
-    labels: torch.Tensor,
-    threshold: float,
-    source: str = "text_frozen",
-    similarity: ReportSimilarity | None = None,
-    batch_size: int | None = None,
-    no_finding: Sequence[int] = (),
-) -> dict[str, float]:
-    """SIA false-negative flags over a whole set of reports, scored against finding-set agreement.
-
-    Args:
-        report_features: ``(N, F)`` features of the similarity source (frozen/online text embeddings, datalist
-            labels, or finding vectors read from the text).
-        labels: ``(N, C)`` finding vectors, the truth (two reports agree when their sets of positive findings
-            are equal, :func:`~sista_monai.losses.finding_label_agreement`).
-        threshold: θ.
-        source: the :class:`~sista_monai.losses.ReportSimilarity` source the features come from (ignored when
-            ``similarity`` is given).
-        similarity: the configured :class:`~sista_monai.losses.ReportSimilarity` (its centring included).
-        batch_size: the training batch size ``B`` for ``rows_without_negatives`` (default: ``N``).
-        no_finding: columns of ``labels`` that do not name a finding (a ``No Finding`` column,
-            :func:`no_finding_columns`): a report is normal when no other column is positive (by default, when
-            its whole vector is 0).
-
-    Returns:
-        ``flag_rate`` (share of unpaired pairs flagged), ``flag_precision`` (share of flagged pairs that agree; NaN
-        when nothing is flagged), ``flag_recall`` (share of agreeing unpaired pairs flagged; NaN when none agree),
-        ``base_rate`` (share of unpaired pairs that agree: the precision of random flags), ``flagged_pairs`` and
-        ``rows_without_negatives``: the expected share of anchors left with no negative in a batch of ``B``
-        drawn from these reports, ``mean_i C(f_i, B-1) / C(N-1, B-1)`` with ``f_i`` the flags of row ``i``.
-        ``abnormal_flag_rate``, ``abnormal_flag_precision``, ``abnormal_flag_recall`` and ``abnormal_base_rate``:
-        the same four over the unpaired pairs of two abnormal reports (both have a finding), where agreeing means
-        the same non-empty finding set; NaN without such pairs. ``normal_abnormal_flag_rate``: the share of the
-        pairs of a normal and an abnormal report that are flagged (each such flag removes a true negative).
-    """
-    n = len(labels)
-    if n < 2:
-        nan = float("nan")
-        return {
-            "flag_rate": nan,
-            "flag_precision": nan,
-            "flag_recall": nan,
-            "base_rate": nan,
-            "flagged_pairs": 0,
-            "rows_without_negatives": nan,
-            "abnormal_flag_rate": nan,
-            "abnormal_flag_precision": nan,
-            "abnormal_flag_recall": nan,
-            "abnormal_base_rate": nan,
-            "normal_abnormal_flag_rate": nan,
-        }
-    similarity = similarity if similarity is not None else ReportSimilarity(source, gather_distributed=False)
-    gather = similarity.gather_distributed
-    similarity.gather_distributed = False
-    try:
-        sim = similarity(report_features)
-    finally:
-        similarity.gather_distributed = gather
-    agreement = finding_label_agreement(labels, gather_distributed=False)
-    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=labels.device)
-    flags = false_negative_flags(sim, threshold)
-    agree = agreement & off_diagonal
-    n_flags, n_agree = int(flags.sum()), int(agree.sum())
-    batch = n if batch_size is None else max(1, min(int(batch_size), n))
-    per_row = flags.sum(dim=1).tolist()
-    empty_rows = sum(math.comb(f, batch - 1) / math.comb(n - 1, batch - 1) for f in per_row)
-    normal = _normal_reports(labels.detach(), no_finding)
-    abnormal = off_diagonal & ~normal[:, None] & ~normal[None, :]
-    mixed = normal[:, None] ^ normal[None, :]
-    abnormal_flags, abnormal_agree = flags & abnormal, agree & abnormal
-    n_abnormal_true = int((abnormal_flags & abnormal_agree).sum())
-    return {
-        "flag_rate": n_flags / int(off_diagonal.sum()),
-        "flag_precision": float((flags & agree).sum() / n_flags) if n_flags else float("nan"),
-        "flag_recall": float((flags & agree).sum() / n_agree) if n_agree else float("nan"),
-        "base_rate": n_agree / int(off_diagonal.sum()),
-        "flagged_pairs": n_flags,
-        "rows_without_negatives": empty_rows / n,
-        "abnormal_flag_rate": _share(int(abnormal_flags.sum()), int(abnormal.sum())),
-        "abnormal_flag_precision": _share(n_abnormal_true, int(abnormal_flags.sum())),
-        "abnormal_flag_recall": _share(n_abnormal_true, int(abnormal_agree.sum())),
-        "abnormal_base_rate": _share(int(abnormal_agree.sum()), int(abnormal.sum())),
-        "normal_abnormal_flag_rate": _share(int((flags & mixed).sum()), int(mixed.sum())),
-    }
-
-
-class FalseNegativeFlags(Metric):
-    """Ignite metric: one SIA flag statistic (:func:`flag_statistics`) on a whole evaluation split.
-
-    Args:
-        threshold: θ of the SIA loss.
-        source: report-similarity source (``text_frozen``, ``text_online``, ``labels``, ``findings``).
-        report: ``"precision"``, ``"recall"``, ``"rate"``, ``"base_rate"``, ``"rows_without_negatives"``, or
-            ``"abnormal_precision"``, ``"abnormal_recall"``, ``"abnormal_rate"``, ``"abnormal_base_rate"`` (the
-            same over the pairs that are not normal–normal by truth).
-        similarity: the configured :class:`~sista_monai.losses.ReportSimilarity` (its centring included); its
-            source must be ``source``.
-        batch_size: the training batch size for ``rows_without_negatives``.
-        label_names: the names of the ``labels`` columns (the datalist's ``label_names``): a
-            :data:`NO_FINDING_NAMES` column (``No Finding``) does not make a report abnormal. Without names a
-            report is normal when its whole label vector is 0.
-        output_transform: maps the engine output to ``(pred, targets)`` (targets hold ``labels``, and
-            ``report_findings`` for the ``findings`` source).
-    """
-
-    REPORTS = {
-        "precision": "flag_precision",
-        "recall": "flag_recall",
-        "rate": "flag_rate",
-        "base_rate": "base_rate",
-        "rows_without_negatives": "rows_without_negatives",
-        "abnormal_precision": "abnormal_flag_precision",
-        "abnormal_recall": "abnormal_flag_recall",
-        "abnormal_rate": "abnormal_flag_rate",
-        "abnormal_base_rate": "abnormal_base_rate",
-        "normal_abnormal_rate": "normal_abnormal_flag_rate",
-    }
-
-    def __init__(
-        self,
-        threshold: float,
-        source: str = "text_frozen",
-        report: str = "precision",
-        similarity: ReportSimilarity | None = None,
-        batch_size: int | None = None,
-        label_names: Sequence[str] | None = None,
-        output_transform: Callable[[Any], Any] = _output,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        if source not in REPORT_SIMILARITY_SOURCES:
-            raise ValueError(f"source must be one of {REPORT_SIMILARITY_SOURCES}, got {source!r}")
-        if report not in self.REPORTS:
-            raise ValueError(f"report must be one of {tuple(self.REPORTS)}, got {report!r}")
-        if similarity is not None and similarity.source != source:
-            raise ValueError(f"similarity has source {similarity.source!r}, not {source!r}")
-        self.threshold, self.source, self.report = float(threshold), source, report
-        self.similarity, self.batch_size = similarity, batch_size
-        self.label_names = None if label_names is None else [str(name) for name in label_names]
-        self.no_finding = no_finding_columns(self.label_names)
-        super().__init__(output_transform=output_transform, device=device)
-
-    @reinit__is_reduced
-    def reset(self) -> None:
-        self._features: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
-
-    @reinit__is_reduced
-    def update(self, output: tuple[Any, dict[str, torch.Tensor]]) -> None:
-        pred, targets = output
-        labels = targets.get("labels")
-        if labels is None:
-            raise KeyError("FalseNegativeFlags needs 'labels' in the batch")
-        if self.label_names and labels.shape[-1] != len(self.label_names):
-            raise ValueError(f"labels have {labels.shape[-1]} columns but label_names has {len(self.label_names)}")
-        features = report_features(self.source, pred, labels, findings=targets.get(REPORT_FINDINGS_KEY))
-        self._features.append(features.detach().float().to(self._device))
-        self._labels.append(labels.detach().float().to(self._device))
-
-    def compute(self) -> float:
-        if not self._features:
-            return float("nan")
-        features, labels = torch.cat(self._features), torch.cat(self._labels)
-        if idist.get_world_size() > 1:
-            features, labels = idist.all_gather(features), idist.all_gather(labels)
-        stats = flag_statistics(
-            features, labels, self.threshold, self.source, self.similarity, self.batch_size, self.no_finding
-        )
-        return float(stats[self.REPORTS[self.report]])
-
-
-def patches_kept(weights: torch.Tensor, token_mask: torch.Tensor) -> tuple[float, int]:
-    """Sum over valid tokens of the fraction of patches with a non-zero weight, and the number of valid tokens.
-
-    Args:
-        weights: ``(B, T, P)`` STA alignment weights.
-        token_mask: ``(B, T)`` bool valid tokens.
-    """
-    kept = (weights > 0).double().mean(dim=2)
-    return float(kept[token_mask.bool()].sum()), int(token_mask.sum())
-
-
-class PatchesKept(Metric):
-    """Ignite metric: mean fraction of patches with a non-zero STA weight per valid token (1.0 = dense).
-
-    Args:
-        sparsity_threshold: σ of the configured STA loss (``None``: ``1 / P``).
-        output_transform: maps the engine output to ``(pred, targets)``.
-    """
-
-    def __init__(
-        self,
-        sparsity_threshold: float | None = None,
-        output_transform: Callable[[Any], Any] = _output,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        self.sparsity_threshold = sparsity_threshold
-        super().__init__(output_transform=output_transform, device=device)
-
-    @reinit__is_reduced
-    def reset(self) -> None:
-        self._sums = [0.0, 0.0]
-
-    @reinit__is_reduced
-    def update(self, output: tuple[Any, dict[str, torch.Tensor]]) -> None:
-        pred, _ = output
-        weights = alignment_weights(
-            pred.patch_emb.detach().float(), pred.token_emb.detach().float(), self.sparsity_threshold
-        )
-        kept, tokens = patches_kept(weights, pred.token_mask)
-        self._sums[0] += kept
-        self._sums[1] += tokens
-
-    def compute(self) -> float:
-        kept, tokens = _sum_over_ranks(self._sums, self._device)
-        return kept / tokens if tokens else float("nan")

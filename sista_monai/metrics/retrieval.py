@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from sista_monai.distributed import world_info
+
 if TYPE_CHECKING:
     from ignite.metrics import Metric
     from ignite.metrics.metric import reinit__is_reduced
@@ -211,7 +213,7 @@ class _Embeddings(Metric):
         if not self._parts:
             raise RuntimeError(f"{type(self).__name__} needs at least one batch before compute()")
         columns = [torch.cat(column) for column in zip(*self._parts, strict=True)]
-        if idist.get_world_size() > 1:
+        if world_info()[1] > 1:
             columns = [idist.all_gather(c) for c in columns]
         return columns
 

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel
 
 from sista_monai.io.weights import quiet_transformers
-from sista_monai.transforms.report import load_tokenizer
+from sista_monai.transforms.tokenizer import load_tokenizer
 
 from .outputs import TextEncoderOutput
 
@@ -142,7 +142,7 @@ class HuggingFaceTextEncoder(nn.Module):
             word_mask: tokens that count as words (from :class:`~sista_monai.transforms.TokenizeReport`);
                 defaults to the attention mask without the first and last attended tokens.
             word_start: ``(B, T)`` position of the first piece of each word token's word, ``-1`` elsewhere
-                (:func:`~sista_monai.transforms.report.word_positions`). When given, the pieces of a word are
+                (:func:`~sista_monai.transforms.tokenizer.word_positions`). When given, the pieces of a word are
                 aggregated into one token feature (their mean, at the first piece), and only first pieces stay
                 in ``token_mask``: token-level alignment sees words, not WordPiece fragments (MGCA sums a word's
                 piece embeddings; the mean keeps a long word's feature on the scale of a one-piece word's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -10,7 +11,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
+"""The bundle metadata schema (``../shared/monai``), which cannot be downloaded here."""
+TINY_DEMO = {"demo_n": 40, "demo_size": 64, "demo_plant_phi": True}
+"""The tiny demo's generator parameters (``tiny_demo``), so that ``ensure_demo_data`` finds its folder current."""
 
 
 def tiny_pretrain_overrides(dataset_dir: Path) -> dict[str, Any]:
@@ -239,3 +248,83 @@ def assert_sr_references(sr_path: Path, source: Path, text: str) -> None:
     assert series.SeriesInstanceUID == image.SeriesInstanceUID
     assert series.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == image.SOPInstanceUID
     assert any(text in str(item.get("TextValue", "")) for item in report.ContentSequence), text
+
+
+def assert_inference_preprocesses_as_evaluation(configs: Path, item: dict[str, Any]) -> None:
+    """inference.json (standalone) prepares the image of ``item`` exactly as train.json's evaluation does.
+
+    Both chains come from the one definition (``sista_monai.transforms.resize_pad_normalize`` and
+    ``crop_transforms``); this runs them, as parsed from the two files, on the same file and compares the pixels.
+    inference.json starts with MONAI's ``LoadImaged`` (MONAI Deploy drops it by name and hands the array instead).
+    """
+    parsed = {}
+    for name in ("train.json", "inference.json"):
+        parser = ConfigParser()
+        parser.read_config(configs / name)
+        parsed[name] = parser
+    evaluation = parsed["train.json"].get_parsed_content("eval_transforms")
+    inference = parsed["inference.json"].get_parsed_content("preprocessing")
+    assert type(inference.transforms[0]).__name__ == "LoadImaged"
+    expected = evaluation(dict(item))["image"]
+    actual = inference({"image": item["image"]})["image"]
+    assert tuple(actual.shape) == tuple(expected.shape)
+    assert torch.equal(torch.as_tensor(actual), torch.as_tensor(expected))
+
+
+def bundle_command(bundle: str, config: str) -> list[str]:
+    """``python -m monai.bundle run --config_file bundles/<bundle>/configs/<config>``, as the README gives it."""
+    return ["python", "-m", "monai.bundle", "run", "--config_file", f"bundles/{bundle}/configs/{config}"]
+
+
+def read_config(bundle: str, name: str) -> dict[str, Any]:
+    """A config file of ``bundles/<bundle>/configs`` as JSON."""
+    return json.loads((REPO_ROOT / "bundles" / bundle / "configs" / name).read_text())
+
+
+def train_downstream_bundle(
+    bundle: str, demo: Path, root: Path, tiny_encoder: dict[str, Any], overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """The README's training command from the repository root (tiny overrides) into a copy of a downstream bundle.
+
+    A tiny encoder file stands in for the pretrained one. Returns the copy's root, the encoder file, the overrides
+    given to the run and its console.
+    """
+    source = REPO_ROOT / "bundles" / bundle
+    bundle_root = root / bundle
+    shutil.copytree(source, bundle_root, ignore=shutil.ignore_patterns("models", "logs", "eval"))
+    encoder = tiny_pretrained_encoder(root / "pretrain_models", source / "configs" / "train.json", tiny_encoder)
+    overrides = {
+        "bundle_root": str(bundle_root),
+        "dataset_dir": str(demo),
+        **TINY_DEMO,
+        "pretrained_encoder": str(encoder),
+        "epochs": 2,
+        "batch_size": 8,
+        "val_batch_size": 8,
+        **overrides,
+    }
+    result = run_cli(bundle_command(bundle, "train.json") + as_cli(overrides))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {
+        "bundle_root": bundle_root,
+        "encoder": encoder,
+        "overrides": overrides,
+        "console": result.stdout + result.stderr,
+    }
+
+
+def assert_net_in_out_verifies(bundle_root: Path, overrides: dict[str, Any]) -> None:
+    """MONAI's ``verify_net_in_out`` accepts ``inference.json``'s network against ``metadata.json``."""
+    args = ["python", "-m", "monai.bundle", "verify_net_in_out", "--net_id", "network_def"]
+    args += ["--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", "--device", "cpu"]
+    result = run_cli(cwd=bundle_root, args=args + as_cli(overrides))
+    assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr, result.stderr[-3000:]
+
+
+def assert_metadata_verifies(metadata: Path) -> None:
+    """MONAI's ``verify_metadata`` accepts ``metadata`` against the schema (skipped when the schema copy is absent)."""
+    if not SCHEMA.is_file():
+        pytest.skip(f"the bundle metadata schema copy is not present at {SCHEMA}")
+    args = ["python", "-m", "monai.bundle", "verify_metadata", "--meta_file", str(metadata), "--filepath", str(SCHEMA)]
+    result = run_cli(args)
+    assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr

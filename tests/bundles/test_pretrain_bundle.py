@@ -13,6 +13,7 @@ from bundle_helpers import (
     ITERATION_LINE,
     REPO_ROOT,
     as_cli,
+    assert_metadata_verifies,
     assert_quiet_console,
     console_lines,
     run_cli,
@@ -27,7 +28,6 @@ from sista_monai.networks import build_image_encoder
 
 CONFIGS = REPO_ROOT / "bundles" / "pretrain" / "configs"
 TRAIN = CONFIGS / "train.json"
-SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
 
 pytestmark = pytest.mark.slow
 
@@ -206,21 +206,7 @@ def test_tracking_mlflow_receives_every_loss_term_and_the_final_metrics(tiny_dem
 
 
 def test_metadata_verifies() -> None:
-    if not SCHEMA.is_file():
-        pytest.skip(f"the bundle metadata schema copy is not present at {SCHEMA}")
-    result = run_cli(
-        [
-            "python",
-            "-m",
-            "monai.bundle",
-            "verify_metadata",
-            "--meta_file",
-            str(CONFIGS / "metadata.json"),
-            "--filepath",
-            str(SCHEMA),
-        ]
-    )
-    assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr
+    assert_metadata_verifies(CONFIGS / "metadata.json")
 
 
 def test_resume_equals_an_uninterrupted_run(tiny_demo: Path, tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ def _recomputed(bundle_root: Path, demo: Path, image: Path, prompts: PromptSet) 
     load_network_weights(bundle_root / "models" / "checkpoint_final.pt", network)
     tokenizer = load_tokenizer(demo / "tokenizer")
     tokenize = TokenizeReportd("report", tokenizer, max_length=64)
-    pixels = parser.get_parsed_content("zero_shot#transforms")({"image": str(image)})["image"][None]
+    pixels = parser.get_parsed_content("inference_transforms")({"image": str(image)})["image"][None]
     probabilities = []
     with torch.no_grad():
         image_emb = network.encode_image(pixels)[0][0]

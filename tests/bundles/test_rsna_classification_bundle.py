@@ -20,15 +20,20 @@ from bundle_helpers import (
     REPO_ROOT,
     as_cli,
     assert_console_holds_no_planted_phi,
+    assert_inference_preprocesses_as_evaluation,
+    assert_metadata_verifies,
+    assert_net_in_out_verifies,
     assert_no_planted_phi,
     assert_quiet_console,
     assert_sr_references,
+    bundle_command,
     deploy_inputs,
     export_torchscript,
+    read_config,
     run_cli,
     run_deploy_app,
     run_torchrun_two_processes,
-    tiny_pretrained_encoder,
+    train_downstream_bundle,
 )
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
@@ -37,23 +42,8 @@ from monai.transforms import Compose
 
 BUNDLE = REPO_ROOT / "bundles" / "rsna_pneumonia_classification"
 CONFIGS = BUNDLE / "configs"
-SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
-README_COMMAND = [
-    "python",
-    "-m",
-    "monai.bundle",
-    "run",
-    "--config_file",
-    "bundles/rsna_pneumonia_classification/configs/train.json",
-]
-INFERENCE_COMMAND = [
-    "python",
-    "-m",
-    "monai.bundle",
-    "run",
-    "--config_file",
-    "bundles/rsna_pneumonia_classification/configs/inference.json",
-]
+README_COMMAND = bundle_command("rsna_pneumonia_classification", "train.json")
+INFERENCE_COMMAND = bundle_command("rsna_pneumonia_classification", "inference.json")
 DEPLOY_REMOVED = ("LoadImage", "SaveImage")  # monai-deploy-app-sdk's DISALLOW_LOAD_SAVE name filter
 
 TINY_ENCODER = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
@@ -65,31 +55,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The README's training command from the repository root (tiny overrides) into a copy of the bundle."""
-    root = tmp_path_factory.mktemp("rsna_cls")
-    bundle_root = root / "rsna_pneumonia_classification"
-    shutil.copytree(BUNDLE, bundle_root, ignore=shutil.ignore_patterns("models", "logs", "eval"))
-    encoder = tiny_pretrained_encoder(root / "pretrain_models", CONFIGS / "train.json", TINY_ENCODER)
-    overrides = {
-        # the tiny demo's own generator parameters, so that ensure_demo_data finds the shared folder current
-        "bundle_root": str(bundle_root),
-        "dataset_dir": str(tiny_demo),
-        "demo_n": 40,
-        "demo_size": 64,
-        "demo_plant_phi": True,
-        "pretrained_encoder": str(encoder),
-        "epochs": 2,
-        "batch_size": 8,
-        "val_batch_size": 8,
-        **ENCODER_OVERRIDES,
-    }
-    result = run_cli(README_COMMAND + as_cli(overrides))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {
-        "bundle_root": bundle_root,
-        "encoder": encoder,
-        "overrides": overrides,
-        "console": result.stdout + result.stderr,
-    }
+    overrides = {**ENCODER_OVERRIDES}
+    return train_downstream_bundle(BUNDLE.name, tiny_demo, tmp_path_factory.mktemp("rsna_cls"), TINY_ENCODER, overrides)
 
 
 @pytest.fixture(scope="module")
@@ -207,40 +174,8 @@ def test_torchscript_export_equals_eager(trained: dict[str, Any], exported: Path
 
 
 def test_verify_net_in_out_and_metadata(trained: dict[str, Any]) -> None:
-    result = run_cli(
-        cwd=trained["bundle_root"],
-        args=[
-            "python",
-            "-m",
-            "monai.bundle",
-            "verify_net_in_out",
-            "--net_id",
-            "network_def",
-            "--meta_file",
-            "configs/metadata.json",
-            "--config_file",
-            "configs/inference.json",
-            "--device",
-            "cpu",
-        ]
-        + as_cli(ENCODER_OVERRIDES),
-    )
-    assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr, result.stderr[-3000:]
-    if not SCHEMA.is_file():
-        pytest.skip(f"the bundle metadata schema copy is not present at {SCHEMA}")
-    result = run_cli(
-        [
-            "python",
-            "-m",
-            "monai.bundle",
-            "verify_metadata",
-            "--meta_file",
-            str(CONFIGS / "metadata.json"),
-            "--filepath",
-            str(SCHEMA),
-        ]
-    )
-    assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr
+    assert_net_in_out_verifies(trained["bundle_root"], ENCODER_OVERRIDES)
+    assert_metadata_verifies(CONFIGS / "metadata.json")
 
 
 def _deploy_like(parser: ConfigParser, name: str) -> Compose:
@@ -402,35 +337,32 @@ def test_torchrun_two_processes_on_cpu(trained: dict[str, Any], tiny_demo: Path,
     )  # both ranks
 
 
-def _config(name: str) -> dict[str, Any]:
-    return json.loads((CONFIGS / name).read_text())
-
-
-def test_configs_agree_with_each_other_and_with_the_pretraining_defaults() -> None:
+def test_configs_agree_with_each_other_and_with_the_pretraining_defaults(tiny_demo: Path) -> None:
     """The default encoder file fits (same architecture and preprocessing as bundles/pretrain), and
     inference.json (standalone) repeats train.json's network and preprocessing."""
-    train, inference = _config("train.json"), _config("inference.json")
+    train, inference = read_config(BUNDLE.name, "train.json"), read_config(BUNDLE.name, "inference.json")
     pretrain = json.loads((REPO_ROOT / "bundles" / "pretrain" / "configs" / "train.json").read_text())
     for key in ("image_encoder", "resize_size", "image_size", "intensity_mean", "intensity_std"):
         assert train[key] == inference[key] == pretrain[key], key
     assert train["pretrained_encoder"] == "bundles/pretrain/models/image_encoder.pt"
-    loader, *rest = inference["preprocessing"]["transforms"]
-    assert loader["_target_"] == "LoadImaged"  # MONAI Deploy drops it by name and hands the array instead
-    assert [t["_target_"] for t in rest[:-1]] == [t["_target_"] for t in train["preprocessing"][1:]]
-    assert rest[-1]["_target_"] == "CenterSpatialCropd"
+    image = next(tiny_demo.rglob("*.dcm"))
+    assert_inference_preprocesses_as_evaluation(CONFIGS, {"image": str(image), "label": [1.0]})
     assert "_meta_" not in inference and "imports" in inference  # standalone, not layered on train.json
-    meta = _config("metadata.json")["network_data_format"]
+    meta = read_config(BUNDLE.name, "metadata.json")["network_data_format"]
     assert meta["inputs"]["image"]["spatial_shape"] == [train["image_size"]] * 2
     assert meta["outputs"]["pred"]["type"] == "probabilities"
 
 
 def test_paper_override_matches_the_pretraining_paper_recipe() -> None:
-    paper = _config("paper.json")
+    paper = read_config(BUNDLE.name, "paper.json")
     pretrain_paper = json.loads((REPO_ROOT / "bundles" / "pretrain" / "configs" / "paper.json").read_text())
     for key in ("image_size", "resize_size"):
         assert paper[key] == pretrain_paper[key], key
     # the same architecture; the ImageNet weights initialise pretraining only (downstream loads the SISTA encoder)
     for name in ("paper.json", "paper_resnet50.json"):
-        layer, pretrain_layer = _config(name), json.loads((REPO_ROOT / "bundles/pretrain/configs" / name).read_text())
+        layer, pretrain_layer = (
+            read_config(BUNDLE.name, name),
+            json.loads((REPO_ROOT / "bundles/pretrain/configs" / name).read_text()),
+        )
         assert layer["image_encoder"] == {k: v for k, v in pretrain_layer["image_encoder"].items() if k != "pretrained"}
         assert pretrain_layer["image_encoder"]["pretrained"] == "@imagenet_weights", name

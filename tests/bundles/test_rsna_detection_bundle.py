@@ -18,38 +18,27 @@ from bundle_helpers import (
     REPO_ROOT,
     as_cli,
     assert_console_holds_no_planted_phi,
+    assert_inference_preprocesses_as_evaluation,
+    assert_metadata_verifies,
     assert_no_planted_phi,
     assert_quiet_console,
     assert_sr_references,
+    bundle_command,
     deploy_inputs,
     export_torchscript,
+    read_config,
     run_cli,
     run_deploy_app,
     run_torchrun_two_processes,
-    tiny_pretrained_encoder,
+    train_downstream_bundle,
 )
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 
 BUNDLE = REPO_ROOT / "bundles" / "rsna_pneumonia_detection"
 CONFIGS = BUNDLE / "configs"
-SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
-README_COMMAND = [
-    "python",
-    "-m",
-    "monai.bundle",
-    "run",
-    "--config_file",
-    "bundles/rsna_pneumonia_detection/configs/train.json",
-]
-INFERENCE_COMMAND = [
-    "python",
-    "-m",
-    "monai.bundle",
-    "run",
-    "--config_file",
-    "bundles/rsna_pneumonia_detection/configs/inference.json",
-]
+README_COMMAND = bundle_command("rsna_pneumonia_detection", "train.json")
+INFERENCE_COMMAND = bundle_command("rsna_pneumonia_detection", "inference.json")
 
 TINY_ENCODER = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
 NETWORK_OVERRIDES = {**{f"image_encoder#{key}": value for key, value in TINY_ENCODER.items()}, "fpn_channels": 16}
@@ -57,38 +46,11 @@ NETWORK_OVERRIDES = {**{f"image_encoder#{key}": value for key, value in TINY_ENC
 pytestmark = pytest.mark.slow
 
 
-def _config(name: str) -> dict[str, Any]:
-    return json.loads((CONFIGS / name).read_text())
-
-
 @pytest.fixture(scope="module")
 def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The README's training command from the repository root (tiny overrides) into a copy of the bundle."""
-    root = tmp_path_factory.mktemp("rsna_det")
-    bundle_root = root / "rsna_pneumonia_detection"
-    shutil.copytree(BUNDLE, bundle_root, ignore=shutil.ignore_patterns("models", "logs", "eval"))
-    encoder = tiny_pretrained_encoder(root / "pretrain_models", CONFIGS / "train.json", TINY_ENCODER)
-    overrides = {
-        "bundle_root": str(bundle_root),
-        "dataset_dir": str(tiny_demo),
-        "demo_n": 40,
-        "demo_size": 64,
-        "demo_plant_phi": True,
-        "pretrained_encoder": str(encoder),
-        "epochs": 2,
-        "min_iterations_per_epoch": 3,
-        "batch_size": 8,
-        "val_batch_size": 8,
-        **NETWORK_OVERRIDES,
-    }
-    result = run_cli(README_COMMAND + as_cli(overrides))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {
-        "bundle_root": bundle_root,
-        "encoder": encoder,
-        "overrides": overrides,
-        "console": result.stdout + result.stderr,
-    }
+    overrides = {"min_iterations_per_epoch": 3, **NETWORK_OVERRIDES}
+    return train_downstream_bundle(BUNDLE.name, tiny_demo, tmp_path_factory.mktemp("rsna_det"), TINY_ENCODER, overrides)
 
 
 def _network(bundle_root: Path) -> torch.nn.Module:
@@ -278,21 +240,7 @@ def test_monai_deploy_app_equals_the_bundle_inference(
 
 
 def test_metadata_verifies() -> None:
-    if not SCHEMA.is_file():
-        pytest.skip(f"the bundle metadata schema copy is not present at {SCHEMA}")
-    result = run_cli(
-        [
-            "python",
-            "-m",
-            "monai.bundle",
-            "verify_metadata",
-            "--meta_file",
-            str(CONFIGS / "metadata.json"),
-            "--filepath",
-            str(SCHEMA),
-        ]
-    )
-    assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr
+    assert_metadata_verifies(CONFIGS / "metadata.json")
 
 
 @pytest.mark.realdata
@@ -326,8 +274,8 @@ def test_torchrun_two_processes_on_cpu(trained: dict[str, Any], tiny_demo: Path,
     )  # both ranks
 
 
-def test_configs_agree_with_each_other_and_with_the_pretraining_defaults() -> None:
-    train, inference = _config("train.json"), _config("inference.json")
+def test_configs_agree_with_each_other_and_with_the_pretraining_defaults(tiny_demo: Path) -> None:
+    train, inference = read_config(BUNDLE.name, "train.json"), read_config(BUNDLE.name, "inference.json")
     pretrain = json.loads((REPO_ROOT / "bundles" / "pretrain" / "configs" / "train.json").read_text())
     for key in ("image_encoder", "resize_size", "image_size", "intensity_mean", "intensity_std"):
         assert train[key] == inference[key] == pretrain[key], key
@@ -344,12 +292,11 @@ def test_configs_agree_with_each_other_and_with_the_pretraining_defaults() -> No
         k: v for k, v in inference["detector"].items() if k != "network"
     }
     assert train["pretrained_encoder"] == "bundles/pretrain/models/image_encoder.pt" and train["freeze_encoder"] is True
-    loader, *rest = inference["preprocessing"]["transforms"]
-    assert loader["_target_"] == "LoadImaged"
-    *cached, drop_meta = train["preprocessing"]
+    drop_meta = train["box_pixels"][-1]
     assert drop_meta["_target_"] == "EnsureTyped" and drop_meta["track_meta"] is False  # cached as plain tensors
-    image_steps = [t["_target_"] for t in cached if "box" not in json.dumps(t) and "label" not in json.dumps(t)]
-    assert [t["_target_"] for t in rest[:-1]] == image_steps[1:]
-    assert rest[-1]["_target_"] == "CenterSpatialCropd"
-    meta = _config("metadata.json")["network_data_format"]
+    assert train["preprocessing"].endswith("+ @box_pixels")
+    image = tiny_demo / json.loads((tiny_demo / "datalist_detection.json").read_text())["test"][0]["image"]
+    item = {"image": str(image), "box": [[10.0, 12.0, 20.0, 16.0]], "label": [0]}  # xywh in the file's pixels
+    assert_inference_preprocesses_as_evaluation(CONFIGS, item)
+    meta = read_config(BUNDLE.name, "metadata.json")["network_data_format"]
     assert meta["inputs"]["image"]["spatial_shape"] == [train["image_size"]] * 2

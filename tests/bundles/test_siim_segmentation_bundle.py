@@ -22,14 +22,19 @@ from bundle_helpers import (
     REPO_ROOT,
     as_cli,
     assert_console_holds_no_planted_phi,
+    assert_inference_preprocesses_as_evaluation,
+    assert_metadata_verifies,
+    assert_net_in_out_verifies,
     assert_no_planted_phi,
     assert_quiet_console,
+    bundle_command,
     deploy_inputs,
     export_torchscript,
+    read_config,
     run_cli,
     run_deploy_app,
     run_torchrun_two_processes,
-    tiny_pretrained_encoder,
+    train_downstream_bundle,
 )
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
@@ -38,23 +43,8 @@ from scipy import ndimage
 
 BUNDLE = REPO_ROOT / "bundles" / "siim_pneumothorax_segmentation"
 CONFIGS = BUNDLE / "configs"
-SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
-README_COMMAND = [
-    "python",
-    "-m",
-    "monai.bundle",
-    "run",
-    "--config_file",
-    "bundles/siim_pneumothorax_segmentation/configs/train.json",
-]
-INFERENCE_COMMAND = [
-    "python",
-    "-m",
-    "monai.bundle",
-    "run",
-    "--config_file",
-    "bundles/siim_pneumothorax_segmentation/configs/inference.json",
-]
+README_COMMAND = bundle_command("siim_pneumothorax_segmentation", "train.json")
+INFERENCE_COMMAND = bundle_command("siim_pneumothorax_segmentation", "inference.json")
 
 TINY_ENCODER = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
 NETWORK_OVERRIDES = {**{f"image_encoder#{key}": value for key, value in TINY_ENCODER.items()}, "feature_size": 4}
@@ -62,38 +52,11 @@ NETWORK_OVERRIDES = {**{f"image_encoder#{key}": value for key, value in TINY_ENC
 pytestmark = pytest.mark.slow
 
 
-def _config(name: str) -> dict[str, Any]:
-    return json.loads((CONFIGS / name).read_text())
-
-
 @pytest.fixture(scope="module")
 def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The README's training command from the repository root (tiny overrides) into a copy of the bundle."""
-    root = tmp_path_factory.mktemp("siim_seg")
-    bundle_root = root / "siim_pneumothorax_segmentation"
-    shutil.copytree(BUNDLE, bundle_root, ignore=shutil.ignore_patterns("models", "logs", "eval"))
-    encoder = tiny_pretrained_encoder(root / "pretrain_models", CONFIGS / "train.json", TINY_ENCODER)
-    overrides = {
-        "bundle_root": str(bundle_root),
-        "dataset_dir": str(tiny_demo),
-        "demo_n": 40,
-        "demo_size": 64,
-        "demo_plant_phi": True,
-        "pretrained_encoder": str(encoder),
-        "epochs": 2,
-        "min_iterations_per_epoch": 3,
-        "batch_size": 8,
-        "val_batch_size": 8,
-        **NETWORK_OVERRIDES,
-    }
-    result = run_cli(README_COMMAND + as_cli(overrides))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {
-        "bundle_root": bundle_root,
-        "encoder": encoder,
-        "overrides": overrides,
-        "console": result.stdout + result.stderr,
-    }
+    overrides = {"min_iterations_per_epoch": 3, **NETWORK_OVERRIDES}
+    return train_downstream_bundle(BUNDLE.name, tiny_demo, tmp_path_factory.mktemp("siim_seg"), TINY_ENCODER, overrides)
 
 
 @pytest.fixture(scope="module")
@@ -290,40 +253,8 @@ def test_monai_deploy_app_writes_the_bundle_masks_as_dicom_seg(
 
 
 def test_verify_net_in_out_and_metadata(trained: dict[str, Any]) -> None:
-    result = run_cli(
-        cwd=trained["bundle_root"],
-        args=[
-            "python",
-            "-m",
-            "monai.bundle",
-            "verify_net_in_out",
-            "--net_id",
-            "network_def",
-            "--meta_file",
-            "configs/metadata.json",
-            "--config_file",
-            "configs/inference.json",
-            "--device",
-            "cpu",
-        ]
-        + as_cli(NETWORK_OVERRIDES),
-    )
-    assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr, result.stderr[-3000:]
-    if not SCHEMA.is_file():
-        pytest.skip(f"the bundle metadata schema copy is not present at {SCHEMA}")
-    result = run_cli(
-        [
-            "python",
-            "-m",
-            "monai.bundle",
-            "verify_metadata",
-            "--meta_file",
-            str(CONFIGS / "metadata.json"),
-            "--filepath",
-            str(SCHEMA),
-        ]
-    )
-    assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr
+    assert_net_in_out_verifies(trained["bundle_root"], NETWORK_OVERRIDES)
+    assert_metadata_verifies(CONFIGS / "metadata.json")
 
 
 @pytest.mark.realdata
@@ -356,8 +287,8 @@ def test_torchrun_two_processes_on_cpu(trained: dict[str, Any], tiny_demo: Path,
     assert report["n"] == len(json.loads((tiny_demo / "datalist_segmentation.json").read_text())["test"])  # both ranks
 
 
-def test_configs_agree_with_each_other_and_with_the_pretraining_defaults() -> None:
-    train, inference = _config("train.json"), _config("inference.json")
+def test_configs_agree_with_each_other_and_with_the_pretraining_defaults(tiny_demo: Path) -> None:
+    train, inference = read_config(BUNDLE.name, "train.json"), read_config(BUNDLE.name, "inference.json")
     pretrain = json.loads((REPO_ROOT / "bundles" / "pretrain" / "configs" / "train.json").read_text())
     for key in ("image_encoder", "resize_size", "image_size", "intensity_mean", "intensity_std"):
         assert train[key] == inference[key] == pretrain[key], key
@@ -365,13 +296,10 @@ def test_configs_agree_with_each_other_and_with_the_pretraining_defaults() -> No
         assert train[key] == inference[key], key
     assert train["pretrained_encoder"] == "bundles/pretrain/models/image_encoder.pt"
     assert train["loss"]["_target_"] == "DiceFocalLoss" and train["freeze_encoder"] is True
-    loader, *rest = inference["preprocessing"]["transforms"]
-    assert loader["_target_"] == "LoadImaged"
-    assert [t["_target_"] for t in rest[:-1]] == [
-        t["_target_"] for t in train["preprocessing"] if t["_target_"] != "LoadImaged"
-    ][1:]
-    assert rest[-1]["_target_"] == "CenterSpatialCropd"
-    meta = _config("metadata.json")["network_data_format"]
+    item = json.loads((tiny_demo / "datalist_segmentation.json").read_text())["test"][0]
+    pair = {"image": str(tiny_demo / item["image"]), "label": str(tiny_demo / item["mask"])}
+    assert_inference_preprocesses_as_evaluation(CONFIGS, pair)
+    meta = read_config(BUNDLE.name, "metadata.json")["network_data_format"]
     assert (
         meta["inputs"]["image"]["spatial_shape"]
         == meta["outputs"]["pred"]["spatial_shape"]

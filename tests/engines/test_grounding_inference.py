@@ -28,12 +28,12 @@ from sista_monai.losses import alignment_weights
 from sista_monai.networks import HuggingFaceTextEncoder, SISTAModel, ViTImageEncoder
 from sista_monai.transforms import load_tokenizer
 
-CONFIG = Path(__file__).resolve().parents[2] / "bundles" / "pretrain" / "configs" / "grounding.json"
+CONFIG = Path(__file__).resolve().parents[2] / "bundles" / "pretrain" / "configs" / "train.json"
 TEXTS = ["small left pleural effusion", "right upper lobe opacity", "no pneumothorax", "the heart is normal"] * 3
 
 
 def bundle_transforms(resize_size: int = 144, image_size: int = 128) -> object:
-    """``inference_transforms`` of grounding.json, at the given sizes."""
+    """``inference_transforms`` of the pretraining bundle (grounding.json runs it), at the given sizes."""
     config = json.loads(CONFIG.read_text())
     parser = ConfigParser(
         {
@@ -42,7 +42,8 @@ def bundle_transforms(resize_size: int = 144, image_size: int = 128) -> object:
             "intensity_mean": 0.5,
             "intensity_std": 0.25,
             "inference_transforms": config["inference_transforms"],
-        }
+        },
+        globals={"sista_monai": "sista_monai"},  # the config's imports: sista_monai.transforms is imported above
     )
     return parser.get_parsed_content("inference_transforms")
 

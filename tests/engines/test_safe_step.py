@@ -16,6 +16,7 @@ import torch
 from monai.data import DataLoader
 from monai.data.utils import no_collation
 from monai.losses import DiceCELoss
+from tiny_models import TINY_BERT
 from torch.nn.parallel import DistributedDataParallel
 
 from sista_monai.engines import DetectionTrainer, SafeSupervisedTrainer, SISTATrainer
@@ -33,14 +34,6 @@ from sista_monai.networks import (
 
 TRAINERS = ("sista", "classification", "segmentation", "detection")
 BOUND_S = 120
-TINY_BERT = {
-    "vocab_size": 40,
-    "hidden_size": 16,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 32,
-    "max_position_embeddings": 32,
-}
 
 
 def _vit(size: int) -> ViTImageEncoder:

@@ -107,3 +107,20 @@ def test_bootstrap_interval_of_five_differences_meets_exact_enumeration(monkeypa
     effect = paired_effect(differences, [0.0] * 5)
     # within half a grid step: the 90 % interval (0.07, 0.54) or a normal one (0.018, 0.562) is a step or more off
     assert (effect["low"], effect["high"]) == pytest.approx((low, high), abs=0.005)
+
+
+def test_paired_effect_hand_computed() -> None:
+    effect = paired_effect([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    # t = 2 / (1 / sqrt(3)) = sqrt(12) with 2 degrees of freedom, whose CDF is 1/2 + t / (2 sqrt(2 + t^2))
+    t = math.sqrt(12.0)
+    assert effect["p"] == pytest.approx(2 * (0.5 - t / (2 * math.sqrt(2 + t * t))), rel=1e-9)
+    # resampled means of three seeds fall on multiples of 1/3 in [1, 3]; P(mean = 1) = P(mean = 3) = 1/27 > 2.5 %
+    assert (effect["mean"], effect["low"], effect["high"], effect["better"], effect["n"]) == (2.0, 1.0, 3.0, 3, 3)
+    # t 95 % interval: 2 ± t(0.975, 2) · 1 / sqrt(3), t(0.975, 2) = 4.302653
+    assert (effect["t_low"], effect["t_high"]) == pytest.approx(
+        (2 - 4.302653 / math.sqrt(3), 2 + 4.302653 / math.sqrt(3))
+    )
+    assert math.isnan(paired_effect([1.0, 2.0], [1.0, 2.0])["p"])  # no spread
+    assert paired_effect([float("nan")], [0.0]) is None
+    with pytest.raises(ValueError):
+        paired_effect([1.0, 2.0], [1.0])

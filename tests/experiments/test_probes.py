@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from sista_monai.experiments.ablation import format_probe_fractions, format_table, format_validation
 from sista_monai.experiments.probes import constant_validation_score, probe_fraction, validation_scores
+from sista_monai.experiments.tables import format_probe_fractions, format_table, format_validation
 
 
 def _results(random_1: list[float], random_10: list[float], **extra: Any) -> dict[str, Any]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sista_monai.experiments.ablation import PRETRAIN_CONFIG, VARIANTS, bundle_defaults, same_configurations
 from sista_monai.experiments.runs import RUN_CONFIG, changed_keys, record_config
+from sista_monai.experiments.variants import PRETRAIN_CONFIG, bundle_defaults
 
 
 def test_bundle_defaults_are_read_from_train_json() -> None:
@@ -15,15 +15,6 @@ def test_bundle_defaults_are_read_from_train_json() -> None:
     for key in ("sta_contrast", "sta_pairs", "patch_centering", "sia_threshold", "lambda_token"):
         assert defaults[key] == config[key]
     assert "image_encoder" not in defaults and "device" not in defaults  # sections and expressions left out
-
-
-def test_variants_setting_a_default_run_the_same_configuration() -> None:
-    by_name = {v.name: v for v in VARIANTS}
-    contrast = bundle_defaults()["sta_contrast"]
-    groups = same_configurations([by_name[n] for n in ("sista", "sista_within", "sista_cross", "sista_both")], {})
-    assert groups == [["sista", f"sista_{contrast}"]]  # the variant naming today's default is SISTA itself
-    # an override of the base moves SISTA off the default: no longer the same as sista_both
-    assert same_configurations([by_name["sista"], by_name["sista_both"]], {"sta_contrast": "within"}) == []
 
 
 def test_changed_keys_against_the_record(tmp_path: Path) -> None:

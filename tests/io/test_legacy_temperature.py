@@ -7,19 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import TINY_BERT
 
 from sista_monai.handlers import load_checkpoint
 from sista_monai.io import load_network_weights, move_loss_temperature
 from sista_monai.networks import HuggingFaceTextEncoder, SISTAModel, ViTImageEncoder
-
-TINY_BERT = {
-    "vocab_size": 40,
-    "hidden_size": 16,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 32,
-    "max_position_embeddings": 32,
-}
 
 
 def _model(learnable: bool) -> SISTAModel:

@@ -18,6 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn import functional as F
 
+from sista_monai.distributed import world_info
 from sista_monai.losses import (
     SIA_MODES,
     ReportSimilarity,
@@ -27,7 +28,6 @@ from sista_monai.losses import (
     finding_label_agreement,
     gather_no_grad,
     gather_with_grad,
-    world_info,
 )
 
 WORLD = 2

@@ -15,6 +15,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 from monai.data import DataLoader
+from tiny_models import TINY_BERT
 
 from sista_monai.engines import BATCH_KEYS, TARGET_KEYS, SISTAPrepareBatch, SISTATrainer
 from sista_monai.losses import (
@@ -31,14 +32,6 @@ from sista_monai.metrics import FalseNegativeFlags
 from sista_monai.networks import HuggingFaceTextEncoder, SISTAModel, SISTAOutput, ViTImageEncoder
 
 TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "bundles" / "pretrain" / "configs" / "train.json"
-TINY_BERT = {
-    "vocab_size": 40,
-    "hidden_size": 16,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 32,
-    "max_position_embeddings": 32,
-}
 # five reports over three findings; 0.5 = an uncertain mention (ReportFindingsd(uncertain=0.5))
 FINDINGS = torch.tensor(
     [[0.0, 0.0, 0.0], [1.0, 0.0, 0.5], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float32

@@ -6,19 +6,11 @@ import math
 
 import pytest
 import torch
+from tiny_models import TINY_BERT
 from torch.utils.data import DataLoader
 
 from sista_monai.losses import ReportSimilarity, fit_report_center, report_center
 from sista_monai.networks import HuggingFaceTextEncoder, SISTAModel, ViTImageEncoder
-
-TINY_BERT = {
-    "vocab_size": 40,
-    "hidden_size": 16,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 32,
-    "max_position_embeddings": 32,
-}
 
 
 def test_centring_flips_a_near_parallel_pair() -> None:

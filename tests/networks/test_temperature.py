@@ -7,19 +7,11 @@ import math
 
 import pytest
 import torch
+from tiny_models import TINY_BERT
 from torch.nn import functional as F
 
 from sista_monai.losses import ReportSimilarity, SemanticInstanceAlignmentLoss, SISTALoss
 from sista_monai.networks import HuggingFaceTextEncoder, LearnableTemperature, SISTAModel, ViTImageEncoder
-
-TINY_BERT = {
-    "vocab_size": 40,
-    "hidden_size": 16,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 32,
-    "max_position_embeddings": 32,
-}
 
 
 def _model(**kwargs: object) -> SISTAModel:

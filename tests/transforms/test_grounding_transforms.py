@@ -19,7 +19,8 @@ from sista_monai.transforms.grounding import (
     first_piece_words,
     sentence_index,
 )
-from sista_monai.transforms.report import ReportTokenizer, TokenizeReportd
+from sista_monai.transforms.report import TokenizeReportd
+from sista_monai.transforms.tokenizer import ReportTokenizer
 
 LESION_FINDING_CLASS = {
     "Lung Opacity": "opacity",

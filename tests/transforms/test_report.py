@@ -1,18 +1,14 @@
-"""Tests of the report transforms: section extraction, cleaning, tokenisation and the MONAI wrappers."""
+"""Tests of the report transforms (section extraction, cleaning, tokenisation wrappers) and the datalist filter."""
 
 from __future__ import annotations
 
-import logging
-import pickle
-import re
 from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from monai.data import DataLoader, Dataset
 from monai.transforms import Compose
+from report_samples import MIMIC_REPORT, _iu_sections_by_regex, _require_iu_reports
 
 from sista_monai.errors import ReportError
 from sista_monai.transforms.report import (
@@ -24,124 +20,16 @@ from sista_monai.transforms.report import (
     ExtractReportSectionsD,
     ExtractReportSectionsd,
     ExtractReportSectionsDict,
-    IUReport,
-    ReportTokenizer,
     TokenizeReport,
     TokenizeReportD,
     TokenizeReportd,
     TokenizeReportDict,
-    clean_report_text,
-    compose_report_text,
-    decode_report_bytes,
     filter_report_items,
-    parse_iu_report_xml,
-    parse_mimic_report,
     report_item_id,
 )
-
-REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
-IU_REPORTS = REALDATA / "iu_xray" / "reports"
-
-MIMIC_REPORT = """                                 FINAL REPORT
- EXAMINATION:  CHEST (PA AND LAT)
-
- INDICATION:  ___F with cough and fever.
-
- TECHNIQUE:  Chest PA and lateral
-
- COMPARISON:  None.
-
- Findings :
-
- Heart size: normal. Lungs are clear.
- No pleural effusion.
-
- impression: No acute cardiopulmonary process.
-"""
-
-# A few dozen report sentences for training a real WordPiece vocabulary.
-REPORT_SENTENCES = [
-    "The heart size is normal.",
-    "The lungs are clear.",
-    "No pleural effusion or pneumothorax.",
-    "No focal consolidation.",
-    "Mild cardiomegaly is present.",
-    "There is a small left pleural effusion.",
-    "Right lower lobe opacity, concerning for pneumonia.",
-    "The mediastinal contours are within normal limits.",
-    "No acute cardiopulmonary process.",
-    "Degenerative changes of the thoracic spine.",
-    "Lungs are hyperinflated, with flattening of the hemidiaphragms.",
-    "Heart size and pulmonary vascularity are normal.",
-    "There is no pneumothorax.",
-    "Stable appearance of the chest.",
-    "Small bilateral pleural effusions with bibasilar atelectasis.",
-    "Calcified granuloma in the right upper lobe.",
-    "Endotracheal tube terminates 4 cm above the carina.",
-    "No evidence of pulmonary edema.",
-    "The cardiomediastinal silhouette is within normal limits.",
-    "Patchy opacity at the left base may represent atelectasis or pneumonia.",
-    "Moderate right pneumothorax is seen.",
-    "Interval resolution of the left lower lobe consolidation.",
-    "Osseous structures are intact.",
-    "Low lung volumes, otherwise clear lungs.",
-    "No displaced rib fractures.",
-    "Cardiomegaly with mild pulmonary edema.",
-    "Left sided central venous catheter tip in the superior vena cava.",
-    "Blunting of the costophrenic angles.",
-    "No free air under the diaphragm.",
-    "Normal chest radiograph.",
-]
-
-
-def _iu_sections_by_regex(xml_text: str) -> dict[str, str]:
-    """Section texts read from the raw XML with a regex, independently of the parser under test."""
-    sections = {}
-    for label, body in re.findall(r'<AbstractText Label="([A-Z]+)"(?:/>|>(.*?)</AbstractText>)', xml_text, re.S):
-        sections[label.lower()] = body.strip()
-    return sections
-
-
-def _require_iu_reports() -> list[Path]:
-    if not IU_REPORTS.is_dir():
-        pytest.skip(f"../shared/realdata not present: IU report XMLs expected in {IU_REPORTS}")
-    return sorted(IU_REPORTS.glob("*.xml"))
-
+from sista_monai.transforms.tokenizer import ReportTokenizer
 
 # ---------------------------------------------------------------------------------------------- IU reports
-
-
-@pytest.mark.realdata
-def test_all_iu_reports_parse_and_findings_count_matches_raw_scan():
-    files = _require_iu_reports()
-    assert len(files) == 1979
-    reports = [parse_iu_report_xml(path) for path in files]
-    with_findings = sum(bool(report.sections.get("findings")) for report in reports)
-    expected = sum(bool(_iu_sections_by_regex(path.read_text("utf-8")).get("findings")) for path in files)
-    assert with_findings == expected
-    assert 0 < with_findings < len(files)
-    assert all(report.report_id.startswith("CXR") for report in reports)
-    image_count = sum(len(re.findall(r'<parentImage id="', path.read_text("utf-8"))) for path in files)
-    assert sum(len(report.image_ids) for report in reports) == image_count
-
-
-@pytest.mark.realdata
-def test_iu_report_3_has_no_findings_and_composes_its_impression():
-    _require_iu_reports()
-    path = IU_REPORTS / "3.xml"
-    report = parse_iu_report_xml(path)
-    impression = _iu_sections_by_regex(path.read_text("utf-8"))["impression"]
-    assert impression.startswith("No displaced rib fractures")
-    assert report.report_id == "CXR3"
-    assert report.sections["findings"] == ""
-    assert report.sections["comparison"] == ""
-    assert report.text() == impression
-    assert ExtractReportSections(parser="iu")(path) == impression
-    assert ExtractReportSections()(str(path)) == impression
-    assert ExtractReportSections()(path.read_bytes()) == impression
-    assert report.mesh_major == ["normal"]
-    assert report.mesh_automatic == []
-    assert report.image_ids == ["CXR3_IM-1384-1001", "CXR3_IM-1384-2001"]
 
 
 @pytest.mark.realdata
@@ -162,101 +50,7 @@ def test_filter_skips_exactly_the_iu_reports_without_impression_and_findings():
     assert all(text and "XXXX" not in text and "  " not in text for text in texts)
 
 
-def test_iu_report_from_string_and_bytes_with_mesh(tmp_path):
-    xml = """<?xml version="1.0" encoding="utf-8"?>
-<eCitation><uId id="CXR42"/>
- <MedlineCitation><Article><Abstract>
-  <AbstractText Label="FINDINGS">Heart size normal. Lungs clear.</AbstractText>
-  <AbstractText Label="IMPRESSION">Normal chest.</AbstractText>
-  <AbstractText Label="INDICATION"/>
- </Abstract></Article></MedlineCitation>
- <MeSH><major>Cardiomegaly/mild</major><major>Opacity</major><automatic>atelectases</automatic></MeSH>
- <parentImage id="CXR42_IM-1"/><parentImage id="CXR42_IM-2"/>
-</eCitation>"""
-    for source in (xml, xml.encode("utf-8")):
-        report = parse_iu_report_xml(source)
-        assert isinstance(report, IUReport)
-        assert report.report_id == "CXR42"
-        assert report.sections == {
-            "findings": "Heart size normal. Lungs clear.",
-            "impression": "Normal chest.",
-            "indication": "",
-        }
-        assert report.mesh_major == ["Cardiomegaly/mild", "Opacity"]
-        assert report.mesh_automatic == ["atelectases"]
-        assert report.image_ids == ["CXR42_IM-1", "CXR42_IM-2"]
-        assert report.text() == "Normal chest. Heart size normal. Lungs clear."
-        assert report.text(order=("findings",)) == "Heart size normal. Lungs clear."
-    without_uid = tmp_path / "77.xml"
-    without_uid.write_text(xml.replace('<uId id="CXR42"/>', ""), encoding="utf-8")
-    assert parse_iu_report_xml(without_uid).report_id == "77"
-
-
-def test_malformed_iu_xml_raises_report_error_naming_the_file(tmp_path):
-    path = tmp_path / "broken.xml"
-    path.write_text('<eCitation><AbstractText Label="FINDINGS">Secret text</eCitation>', encoding="utf-8")
-    with pytest.raises(ReportError, match="malformed XML") as info:
-        parse_iu_report_xml(path)
-    assert info.value.source == str(path)
-    assert "Secret" not in str(info.value)
-    with pytest.raises(ReportError, match="malformed XML") as info:
-        ExtractReportSectionsd("report")({"id": "item-9", "report": b"<eCitation><oops></eCitation>"})
-    assert info.value.source == "item-9"
-    with pytest.raises(ReportError, match="cannot read"):
-        parse_iu_report_xml(tmp_path / "missing.xml")
-    with pytest.raises(ReportError, match="no <AbstractText>"):
-        parse_iu_report_xml("<root><child/></root>")
-
-
-# ---------------------------------------------------------------------------------------------- MIMIC reports
-
-
-def test_mimic_report_sections_known_answer():
-    sections = parse_mimic_report(MIMIC_REPORT)
-    assert sections == {
-        "examination": "CHEST (PA AND LAT)",
-        "indication": "___F with cough and fever.",
-        "technique": "Chest PA and lateral",
-        "comparison": "None.",
-        "findings": "Heart size: normal. Lungs are clear.\n No pleural effusion.",
-        "impression": "No acute cardiopulmonary process.",
-    }
-    assert compose_report_text(sections) == (
-        "No acute cardiopulmonary process. Heart size: normal. Lungs are clear.\n No pleural effusion."
-    )
-
-
-def test_mimic_report_varied_headers_missing_sections_and_preamble():
-    text = (
-        "WET READ: ___ 3:15 PM\n"
-        "Comparison made to prior.\n"
-        "  CLINICAL   HISTORY : fever\n"
-        "IMPRESSIONS:1. Small effusion.\n2. No pneumothorax.\n"
-        "Impression\n"
-        "FINDINGS/IMPRESSION\n"
-        "Stable.\n"
-    )
-    sections = parse_mimic_report(text)
-    assert sections == {
-        "wet_read": "___ 3:15 PM\nComparison made to prior.",
-        "history": "fever",
-        "impression": "1. Small effusion.\n2. No pneumothorax.\nImpression\nStable.",
-    }
-    assert "findings" not in sections
-    assert parse_mimic_report("Patient is a 60 year old.\nFINDINGS: Clear lungs.") == {
-        "preamble": "Patient is a 60 year old.",
-        "findings": "Clear lungs.",
-    }
-    no_headers = "Heart size: normal.\nLungs: clear."
-    assert parse_mimic_report(no_headers) == {"preamble": no_headers}
-    assert parse_mimic_report("FINDINGS:\nIMPRESSION: Normal.") == {"findings": "", "impression": "Normal."}
-
-
-def test_compose_report_text_order_separator_and_missing_sections():
-    sections = {"findings": " Clear lungs. ", "impression": "", "indication": "Cough."}
-    assert compose_report_text(sections) == "Clear lungs."
-    assert compose_report_text(sections, order=("indication", "findings"), separator=" | ") == "Cough. | Clear lungs."
-    assert compose_report_text(sections, order=("impression", "history")) == ""
+# ---------------------------------------------------------------------------------------------- extraction
 
 
 def test_extract_report_sections_mimic_fallback_and_errors():
@@ -285,94 +79,6 @@ def test_extract_reads_mimic_text_file(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- cleaning
-
-
-@pytest.mark.parametrize(
-    ("raw", "removed", "replaced"),
-    [
-        (
-            "1. Concern for free air.  2. Interval increase in\n effusions.\n3. Catheter 4 cm above the carina.",
-            "Concern for free air. Interval increase in effusions. Catheter 4 cm above the carina.",
-            "Concern for free air. Interval increase in effusions. Catheter 4 cm above the carina.",
-        ),
-        (
-            "No evidence of disease 2. Changes of kyphosis",
-            "No evidence of disease 2. Changes of kyphosis",
-            "No evidence of disease 2. Changes of kyphosis",
-        ),
-        (
-            "1. Effusion 2. Atelectasis 3) edema",
-            "Effusion Atelectasis edema",
-            "Effusion Atelectasis edema",
-        ),
-        (
-            "Fractures of ribs 4 and 5. Nodule 3.3 mm, measuring 2.3. Effusion (grade 2) is small.",
-            "Fractures of ribs 4 and 5. Nodule 3.3 mm, measuring 2.3. Effusion (grade 2) is small.",
-            "Fractures of ribs 4 and 5. Nodule 3.3 mm, measuring 2.3. Effusion (grade 2) is small.",
-        ),
-        (
-            "Rib pain after a XXXX, XXXX XXXX steps. Normal chest x-XXXX.",
-            "Rib pain after a, steps. Normal chest x.",
-            "Rib pain after a [deid], [deid] steps. Normal chest x-[deid].",
-        ),
-        (
-            "Dr. XXXX- XXXX was called at XXXX.",
-            "Dr. was called at.",
-            "Dr. [deid] was called at [deid].",
-        ),
-        (
-            "___F with cough. ___-year-old man seen by Dr. ___ ___ at ___ PM.",
-            "F with cough. year-old man seen by Dr. at PM.",
-            "[deid] F with cough. [deid]-year-old man seen by Dr. [deid] at [deid] PM.",
-        ),
-        (
-            "Nodules concerning for&lt;BR&gt;metastatic disease ( XXXX ) .",
-            "Nodules concerning for metastatic disease.",
-            "Nodules concerning for metastatic disease ([deid]).",
-        ),
-        ("  \n\t ", "", ""),
-        ("XXXX. ___", "", "[deid]. [deid]"),
-        ("XXXL and XXX-ray", "XXXL and ray", "XXXL and [deid]-ray"),
-    ],
-)
-def test_clean_report_text_known_answers(raw, removed, replaced):
-    assert clean_report_text(raw) == removed
-    assert clean_report_text(raw, deid_replacement="[deid]") == replaced
-
-
-def test_clean_report_text_options():
-    raw = "1. Effusion.<br/>2. XXXX"
-    assert clean_report_text(raw, remove_list_markers=False) == "1. Effusion. 2."
-    assert clean_report_text(raw, remove_markup=False) == "Effusion.<br/>2."
-    with pytest.raises(TypeError):
-        clean_report_text(b"bytes")
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.text(alphabet="X_x .,;:()-\n12a", max_size=40))
-def test_clean_report_text_leaves_no_masks_or_extra_space(raw):
-    for replacement in (None, "[deid]"):
-        cleaned = clean_report_text(raw, deid_replacement=replacement)
-        assert cleaned == cleaned.strip()
-        assert "  " not in cleaned and "\n" not in cleaned
-        assert "__" not in cleaned
-        assert not re.search(r"(?<![A-Za-z0-9])X{3,}(?![A-Za-z0-9])", cleaned)
-
-
-def test_decode_report_bytes_strict_replace_and_bom():
-    data = b"Effusion" + b"\xe9 small"
-    with pytest.raises(ReportError) as info:
-        decode_report_bytes(data, source="reports/s1.txt")
-    message = str(info.value)
-    assert info.value.source == "reports/s1.txt"
-    assert message.startswith("reports/s1.txt: not valid utf-8")
-    assert "offset 8" in message and "0xe9" in message
-    assert "Effusion" not in message
-    assert decode_report_bytes(data, "s1", errors="replace") == "Effusion\ufffd small"
-    assert decode_report_bytes(data, "s1", encoding="latin-1") == "Effusion\xe9 small"
-    assert decode_report_bytes(b"\xef\xbb\xbfClear.", "s1") == "Clear."
-    with pytest.raises(ReportError, match="unknown text encoding"):
-        decode_report_bytes(b"x", "s1", encoding="no-such-codec")
 
 
 def test_clean_report_empty_raises_naming_the_item_without_text():
@@ -435,115 +141,8 @@ def test_dictionary_aliases():
 
 
 @pytest.fixture(scope="module")
-def wordpiece_folder(tmp_path_factory) -> Path:
-    """A real WordPiece tokenizer trained on report sentences, saved as a Hugging Face fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.train_from_iterator(REPORT_SENTENCES, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials))
-    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    backend.decoder = decoders.WordPiece()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
-    folder = tmp_path_factory.mktemp("wordpiece")
-    fast.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def report_tokenizer(wordpiece_folder) -> ReportTokenizer:
     return ReportTokenizer(str(wordpiece_folder), max_length=16, local_files_only=True)
-
-
-def test_tokenizer_shapes_dtypes_and_word_mask(report_tokenizer):
-    out = report_tokenizer("The heart size is normal, lungs are clear.")
-    assert set(out) == {"input_ids", "attention_mask", "word_mask", "word_start", "word_group"}
-    for value in out.values():
-        assert value.shape == (16,)
-    assert out["input_ids"].dtype == torch.long
-    assert out["attention_mask"].dtype == torch.long
-    assert out["word_mask"].dtype == torch.bool
-    tokens = report_tokenizer.tokenizer.convert_ids_to_tokens(out["input_ids"].tolist())
-    length = int(out["attention_mask"].sum())
-    words = ["the", "heart", "size", "is", "normal", ",", "lungs", "are", "clear", "."]
-    assert tokens[:length] == ["[CLS]", *words, "[SEP]"]
-    assert tokens[length:] == ["[PAD]"] * (16 - length)
-    assert out["attention_mask"].tolist() == [1] * length + [0] * (16 - length)
-    expected = [token not in {"[CLS]", "[SEP]", "[PAD]", ",", "."} for token in tokens]
-    assert out["word_mask"].tolist() == expected
-    assert int(out["word_mask"].sum()) == 8
-    assert report_tokenizer.truncated_count == 0
-
-
-def test_tokenizer_keeps_punctuation_when_asked(wordpiece_folder):
-    tokenizer = ReportTokenizer(str(wordpiece_folder), max_length=16, exclude_punctuation=False, local_files_only=True)
-    out = tokenizer("Lungs are clear.")
-    tokens = tokenizer.tokenizer.convert_ids_to_tokens(out["input_ids"].tolist())
-    assert out["word_mask"].tolist() == [token not in {"[CLS]", "[SEP]", "[PAD]"} for token in tokens]
-    assert out["word_mask"][tokens.index(".")]
-
-
-def test_tokenizer_truncation_keeps_sep_and_is_counted(wordpiece_folder, caplog):
-    tokenizer = ReportTokenizer(str(wordpiece_folder), max_length=8, local_files_only=True)
-    sep_id = tokenizer.tokenizer.sep_token_id
-    long_text = "No pleural effusion or pneumothorax. The heart size is normal. The lungs are clear."
-    with caplog.at_level(logging.DEBUG, logger="sista_monai.transforms.report"):
-        out = tokenizer(long_text)
-        tokenizer(long_text)
-    assert out["input_ids"].shape == (8,)
-    assert out["input_ids"][-1].item() == sep_id
-    assert out["attention_mask"].tolist() == [1] * 8
-    assert not out["word_mask"][-1] and not out["word_mask"][0]
-    assert tokenizer.truncated_count == 2
-    tokenizer("Lungs clear.")
-    assert tokenizer.truncated_count == 2
-    assert tokenizer.report_count == 3
-    info = [record for record in caplog.records if record.levelno == logging.INFO]
-    assert len(info) == 1 and "max_length=8" in info[0].getMessage()
-    assert any("2 of 2 reports truncated" in record.getMessage() for record in caplog.records)
-    assert all("pleural" not in record.getMessage() for record in caplog.records)
-
-
-def test_tokenizer_accepts_built_object_and_refuses_slow_ones(wordpiece_folder, tmp_path):
-    from transformers import AutoTokenizer
-
-    built = AutoTokenizer.from_pretrained(str(wordpiece_folder), local_files_only=True)
-    from_object = ReportTokenizer(built, max_length=16)
-    from_folder = ReportTokenizer(wordpiece_folder, max_length=16, local_files_only=True)
-    text = "Small left pleural effusion."
-    for name in ("input_ids", "attention_mask", "word_mask"):
-        assert torch.equal(from_object(text)[name], from_folder(text)[name])
-    restored = pickle.loads(pickle.dumps(from_folder))
-    assert torch.equal(restored(text)["word_mask"], from_folder(text)["word_mask"])
-
-    import transformers
-
-    slow_class = getattr(transformers, "BertTokenizerLegacy", None)
-    if slow_class is None:
-        pytest.skip("this transformers version has no slow BertTokenizerLegacy to test the refusal with")
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "heart", "normal", "."]) + "\n")
-    with pytest.raises(TypeError, match="not a fast tokenizer"):
-        ReportTokenizer(slow_class(str(vocab)))
-    with pytest.raises(ValueError, match="no room"):
-        ReportTokenizer(built, max_length=2)
-    with pytest.raises(OSError, match="cannot load tokenizer"):
-        ReportTokenizer(str(tmp_path / "absent"), local_files_only=True)
 
 
 def test_tokenize_reportd_output_keys_and_collation(report_tokenizer):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset
 
-from sista_monai.transforms.report import ReportTokenizer, TokenizeReportd, word_positions
+from sista_monai.transforms.report import TokenizeReportd
+from sista_monai.transforms.tokenizer import ReportTokenizer, word_positions
 
 
 @pytest.fixture(scope="module")

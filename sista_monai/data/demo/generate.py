@@ -9,9 +9,6 @@ import argparse
 import datetime
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -20,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from sista_monai.io.files import sha256_file
+from sista_monai.io.files import StagedFolder, sha256_file
 
 from ..datalist import write_json_atomic
 from ..tokenizer import train_wordpiece_tokenizer
@@ -427,32 +424,11 @@ def ensure_demo_data(
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and _read_manifest(out) is None)):
         raise FileExistsError(f"{out} exists and is not demo data written by {GENERATOR_NAME}; not replacing it")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    keep = None if force else lambda folder: _is_current(folder, parameters, verify)  # another process finished first
+    with StagedFolder(out, keep=keep) as staging:
         start = time.perf_counter()
         generate_demo_data(staging, n=n, size=size, seed=seed, plant_phi=plant_phi)
-        staging.chmod(0o755)
         logger.info("generated %d demo studies (%d px, seed %d) in %.1f s", n, size, seed, time.perf_counter() - start)
-        if out.exists():
-            if not force and _is_current(out, parameters, verify):  # another process finished first
-                shutil.rmtree(staging)
-                return out
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.retired-", dir=out.parent))
-            os.rename(out, retired / out.name)
-            os.rename(staging, out)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            try:
-                os.rename(staging, out)
-            except OSError:
-                if _is_current(out, parameters, verify=False):
-                    shutil.rmtree(staging)
-                    return out
-                raise
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 

@@ -17,11 +17,12 @@ from typing import Any
 
 import pydicom
 
+from sista_monai.io.files import StagedFolder
+
 from ..datalist import (
     FRACTION_KEYS,
     DatasetPreparationError,
     ProblemLog,
-    StagedOutput,
     check_datalist,
     write_json_atomic,
 )
@@ -206,7 +207,7 @@ def write_outputs(
     """Validate the datalists, then write everything through a staging folder moved into ``out``."""
     for name, (task, datalist) in datalists.items():
         check_datalist(datalist, task, source=name)
-    with StagedOutput(out) as staging:
+    with StagedFolder(out, merge=True) as staging:
         if write_extra is not None:
             write_extra(staging)
         for name, (_task, datalist) in datalists.items():

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from sista_monai.errors import ReportError
-from sista_monai.transforms.report import clean_report_text, parse_iu_report_xml
+from sista_monai.transforms.cleaning import clean_report_text
+from sista_monai.transforms.sections import parse_iu_report_xml
 
 from ..datalist import ProblemLog, datalist_path
 from ..splits import DATALIST_KEYS, make_split

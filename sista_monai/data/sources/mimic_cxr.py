@@ -17,12 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from sista_monai.errors import ReportError
-from sista_monai.transforms.report import (
-    clean_report_text,
-    compose_report_text,
-    decode_report_bytes,
-    parse_mimic_report,
-)
+from sista_monai.transforms.cleaning import clean_report_text
+from sista_monai.transforms.sections import compose_report_text, decode_report_bytes, parse_mimic_report
 
 from ..datalist import ProblemLog, datalist_path
 from ..splits import DATALIST_KEYS, make_split
