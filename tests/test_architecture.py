@@ -266,6 +266,25 @@ def test_no_import_cycle() -> None:
     assert not cycles, cycles
 
 
+MAX_MODULE_LINES = 600
+"""Issue 27: a module longer than this does several jobs; split it by job (its tests following it)."""
+
+
+def long_modules(modules: Mapping[str, Path], limit: int = MAX_MODULE_LINES) -> list[str]:
+    """``module (lines)`` for every module of more than ``limit`` lines."""
+    counts = {name: len(path.read_text().splitlines()) for name, path in modules.items()}
+    return sorted(f"{name} ({count})" for name, count in counts.items() if count > limit)
+
+
+def test_no_module_is_over_600_lines() -> None:
+    assert not long_modules(MODULES), long_modules(MODULES)
+
+
+def test_the_length_check_sees_a_long_module(tmp_path: Path) -> None:
+    modules = _fake_package(tmp_path, {"data/short.py": "x = 1\n" * 600, "data/long.py": "x = 1\n" * 601})
+    assert long_modules(modules) == [f"{PACKAGE}.data.long (601)"]
+
+
 def _fake_package(tmp_path: Path, files: Mapping[str, str]) -> dict[str, Path]:
     """A package ``sista_monai`` under ``tmp_path`` with the given files (paths relative to it) and empty
     ``__init__.py`` files in every folder; returns :func:`package_modules` of it."""

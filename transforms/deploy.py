@@ -8,14 +8,16 @@ transforms) and hands each output named in ``metadata.json`` (``network_data_for
   first and last axes swapped into the ``(D, H, W)`` order of the SDK's ``Image``. MONAI's 2-D ``(W, H)`` mask
   would therefore reach the DICOM SEG writer transposed (read as ``(H, W)``).
   :class:`SingleFrameVolumed` gives it the trailing depth axis of a one-frame volume, ``(1, W, H, 1)``, which
-  the SDK turns into ``(1, H, W)``: the source frame's orientation.
+  the SDK turns into ``(1, H, W)``: the source frame's orientation. The segmentation bundle's ``inference.json``
+  ends with the ``(W, H)`` label map every other bundle client reads; the MONAI Deploy application adds this
+  step after it.
 * ``"probabilities"``: the SDK labels each value ``v`` with ``channel_def[str(int(v))]``, so the value must be
   the class index, not a probability (a probability below 1 always reads as class 0). The classification
   bundle thresholds its probability into ``pred`` and keeps the probability under ``probability``.
 * ``"tuples"``: the value is passed on as an array. :class:`PackDetectionsd` packs the detector's boxes,
   scores and labels into one ``(N, 6)`` array.
 
-Both transforms run after the bundle's own ``SaveImaged`` or writers have read the outputs, so the bundle's
+Both run after the bundle's own ``SaveImaged`` or writers have read the outputs, so the bundle's
 ``inference.json`` output files are those of the same network run the SDK sees.
 """
 
@@ -37,12 +39,16 @@ DETECTION_COLUMNS = ("x1", "y1", "x2", "y2", "score", "label")
 class SingleFrameVolumed(MapTransform):
     """``(C, W, H)`` → ``(C, W, H, 1)``: a 2-D image as the one-frame volume MONAI Deploy's ``Image`` expects.
 
+    A ``(W, H)`` label map (what the segmentation bundle's ``inference.json`` ends with, as generic bundle clients
+    such as MONAI Label expect) becomes ``(1, W, H, 1)``. The MONAI Deploy applications apply it after the
+    bundle's postprocessing (:class:`~sista_monai.deploy.operators.BundleInferenceOperator`'s ``output_form``).
+
     Args:
-        keys: the image keys (2-D, channel first).
+        keys: the image keys (2-D: ``(W, H)`` or channel first ``(C, W, H)``).
         allow_missing_keys: skip absent keys.
 
     Raises:
-        ValueError: an input that is not ``(C, W, H)``.
+        ValueError: an input that is neither ``(W, H)`` nor ``(C, W, H)``.
     """
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
@@ -51,11 +57,11 @@ class SingleFrameVolumed(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            if d[key].ndim != 3:
+            if d[key].ndim not in (2, 3):
                 raise ValueError(
-                    f"{key!r}: expected a channel-first 2-D image (C, W, H), got shape {tuple(d[key].shape)}"
+                    f"{key!r}: expected a 2-D image, (W, H) or channel first (C, W, H), got shape {tuple(d[key].shape)}"
                 )
-            d[key] = d[key][..., None]
+            d[key] = d[key][None, ..., None] if d[key].ndim == 2 else d[key][..., None]
         return d
 
 

@@ -38,6 +38,7 @@ from pydicom.sr.coding import Code
 
 from sista_monai.data.inference import ERRORS_FILE
 from sista_monai.io.files import write_json
+from sista_monai.transforms import SingleFrameVolumed
 
 from .operators import (
     SERIES_PORT,
@@ -117,6 +118,7 @@ class ChestXrayApp(Application):
             input_mapping=[IOMapping("image", Image, IOType.IN_MEMORY)],
             output_mapping=[IOMapping("pred", _PRED_TYPES[self.task], IOType.IN_MEMORY)],
             bundle_path=self.model_path,
+            output_form=SingleFrameVolumed("pred") if self.task == "segmentation" else None,
             name="bundle",
         )
         self.add_flow(source, volume, {(SERIES_PORT, SERIES_PORT)})

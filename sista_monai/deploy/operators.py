@@ -47,7 +47,7 @@ import logging
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -304,10 +304,20 @@ def prepare_frame(
 
 
 class BundleInferenceOperator(MonaiBundleInferenceOperator):
-    """The SDK's bundle operator, also emitting the whole postprocessed dictionary on ``postprocessed``."""
+    """The SDK's bundle operator, also emitting the whole postprocessed dictionary on ``postprocessed``.
 
-    def __init__(self, fragment: Fragment, *args: Any, **kwargs: Any) -> None:
+    Args:
+        output_form: applied to the bundle's postprocessed dictionary before the SDK reads its outputs (the
+            segmentation application's :class:`~sista_monai.transforms.SingleFrameVolumed`: the bundle ends with
+            the ``(W, H)`` label map generic clients read, the SDK needs a one-frame volume); ``postprocessed`` is
+            emitted as the bundle returned it.
+    """
+
+    def __init__(
+        self, fragment: Fragment, *args: Any, output_form: Callable[[Any], Any] | None = None, **kwargs: Any
+    ) -> None:
         self.postprocessed: Any = None
+        self.output_form = output_form
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -322,7 +332,7 @@ class BundleInferenceOperator(MonaiBundleInferenceOperator):
     def post_process(self, data: Any, *args: Any, **kwargs: Any) -> Any:
         """The bundle's postprocessing (the SDK's), its result kept for the ``postprocessed`` output."""
         self.postprocessed = super().post_process(data, *args, **kwargs)
-        return self.postprocessed
+        return self.postprocessed if self.output_form is None else self.output_form(self.postprocessed)
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         super().compute(op_input, op_output, context)

@@ -27,6 +27,7 @@ def _project_root(project: Path | None) -> Path:
 
 def _build_wheel(project: Path, dest: Path) -> Path:
     """Build the sista-monai wheel offline (no index, no build isolation) from a copy of the source tree."""
+    dest = dest.absolute()  # pip runs in the temporary folder: a relative destination would land there
     with tempfile.TemporaryDirectory(prefix="sista_wheel_") as tmp:
         source = Path(tmp) / "source"
         for name in WHEEL_SOURCES:

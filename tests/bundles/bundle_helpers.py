@@ -108,6 +108,18 @@ def assert_quiet_console(console: str, overrides: dict[str, Any], terms: tuple[s
     assert len(lines) <= console_line_budget(epochs, len(validated), overrides=len(overrides)), "\n".join(lines)
 
 
+INFERENCE_LINE_BUDGET = 150
+"""Most console lines an inference run may print with its output captured (issue 27: every bundle's inference)."""
+
+
+def assert_short_console(result: subprocess.CompletedProcess) -> None:
+    """A successful run's captured console (stdout and stderr) within :data:`INFERENCE_LINE_BUDGET` lines, no bar."""
+    console = result.stdout + result.stderr
+    lines = console_lines(console)
+    assert len(lines) <= INFERENCE_LINE_BUDGET, "\n".join(lines)
+    assert not _PROGRESS_BAR.search(console), "a progress bar drawn to a captured console"
+
+
 def export_torchscript(bundle_root: Path, overrides: dict[str, Any]) -> Path:
     """``ckpt_export`` exactly as the bundle docs give it, run in the bundle folder: ``models/model.ts``."""
     result = run_cli(

@@ -15,6 +15,7 @@ from bundle_helpers import (
     as_cli,
     assert_metadata_verifies,
     assert_quiet_console,
+    assert_short_console,
     console_lines,
     run_cli,
     tiny_pretrain_overrides,
@@ -149,6 +150,7 @@ def test_readme_command_end_to_end_without_phi(tiny_demo: Path, tmp_path: Path) 
         )
     )
     assert inferred.returncode == 0, inferred.stderr[-3000:]
+    assert_short_console(inferred)
     embedding = json.loads((out / "study.json").read_text())["embedding"]
     assert len(embedding) == 16 and sum(v * v for v in embedding) == pytest.approx(1.0, abs=1e-4)
     alignment = json.loads((out / "study_alignment.json").read_text())

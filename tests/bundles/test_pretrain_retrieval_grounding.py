@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bundle_helpers import as_cli, assert_no_planted_phi, run_cli, tiny_pretrain_overrides
+from bundle_helpers import as_cli, assert_no_planted_phi, assert_short_console, run_cli, tiny_pretrain_overrides
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -29,9 +29,12 @@ def _overrides(demo: Path, bundle_root: Path, **extra: Any) -> list[str]:
 
 def _run(config: str, demo: Path, bundle_root: Path, **extra: Any) -> Any:
     files = f"['{CONFIGS}/train.json','{CONFIGS}/{config}']"
-    return run_cli(
+    result = run_cli(
         ["python", "-m", "monai.bundle", "run", "--config_file", files] + _overrides(demo, bundle_root, **extra)
     )
+    if result.returncode == 0:
+        assert_short_console(result)
+    return result
 
 
 @pytest.fixture(scope="module")

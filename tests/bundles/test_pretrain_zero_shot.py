@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import REPO_ROOT, as_cli, assert_no_planted_phi, run_cli, tiny_pretrain_overrides
+from bundle_helpers import (
+    REPO_ROOT,
+    as_cli,
+    assert_no_planted_phi,
+    assert_short_console,
+    run_cli,
+    tiny_pretrain_overrides,
+)
 from monai.bundle import ConfigParser
 from monai.metrics import compute_roc_auc
 from PIL import Image
@@ -46,6 +53,8 @@ def _tiny(dataset_dir: Path) -> dict[str, object]:
 def _zero_shot(bundle_root: Path, demo: Path, dataset_dir: Path, **extra: object) -> tuple[int, str]:
     overrides = {**_tiny(dataset_dir), "bundle_root": str(bundle_root), "tokenizer": str(demo / "tokenizer"), **extra}
     result = run_cli(["python", "-m", "monai.bundle", "run", "--config_file", LAYERED] + as_cli(overrides))
+    if result.returncode == 0:
+        assert_short_console(result)
     return result.returncode, result.stdout + result.stderr
 
 

@@ -25,6 +25,7 @@ from bundle_helpers import (
     assert_net_in_out_verifies,
     assert_no_planted_phi,
     assert_quiet_console,
+    assert_short_console,
     assert_sr_references,
     bundle_command,
     deploy_inputs,
@@ -157,6 +158,7 @@ def test_inference_interface_on_demo_images(trained: dict[str, Any], tiny_demo: 
     }
     result = run_cli(INFERENCE_COMMAND + as_cli(args))
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_short_console(result)
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{p.stem}.json" for p in images.iterdir())
     for path in out.iterdir():
         record = json.loads(path.read_text())

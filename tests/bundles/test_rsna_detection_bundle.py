@@ -22,6 +22,7 @@ from bundle_helpers import (
     assert_metadata_verifies,
     assert_no_planted_phi,
     assert_quiet_console,
+    assert_short_console,
     assert_sr_references,
     bundle_command,
     deploy_inputs,
@@ -123,6 +124,8 @@ def _inference(bundle_root: Path, images: Path, out: Path, check: bool = True, *
     }
     result = run_cli(INFERENCE_COMMAND + as_cli(args))
     assert not check or result.returncode == 0, result.stderr[-3000:]
+    if check:
+        assert_short_console(result)
     return result
 
 

@@ -27,6 +27,7 @@ from bundle_helpers import (
     assert_net_in_out_verifies,
     assert_no_planted_phi,
     assert_quiet_console,
+    assert_short_console,
     bundle_command,
     deploy_inputs,
     export_torchscript,
@@ -117,6 +118,7 @@ def test_inference_interface_on_demo_images(trained: dict[str, Any], tiny_demo: 
     }
     result = run_cli(INFERENCE_COMMAND + as_cli(args))
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_short_console(result)
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{p.stem}.png" for p in images.iterdir())
     for path in images.iterdir():
         ds = pydicom.dcmread(path)
@@ -306,3 +308,7 @@ def test_configs_agree_with_each_other_and_with_the_pretraining_defaults(tiny_de
         == [train["image_size"]] * 2
     )
     assert meta["outputs"]["pred"]["format"] == "segmentation"
+    # generic bundle clients (MONAI Label) read the label values from channel_def and the mask from the last step
+    assert meta["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "pneumothorax"}
+    last = inference["postprocessing"]["transforms"][-2:]
+    assert [t["_target_"] for t in last] == ["SqueezeDimd", "CastToTyped"] and last[1]["dtype"] == "$numpy.uint8"

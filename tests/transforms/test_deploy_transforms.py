@@ -19,6 +19,10 @@ def test_single_frame_volume_becomes_the_sdk_frame_in_source_orientation() -> No
     sdk_frame = np.swapaxes(np.squeeze(out.numpy(), 0), 0, 2)  # MonaiBundleInferenceOperator._send_output
     assert sdk_frame.shape == (1, 4, 3)
     np.testing.assert_array_equal(sdk_frame[0], mask[0].numpy().T)
+    label_map = mask[0].to(torch.uint8)  # the (W, H) label map the segmentation bundle's inference.json ends with
+    volume = SingleFrameVolumed(keys="pred")({"pred": label_map})["pred"]
+    assert tuple(volume.shape) == (1, 3, 4, 1) and volume.dtype == torch.uint8
+    np.testing.assert_array_equal(np.swapaxes(np.squeeze(volume.numpy(), 0), 0, 2)[0], label_map.numpy().T)
     with pytest.raises(ValueError, match=r"\(C, W, H\)"):
         SingleFrameVolumed(keys="pred")({"pred": torch.zeros(1, 3, 4, 1)})
 
