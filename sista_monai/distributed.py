@@ -73,20 +73,12 @@ def world_info() -> tuple[int, int]:
 
 def rank() -> int:
     """This process's rank: the process group's, else ``torchrun``'s ``RANK`` variable, else 0."""
-    if is_distributed():
-        import torch.distributed as dist
-
-        return dist.get_rank()
-    return int(os.environ.get("RANK", "0"))
+    return world_info()[0] if is_distributed() else int(os.environ.get("RANK", "0"))
 
 
 def world_size() -> int:
     """The number of processes: the process group's, else ``torchrun``'s ``WORLD_SIZE`` variable, else 1."""
-    if is_distributed():
-        import torch.distributed as dist
-
-        return dist.get_world_size()
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return world_info()[1] if is_distributed() else int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def local_rank() -> int:
