@@ -24,7 +24,7 @@ from monai.utils import CommonKeys as Keys
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
-from .step import SafeStep
+from .step import SafeStep, decollated_scalars
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -71,8 +71,9 @@ class DetectionTrainer(SafeStep, SupervisedTrainer):
     size) and the target boxes and labels; each iteration calls ``detector(images, targets)`` in training mode,
     weights MONAI's classification (focal-free BCE on sampled anchors) and box-regression losses and steps the
     optimiser through :class:`~sista_monai.engines.step.SafeStep` (accumulation, autocast, scaler, clipping, a
-    non-finite loss raised or skipped on every rank together). ``engine.state.output`` holds ``loss`` and each
-    term (detached). MONAI's RetinaNet heads refuse non-finite maps with a ``ValueError``; that counts as a
+    non-finite loss raised or skipped on every rank together). ``engine.state.output`` is MONAI's decollated form:
+    one dict per image, each holding ``loss`` and each weighted term's ``loss_<name>`` as numbers
+    (:func:`~sista_monai.engines.step.decollated_scalars`; what ``--tracking mlflow`` reads). MONAI's RetinaNet heads refuse non-finite maps with a ``ValueError``; that counts as a
     non-finite loss, so the ranks agree on it too.
 
     Args:
@@ -113,7 +114,7 @@ class DetectionTrainer(SafeStep, SupervisedTrainer):
     # MONAI types a batch as a dict; the detection loaders yield a list of items (collate_fn=no_collation)
     def _iteration(  # type: ignore[override]
         self, engine: SupervisedTrainer, batchdata: Sequence[Mapping[str, Any]]
-    ) -> dict[str, Any]:
+    ) -> list[dict[str, Any]]:
         if not isinstance(engine, DetectionTrainer):
             raise TypeError(f"a DetectionTrainer iterates itself as the engine, got {type(engine).__name__}")
         if batchdata is None:
@@ -140,8 +141,7 @@ class DetectionTrainer(SafeStep, SupervisedTrainer):
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         self._optimise(engine, loss, {f"loss_{k}": v for k, v in losses.items()}, "detection loss", step)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        output: dict[str, Any] = {f"loss_{k}": v.detach() for k, v in losses.items()}
-        output[Keys.LOSS] = loss.detach()
+        output = decollated_scalars({**{f"loss_{k}": v for k, v in losses.items()}, Keys.LOSS: loss}, len(batchdata))
         engine.state.output = output
         return output
 

@@ -47,7 +47,7 @@ from monai.utils import CommonKeys as Keys
 from sista_monai.distributed import world_info
 from sista_monai.errors import NonFiniteLossError
 
-__all__ = ["NONFINITE_LOSS_ACTIONS", "SafeStep", "SafeSupervisedTrainer", "finite_on_every_rank"]
+__all__ = ["NONFINITE_LOSS_ACTIONS", "SafeStep", "SafeSupervisedTrainer", "decollated_scalars", "finite_on_every_rank"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,38 @@ def finite_on_every_rank(locally_finite: bool, device: torch.device | str) -> bo
     flag = torch.tensor([1.0 if locally_finite else 0.0], device=device)
     torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
     return bool(flag.item() > 0)
+
+
+def decollated_scalars(values: Mapping[str, Any], batch_size: int) -> list[dict[str, Any]]:
+    """A batch's scalar outputs in MONAI's decollated form: ``batch_size`` dicts, each holding every scalar.
+
+    MONAI's trainers decollate ``engine.state.output`` into one dict per sample, replicating a batch-level scalar
+    such as the loss into every dict as a Python number (``decollate_batch(..., detach=True)``). MONAI's handlers
+    and bundle settings read that form: ``--tracking mlflow`` logs ``from_engine(["loss"], first=True)``, which on a
+    plain dict returns a 1-tuple MLflow cannot log. The SISTA and detection trainers compute scalars only (the loss
+    terms and diagnostics), so they give this form directly: one-element tensors and Python numbers are kept (the
+    tensors copied to the host in one transfer, integers staying integers), anything else is left out. The dicts
+    are distinct objects with the same values.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    names = [k for k, v in values.items() if torch.is_tensor(v) and v.numel() == 1]
+    scalars: dict[str, Any] = {}
+    if names:
+        tensors = [values[k].detach().reshape(()) for k in names]
+        host = torch.stack([t.to(torch.float64) for t in tensors]).cpu().tolist()
+        for name, tensor, number in zip(names, tensors, host, strict=True):
+            if tensor.dtype == torch.bool:
+                number = bool(number)
+            elif not tensor.is_floating_point():
+                number = int(number)
+            scalars[name] = number
+    ordered = {
+        k: scalars[k] if k in scalars else v
+        for k, v in values.items()
+        if k in scalars or (isinstance(v, (bool, int, float)) and not torch.is_tensor(v))
+    }
+    return [dict(ordered) for _ in range(batch_size)]
 
 
 def _scalars(terms: Mapping[str, Any]) -> dict[str, float]:

@@ -21,7 +21,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from sista_monai.losses import REPORT_FINDINGS_KEY, ReportSimilarity, finding_label_agreement, report_features
 
-from .step import SafeStep
+from .step import SafeStep, decollated_scalars
 
 __all__ = ["SISTAPrepareBatch", "SISTATrainer", "BATCH_KEYS", "TARGET_KEYS"]
 
@@ -176,8 +176,9 @@ class SISTATrainer(SafeStep, SupervisedTrainer):
                 action,
             )
 
-    def _iteration(self, engine: SupervisedTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
-        """One SISTA step; ``engine.state.output`` holds every loss term and diagnostic (detached)."""
+    def _iteration(self, engine: SupervisedTrainer, batchdata: dict[str, Any]) -> list[dict[str, Any]]:  # type: ignore[override]
+        """One SISTA step; ``engine.state.output`` is MONAI's decollated form: one dict per sample, each holding every
+        scalar loss term, diagnostic and ``lr`` as a number (:func:`~sista_monai.engines.step.decollated_scalars`)."""
         if not isinstance(engine, SISTATrainer):
             raise TypeError(f"a SISTATrainer iterates itself as the engine, got {type(engine).__name__}")
         if batchdata is None:
@@ -225,9 +226,7 @@ class SISTATrainer(SafeStep, SupervisedTrainer):
 
         if "rows_without_negatives" in terms:
             engine.state.rows_without_negatives += int(terms["rows_without_negatives"])
-        output: dict[str, Any] = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in terms.items()}
-        output[Keys.LOSS] = loss.detach()
-        output["lr"] = float(engine.optimizer.param_groups[0]["lr"])
-        output[Keys.PRED] = pred
+        scalars = {**terms, Keys.LOSS: loss, "lr": float(engine.optimizer.param_groups[0]["lr"])}
+        output = decollated_scalars(scalars, batch["image"].shape[0])
         engine.state.output = output
         return output

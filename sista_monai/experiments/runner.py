@@ -172,7 +172,7 @@ def theta_sweep(
     parser.read_config([PRETRAIN_CONFIG, EVALUATE_CONFIG])
     parser.update({"bundle_root": str(bundle_root), **PRETRAIN_BUDGET, **overrides, **variant.overrides})
     parser.get_parsed_content("initialize")
-    evaluator = parser.get_parsed_content("test#evaluator")
+    evaluator = parser.get_parsed_content("evaluator")
     source = parser.get_parsed_content("similarity_source")
     similarity = parser.get_parsed_content("report_similarity")  # the configured one: its centre included
     for theta in thetas:

@@ -12,7 +12,7 @@ import logging
 import os
 import pickle
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,12 +74,16 @@ LOSS_TERM_KEYS = (
 """Scalars of a trainer output that are logged (those present): SISTA's terms, and the detection trainer's."""
 
 
-def loss_terms(output: Mapping[str, Any] | None) -> dict[str, float]:
+def loss_terms(output: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> dict[str, float]:
     """The scalar loss terms and diagnostics of a :class:`~sista_monai.engines.SISTATrainer` output.
 
     Use as ``output_transform`` of MONAI's ``StatsHandler``, ``TensorBoardStatsHandler`` and ``MLFlowHandler``.
-    Only numbers leave the engine this way: never report text or patient fields.
+    ``output`` is one dict, or MONAI's decollated list of per-sample dicts (what the trainers give), whose
+    batch-level scalars are the same in every dict: the first is read. Only numbers leave the engine this way:
+    never report text or patient fields.
     """
+    if isinstance(output, Sequence) and not isinstance(output, (str, bytes)):
+        output = output[0] if output else None
     if not output:
         return {}
     terms: dict[str, float] = {}

@@ -22,6 +22,7 @@ from bundle_helpers import (
 )
 from monai.bundle import run as bundle_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tracking import assert_tracked, train_with_mlflow
 
 from sista_monai.io import load_network_weights
 from sista_monai.metrics.pretraining import TARGETS
@@ -184,27 +185,28 @@ def test_iteration_log_true_prints_every_iteration(tiny_demo: Path, tmp_path: Pa
 
 
 def test_tracking_mlflow_receives_every_loss_term_and_the_final_metrics(tiny_demo: Path, tmp_path: Path) -> None:
-    """MONAI's ``--tracking`` with the bundle's MLflow settings (MONAI's defaults with the loss terms as the trainer's
-    per-iteration values: MONAI's default transform reads decollated outputs, and this trainer's output is one dict
-    per batch); a local SQLite store in the bundle's ``output_dir``: every loss term per iteration, each term's epoch
-    mean (``epoch_*``: the trainer's metrics at each epoch) and the validation metrics arrive in the run."""
-    pytest.importorskip("mlflow")
-    from mlflow.tracking import MlflowClient
-
+    """MONAI's own ``--tracking mlflow`` as it is (a local SQLite store in the bundle's ``output_dir``): the loss of
+    every iteration, each loss term's epoch mean (``epoch_*``: the trainer's metrics at each epoch), the validation
+    metrics of every epoch, and the test evaluator's metrics equal to ``eval/metrics.json``."""
     root = tmp_path / "pretrain"
     overrides = {"bundle_root": str(root), **tiny_pretrain_overrides(tiny_demo), "epochs": 2, "val_interval": 1}
-    args = ["python", "-m", "monai.bundle", "run", "--config_file", "bundles/pretrain/configs/train.json"]
-    result = run_cli(args + as_cli(overrides) + ["--tracking", "bundles/pretrain/configs/mlflow_tracking.json"])
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlruns.db'}")  # in output_dir, the bundle root
-    (experiment,) = [e for e in client.search_experiments() if e.name == "monai_experiment"]
-    runs = client.search_runs([experiment.experiment_id])
-    metrics = {name for run in runs for name in run.data.metrics}
-    assert {"loss", "loss_sia", "loss_sta", "epoch_loss", "epoch_loss_sia", "epoch_loss_sta", "epoch_lr"} <= metrics
-    assert {"val_recall_at_5", "semantic_precision_at_5"} <= metrics, metrics
-    (train,) = [run for run in runs if "epoch_loss_sia" in run.data.metrics]
-    history = client.get_metric_history(train.info.run_id, "epoch_loss_sia")
-    assert [m.step for m in history] == [1, 2] and all(m.value > 0 for m in history)
+    runs = train_with_mlflow(
+        ["python", "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "train.json")], overrides
+    )
+    assert_tracked(
+        runs,
+        root,
+        train={"train_loss"},
+        epoch_terms={"loss", "loss_sia", "loss_sta", "lr"},
+        validation={"val_recall_at_5", "semantic_precision_at_5"},
+        test={
+            "lesion_pointing_accuracy": ("grounding", "lesion", "accuracy"),
+            "counterfactual_follow_rate": ("grounding", "counterfactual", "follow_rate"),
+            "recall_at_5_image_to_report": ("retrieval", "image_to_report", "R@5"),
+            "semantic_precision_at_5": ("retrieval", "semantic", "precision_at_5"),
+            "sia_flag_precision": ("sia", "flag_precision"),
+        },
+    )
 
 
 def test_metadata_verifies() -> None:

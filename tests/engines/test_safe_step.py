@@ -1,26 +1,33 @@
-"""The shared safe optimiser step: a NaN seen by one rank stops or skips the step on both ranks, for every trainer.
+"""The shared safe optimiser step: a NaN seen by one rank stops or skips the step on both ranks, for every trainer;
+and every trainer's output in the form MONAI's own handlers read (``--tracking mlflow``).
 
-Each case runs two processes in a gloo process group with the network wrapped in DistributedDataParallel as the
+Each NaN case runs two processes in a gloo process group with the network wrapped in DistributedDataParallel as the
 bundles' ``multi_gpu_train.json`` wrap it; only rank 1's second batch holds a NaN image. Without agreement, rank 0
 would enter DDP's gradient all-reduce alone and wait forever (the join timeout turns that into a failure).
 """
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 import traceback
 from pathlib import Path
 
 import pytest
 import torch
-from monai.data import DataLoader
+from ignite.engine import Events
+from monai.bundle import ConfigParser
+from monai.bundle.utils import DEFAULT_MLFLOW_SETTINGS
+from monai.data import DataLoader, decollate_batch
 from monai.data.utils import no_collation
 from monai.losses import DiceCELoss
 from tiny_models import TINY_BERT
 from torch.nn.parallel import DistributedDataParallel
 
 from sista_monai.engines import DetectionTrainer, SafeSupervisedTrainer, SISTATrainer
+from sista_monai.engines.step import decollated_scalars
 from sista_monai.errors import NonFiniteLossError
+from sista_monai.handlers import loss_terms
 from sista_monai.losses import SemanticInstanceAlignmentLoss, SISTALoss
 from sista_monai.networks import (
     ChestXrayClassifier,
@@ -45,8 +52,12 @@ def _image(rank: int, index: int, size: int) -> torch.Tensor:
     return torch.full_like(image, float("nan")) if (rank, index) in {(1, 2), (1, 3)} else image
 
 
-def _trainer(kind: str, rank: int, nonfinite_loss: str) -> tuple[object, torch.nn.Module]:
-    """A trainer as the bundle builds it, on a DDP-wrapped tiny network; batches of 2, NaN in rank 1's 2nd."""
+def _trainer(kind: str, rank: int, nonfinite_loss: str, ddp: bool = True) -> tuple[object, torch.nn.Module]:
+    """A trainer as the bundle builds it, on a DDP-wrapped tiny network (``ddp``); batches of 2, NaN in rank 1's 2nd."""
+
+    def wrap(module: torch.nn.Module) -> torch.nn.Module:
+        return DistributedDataParallel(module, find_unused_parameters=True) if ddp else module
+
     torch.manual_seed(0)  # the same initial weights on both ranks, as DDP expects
     common = {"device": torch.device("cpu"), "max_epochs": 1, "nonfinite_loss": nonfinite_loss}
     if kind == "sista":
@@ -58,7 +69,7 @@ def _trainer(kind: str, rank: int, nonfinite_loss: str) -> tuple[object, torch.n
             ids[0], ids[9] = 2, 3
             mask = torch.ones(12, dtype=torch.long)
             items.append({"image": _image(rank, index, 16), "input_ids": ids, "attention_mask": mask})
-        network = DistributedDataParallel(model, find_unused_parameters=True)
+        network = wrap(model)
         trainer = SISTATrainer(
             train_data_loader=DataLoader(items, batch_size=2),
             network=network,
@@ -68,7 +79,7 @@ def _trainer(kind: str, rank: int, nonfinite_loss: str) -> tuple[object, torch.n
         )
         return trainer, network
     if kind == "detection":
-        network = DistributedDataParallel(detection_network(_vit(64), fpn_channels=16), find_unused_parameters=True)
+        network = wrap(detection_network(_vit(64), fpn_channels=16))
         detector = build_detector(network)
         box = torch.tensor([[8.0, 8.0, 30.0, 40.0]])
         items = [{"image": _image(rank, i, 64), "box": box, "label": torch.tensor([0])} for i in range(6)]
@@ -89,7 +100,7 @@ def _trainer(kind: str, rank: int, nonfinite_loss: str) -> tuple[object, torch.n
         module = segmentation_network(encoder, feature_size=4, norm_name="batch")
         loss = DiceCELoss(sigmoid=True)
         items = [{"image": _image(rank, i, 32), "label": (torch.rand(1, 32, 32) > 0.7).float()} for i in range(6)]
-    network = DistributedDataParallel(module, find_unused_parameters=True)
+    network = wrap(module)
     trainer = SafeSupervisedTrainer(
         train_data_loader=DataLoader(items, batch_size=2),
         network=network,
@@ -175,3 +186,51 @@ def test_detection_trainer_stops_on_a_non_finite_loss_naming_the_iteration() -> 
         trainer.run()
     changed = [k for k, v in network.state_dict().items() if not torch.equal(v, before[k])]
     assert changed and all(torch.isfinite(v).all() for v in network.state_dict().values())  # the bad step was not taken
+
+
+def test_decollated_scalars_equal_monais_decollation_of_the_batch_scalars() -> None:
+    values = {
+        "loss": torch.tensor(1.25),
+        "loss_sia": torch.tensor([0.5], dtype=torch.float64),
+        "rows_without_negatives": torch.tensor(3),
+        "flag": torch.tensor(True),
+        "lr": 1e-4,
+        "attention": torch.rand(2, 5),
+        "name": "not a number",
+    }
+    output = decollated_scalars(values, batch_size=2)
+    reference = decollate_batch({**values, "per_sample": torch.zeros(2)}, detach=True)
+    for item, expected in zip(output, reference, strict=True):
+        expected = {k: expected[k] for k in ("loss", "rows_without_negatives", "flag", "lr")}
+        assert {k: item[k] for k in expected} == expected
+        assert type(item["rows_without_negatives"]) is int and type(item["flag"]) is bool
+    assert [list(item) for item in output] == [["loss", "loss_sia", "rows_without_negatives", "flag", "lr"]] * 2
+    assert output[0]["loss_sia"] == 0.5 and output[0] is not output[1]
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        decollated_scalars(values, batch_size=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", TRAINERS)
+def test_monais_default_mlflow_handler_logs_every_trainers_loss(kind: str, tmp_path: Path) -> None:
+    """The trainer handler ``--tracking mlflow`` adds (MONAI's own settings, ``from_engine(["loss"], first=True)``)
+    logs the loss of every iteration, as the trainer computed it, into a local MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    trainer, _ = _trainer(kind, rank=0, nonfinite_loss="raise", ddp=False)
+    parser = ConfigParser({**copy.deepcopy(DEFAULT_MLFLOW_SETTINGS["configs"]), "bundle_root": str(tmp_path)})
+    parser["output_dir"] = str(tmp_path)
+    parser["save_execute_config"] = None  # ``monai.bundle run`` puts the path of the config it saved here
+    parser.get_parsed_content("trainer").attach(trainer)
+    losses: list[float] = []
+    trainer.add_event_handler(  # type: ignore[attr-defined]
+        Events.ITERATION_COMPLETED, lambda engine: losses.append(loss_terms(engine.state.output)["loss"])
+    )
+    trainer.run()  # type: ignore[attr-defined]
+    output = trainer.state.output  # type: ignore[attr-defined]
+    assert isinstance(output, list) and len(output) == 2 and all(isinstance(item, dict) for item in output)
+    client = MlflowClient(tracking_uri=parser.get_parsed_content("tracking_uri"))
+    (run,) = client.search_runs([client.get_experiment_by_name("monai_experiment").experiment_id])
+    history = sorted(client.get_metric_history(run.info.run_id, "train_loss"), key=lambda m: m.step)
+    assert [m.step for m in history] == [1, 2, 3]
+    assert [m.value for m in history] == pytest.approx(losses, rel=1e-6) and len(losses) == 3

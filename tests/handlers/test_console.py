@@ -142,3 +142,12 @@ def test_the_epoch_means_are_the_trainer_metrics_of_that_epoch_only() -> None:
     engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append(dict(e.state.metrics)))
     engine.run([0, 1], max_epochs=2)
     assert seen == [{}, {"epoch_loss": 2.0}, {}, {"epoch_loss": 6.0}]
+
+
+def test_loss_terms_reads_one_dict_or_the_first_of_monais_decollated_list() -> None:
+    batch = {"loss": torch.tensor(1.5), "loss_sia": 0.25, "lr": 1e-4, "attention": torch.ones(2, 3), "note": "text"}
+    expected = {"loss": 1.5, "loss_sia": 0.25, "lr": 1e-4}
+    assert loss_terms(batch) == expected
+    decollated = [{"loss": 1.5, "loss_sia": 0.25, "lr": 1e-4}, {"loss": 9.0, "loss_sia": 9.0, "lr": 9.0}]
+    assert loss_terms(decollated) == expected  # batch-level scalars are replicated: the first dict holds them
+    assert loss_terms([]) == {} and loss_terms(None) == {}

@@ -113,7 +113,7 @@ def test_bundle_test_evaluator_reports_hand_made_cases(
         for p, y in zip(scores, LABELS, strict=True)
     ]
     parser["test#dataloader"] = DataLoader(items, batch_size=4, shuffle=False)
-    evaluator = parser.get_parsed_content("test#evaluator")
+    evaluator = parser.get_parsed_content("evaluator")
     evaluator.run()
     for name, value in expected.items():
         assert evaluator.state.metrics[name] == pytest.approx(value, abs=1e-6), name
