@@ -25,6 +25,7 @@ import torch
 import yaml
 from bundle_helpers import REPO_ROOT, run_cli
 from monai.bundle import ConfigParser
+from tiny_models import TINY_ENCODER
 
 from sista_monai.data.demo import ensure_demo_data
 from sista_monai.errors import BundlePackagingError
@@ -40,7 +41,6 @@ DATASET_TERMS = {
     "rsna_pneumonia_detection": "RSNA Pneumonia Detection Challenge",
 }
 SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
-TINY_ENCODER = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
 N_IMAGES = 3
 
 pytestmark = pytest.mark.slow

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from tiny_models import TINY_ENCODER
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
@@ -323,6 +324,35 @@ def train_downstream_bundle(
         "overrides": overrides,
         "console": result.stdout + result.stderr,
     }
+
+
+SEGMENTATION_NETWORK = {**{f"image_encoder#{key}": value for key, value in TINY_ENCODER.items()}, "feature_size": 4}
+"""The segmentation bundle's network overrides at the tiny sizes (training, inference and packaging layers)."""
+VISIBLE_MASKS = {"mask_threshold": 0.3, "min_mask_pixels": 0}
+"""Segmentation inference overrides that give masks neither empty nor full on the tiny network (a low threshold,
+no size filter): comparisons of masks that can see a difference."""
+
+
+def train_tiny_segmentation_bundle(demo: Path, root: Path) -> dict[str, Any]:
+    """:func:`train_downstream_bundle` of the segmentation bundle at the tiny sizes (:data:`SEGMENTATION_NETWORK`)."""
+    overrides = {"min_iterations_per_epoch": 3, **SEGMENTATION_NETWORK}
+    return train_downstream_bundle("siim_pneumothorax_segmentation", demo, root, TINY_ENCODER, overrides)
+
+
+def flat_deploy_inputs(folder: Path, demo: Path, real: list[str]) -> list[Path]:
+    """The files of :func:`deploy_inputs` in one flat folder (``folder``), for clients that read no subfolder."""
+    staged = deploy_inputs(folder.with_name(folder.name + "_staged"), demo, real)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy(path, folder / path.name)) for path in staged]
+
+
+def run_packaged_inference(bundle: Path, images: Path, out: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """The packaged bundle's inference command as its README gives it: ``python -m monai.bundle run --config_file
+    BUNDLE/configs/inference.json --bundle_root BUNDLE --dataset_dir IN --output_dir OUT``."""
+    args = ["python", "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json")]
+    return run_cli(
+        args + ["--bundle_root", str(bundle), "--dataset_dir", str(images), "--output_dir", str(out)], cwd=cwd
+    )
 
 
 def assert_net_in_out_verifies(bundle_root: Path, overrides: dict[str, Any]) -> None:

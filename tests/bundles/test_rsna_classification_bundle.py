@@ -40,6 +40,7 @@ from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 from monai.data import MetaTensor
 from monai.transforms import Compose
+from tiny_models import TINY_ENCODER
 from tracking import assert_tracked, train_with_mlflow
 
 BUNDLE = REPO_ROOT / "bundles" / "rsna_pneumonia_classification"
@@ -48,7 +49,6 @@ README_COMMAND = bundle_command("rsna_pneumonia_classification", "train.json")
 INFERENCE_COMMAND = bundle_command("rsna_pneumonia_classification", "inference.json")
 DEPLOY_REMOVED = ("LoadImage", "SaveImage")  # monai-deploy-app-sdk's DISALLOW_LOAD_SAVE name filter
 
-TINY_ENCODER = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
 ENCODER_OVERRIDES = {f"image_encoder#{key}": value for key, value in TINY_ENCODER.items()}
 
 pytestmark = pytest.mark.slow

@@ -35,6 +35,7 @@ from bundle_helpers import (
 )
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
+from tiny_models import TINY_ENCODER
 from tracking import assert_tracked, train_with_mlflow
 
 BUNDLE = REPO_ROOT / "bundles" / "rsna_pneumonia_detection"
@@ -42,7 +43,6 @@ CONFIGS = BUNDLE / "configs"
 README_COMMAND = bundle_command("rsna_pneumonia_detection", "train.json")
 INFERENCE_COMMAND = bundle_command("rsna_pneumonia_detection", "inference.json")
 
-TINY_ENCODER = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
 NETWORK_OVERRIDES = {**{f"image_encoder#{key}": value for key, value in TINY_ENCODER.items()}, "fpn_channels": 16}
 
 pytestmark = pytest.mark.slow

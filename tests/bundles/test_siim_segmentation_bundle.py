@@ -20,6 +20,8 @@ import pytest
 import torch
 from bundle_helpers import (
     REPO_ROOT,
+    SEGMENTATION_NETWORK,
+    VISIBLE_MASKS,
     as_cli,
     assert_console_holds_no_planted_phi,
     assert_inference_preprocesses_as_evaluation,
@@ -35,20 +37,20 @@ from bundle_helpers import (
     run_cli,
     run_deploy_app,
     run_torchrun_two_processes,
-    train_downstream_bundle,
+    train_tiny_segmentation_bundle,
 )
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 from PIL import Image
 from scipy import ndimage
+from tracking import assert_tracked, train_with_mlflow
 
 BUNDLE = REPO_ROOT / "bundles" / "siim_pneumothorax_segmentation"
 CONFIGS = BUNDLE / "configs"
 README_COMMAND = bundle_command("siim_pneumothorax_segmentation", "train.json")
 INFERENCE_COMMAND = bundle_command("siim_pneumothorax_segmentation", "inference.json")
 
-TINY_ENCODER = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
-NETWORK_OVERRIDES = {**{f"image_encoder#{key}": value for key, value in TINY_ENCODER.items()}, "feature_size": 4}
+NETWORK_OVERRIDES = SEGMENTATION_NETWORK
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +58,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The README's training command from the repository root (tiny overrides) into a copy of the bundle."""
-    overrides = {"min_iterations_per_epoch": 3, **NETWORK_OVERRIDES}
-    return train_downstream_bundle(BUNDLE.name, tiny_demo, tmp_path_factory.mktemp("siim_seg"), TINY_ENCODER, overrides)
+    return train_tiny_segmentation_bundle(tiny_demo, tmp_path_factory.mktemp("siim_seg"))
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +89,21 @@ def test_training_outputs(trained: dict[str, Any], tiny_demo: Path) -> None:
     assert list((bundle_root / "logs").glob("events.*"))
     assert "val_mean_dice" in trained["console"] and "test split" in trained["console"]
     assert "corrupt cache" not in trained["console"].lower()  # the cached items load with weights_only=True
+
+
+def test_tracking_mlflow_receives_the_loss_and_the_final_metrics(trained: dict[str, Any], tmp_path: Path) -> None:
+    """MONAI's own ``--tracking mlflow`` as it is: the loss per iteration and the epoch mean of every loss term, the
+    validation metric of every epoch, and the test metrics equal to ``eval/metrics.json``."""
+    overrides = {**trained["overrides"], "bundle_root": str(tmp_path), "epochs": 2}
+    runs = train_with_mlflow(README_COMMAND, overrides)
+    assert_tracked(
+        runs,
+        tmp_path,
+        {"train_loss"},
+        {"train_loss"},
+        {"val_mean_dice"},
+        {"mean_dice": ("mean_dice",), "mean_iou": ("mean_iou",)},
+    )
 
 
 def test_outputs_and_console_hold_no_planted_phi(trained: dict[str, Any], tiny_demo: Path) -> None:
@@ -224,8 +240,7 @@ def test_monai_deploy_app_writes_the_bundle_masks_as_dicom_seg(
     files = deploy_inputs(images, tiny_demo, ["siim/dicoms/*.dcm"])
     own, app = tmp_path / "own", tmp_path / "app"
     args = {"bundle_root": str(trained["bundle_root"]), "dataset_dir": str(images), "output_dir": str(own)}
-    # a low threshold and no size filter: masks that are neither empty nor full on the tiny network
-    masks = {"mask_threshold": 0.3, "min_mask_pixels": 0}
+    masks = VISIBLE_MASKS
     result = run_cli(INFERENCE_COMMAND + as_cli({**args, **NETWORK_OVERRIDES, **masks}))
     assert result.returncode == 0, result.stderr[-3000:]
     parser = ConfigParser()

@@ -11,3 +11,6 @@ TINY_BERT = {
     "max_position_embeddings": 32,
 }
 """A one-layer BERT configuration for ``HuggingFaceTextEncoder(config=TINY_BERT)``: built in milliseconds, no files."""
+
+TINY_ENCODER = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
+"""The tiny ViT image encoder sizes the bundle tests train and package at (``image_encoder#<key>`` overrides)."""

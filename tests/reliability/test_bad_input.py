@@ -31,6 +31,7 @@ from monai.bundle import run as bundle_run
 from PIL import Image
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000MC, BasicTextSRStorage, ExplicitVRLittleEndian
+from tiny_models import TINY_ENCODER
 
 from sista_monai.data.prepare import main as prepare_main
 from sista_monai.data.validate import BadItemsError, check_items
@@ -52,7 +53,6 @@ BUNDLES = {
     "segmentation": "siim_pneumothorax_segmentation",
     "detection": "rsna_pneumonia_detection",
 }
-TINY_ENCODER = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
 DOWNSTREAM_OVERRIDES = {
     "classification": {},
     "segmentation": {"feature_size": 4},
