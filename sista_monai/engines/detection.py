@@ -72,9 +72,10 @@ class DetectionTrainer(SafeStep, SupervisedTrainer):
     weights MONAI's classification (focal-free BCE on sampled anchors) and box-regression losses and steps the
     optimiser through :class:`~sista_monai.engines.step.SafeStep` (accumulation, autocast, scaler, clipping, a
     non-finite loss raised or skipped on every rank together). ``engine.state.output`` is MONAI's decollated form:
-    one dict per image, each holding ``loss`` and each weighted term's ``loss_<name>`` as numbers
-    (:func:`~sista_monai.engines.step.decollated_scalars`; what ``--tracking mlflow`` reads). MONAI's RetinaNet heads refuse non-finite maps with a ``ValueError``; that counts as a
-    non-finite loss, so the ranks agree on it too.
+    one dict per image, each holding ``loss`` and each term's ``loss_<name>`` as numbers
+    (:func:`~sista_monai.engines.step.decollated_scalars`; what ``--tracking mlflow`` reads). MONAI's RetinaNet
+    heads refuse non-finite maps with a ``ValueError``; that counts as a non-finite loss, so the ranks agree on it
+    too.
 
     Args:
         detector: the detector; its ``network`` must be the trainer's ``network``.

@@ -72,32 +72,21 @@ def decollated_scalars(values: Mapping[str, Any], batch_size: int) -> list[dict[
     """A batch's scalar outputs in MONAI's decollated form: ``batch_size`` dicts, each holding every scalar.
 
     MONAI's trainers decollate ``engine.state.output`` into one dict per sample, replicating a batch-level scalar
-    such as the loss into every dict as a Python number (``decollate_batch(..., detach=True)``). MONAI's handlers
-    and bundle settings read that form: ``--tracking mlflow`` logs ``from_engine(["loss"], first=True)``, which on a
-    plain dict returns a 1-tuple MLflow cannot log. The SISTA and detection trainers compute scalars only (the loss
-    terms and diagnostics), so they give this form directly: one-element tensors and Python numbers are kept (the
-    tensors copied to the host in one transfer, integers staying integers), anything else is left out. The dicts
-    are distinct objects with the same values.
+    such as the loss into every dict as a Python number (``decollate_batch(..., detach=True)`` calls ``.item()``).
+    MONAI's handlers and bundle settings read that form: ``--tracking mlflow`` logs ``from_engine(["loss"],
+    first=True)``, which on a plain dict returns a 1-tuple MLflow cannot log. The SISTA and detection trainers
+    compute only batch-level values (the loss terms and diagnostics), for which ``decollate_batch`` would find no
+    batch dimension, so they give this form directly: one-element tensors (as ``.item()``) and Python numbers are
+    kept, anything else is left out. The dicts are distinct objects with the same values.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    names = [k for k, v in values.items() if torch.is_tensor(v) and v.numel() == 1]
-    scalars: dict[str, Any] = {}
-    if names:
-        tensors = [values[k].detach().reshape(()) for k in names]
-        host = torch.stack([t.to(torch.float64) for t in tensors]).cpu().tolist()
-        for name, tensor, number in zip(names, tensors, host, strict=True):
-            if tensor.dtype == torch.bool:
-                number = bool(number)
-            elif not tensor.is_floating_point():
-                number = int(number)
-            scalars[name] = number
-    ordered = {
-        k: scalars[k] if k in scalars else v
+    scalars = {
+        k: v.detach().item() if torch.is_tensor(v) else v
         for k, v in values.items()
-        if k in scalars or (isinstance(v, (bool, int, float)) and not torch.is_tensor(v))
+        if (torch.is_tensor(v) and v.numel() == 1) or isinstance(v, (bool, int, float))
     }
-    return [dict(ordered) for _ in range(batch_size)]
+    return [dict(scalars) for _ in range(batch_size)]
 
 
 def _scalars(terms: Mapping[str, Any]) -> dict[str, float]:

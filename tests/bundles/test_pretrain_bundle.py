@@ -16,13 +16,14 @@ from bundle_helpers import (
     assert_metadata_verifies,
     assert_quiet_console,
     assert_short_console,
+    bundle_command,
     console_lines,
     run_cli,
     tiny_pretrain_overrides,
 )
 from monai.bundle import run as bundle_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tracking import assert_tracked, train_with_mlflow
+from tracking import assert_mlflow_tracking
 
 from sista_monai.io import load_network_weights
 from sista_monai.metrics.pretraining import TARGETS
@@ -190,13 +191,9 @@ def test_tracking_mlflow_receives_every_loss_term_and_the_final_metrics(tiny_dem
     metrics of every epoch, and the test evaluator's metrics equal to ``eval/metrics.json``."""
     root = tmp_path / "pretrain"
     overrides = {"bundle_root": str(root), **tiny_pretrain_overrides(tiny_demo), "epochs": 2, "val_interval": 1}
-    runs = train_with_mlflow(
-        ["python", "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "train.json")], overrides
-    )
-    assert_tracked(
-        runs,
-        root,
-        train={"train_loss"},
+    assert_mlflow_tracking(
+        bundle_command("pretrain", "train.json"),
+        overrides,
         epoch_terms={"loss", "loss_sia", "loss_sta", "lr"},
         validation={"val_recall_at_5", "semantic_precision_at_5"},
         test={

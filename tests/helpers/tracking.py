@@ -34,29 +34,25 @@ def train_with_mlflow(command: list[str], overrides: dict[str, Any]) -> list[dic
     ]
 
 
-def assert_tracked(
-    runs: list[dict[str, list[tuple[int, float]]]],
-    bundle_root: Path,
-    train: set[str],
-    epoch_terms: set[str],
-    validation: set[str],
-    test: dict[str, Any],
-    epochs: int = 2,
+def assert_mlflow_tracking(
+    command: list[str], overrides: dict[str, Any], epoch_terms: set[str], validation: set[str], test: dict[str, Any]
 ) -> None:
-    """The training run holds the loss of every iteration (``train``), the epoch mean of every loss term
-    (``epoch_<term>``, one value per epoch) and the validation metrics of every epoch; the test evaluator's run
-    (MONAI's ``evaluator`` settings; the trainer's run is closed when training completes) holds the test metrics
-    equal to ``eval/metrics.json`` (``test``: metric → its path of keys in that file)."""
+    """Train with ``--tracking mlflow`` (:func:`train_with_mlflow`). The training run holds the loss of every
+    iteration (``train_loss``, MONAI's tag), the epoch mean of every loss term (``epoch_<term>``) and the validation
+    metrics, one value per epoch; the test evaluator's run (MONAI's ``evaluator`` settings; the trainer's run is
+    closed when training completes) holds the test metrics equal to ``eval/metrics.json`` (``test``: metric → its
+    path of keys in that file)."""
+    runs = train_with_mlflow(command, overrides)
+    epochs = int(overrides["epochs"])
     assert len(runs) == 2, [sorted(run) for run in runs]
     training, testing = runs
-    assert train | {f"epoch_{term}" for term in epoch_terms} | validation <= set(training), sorted(training)
-    for name in train:
-        assert len(training[name]) > epochs and [step for step, _ in training[name]] == sorted(
-            {step for step, _ in training[name]}
-        )
-    for name in {f"epoch_{term}" for term in epoch_terms} | validation:
+    per_epoch = {f"epoch_{term}" for term in epoch_terms} | validation
+    assert {"train_loss"} | per_epoch <= set(training), sorted(training)
+    steps = [step for step, _ in training["train_loss"]]
+    assert len(steps) > epochs and steps == sorted(set(steps))
+    for name in per_epoch:
         assert [step for step, _ in training[name]] == list(range(1, epochs + 1)), (name, training[name])
-    report = json.loads((bundle_root / "eval" / "metrics.json").read_text())
+    report = json.loads((Path(overrides["bundle_root"]) / "eval" / "metrics.json").read_text())
     for name, keys in test.items():
         expected = report
         for key in keys:
